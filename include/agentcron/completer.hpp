@@ -1,0 +1,80 @@
+// Completer: turns finished runs into their next state (succeeded, pending for a retry or the
+// next fire time, failed) and writes them in batches, one statement per flush, retrying
+// transient database errors; no outcome is dropped while the process lives.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agentcron/executor.hpp"
+#include "agentcron/retry.hpp"
+#include "agentcron/task_store.hpp"
+
+namespace agentcron {
+
+class Logger;
+
+struct CompleterOptions {
+  std::string worker;                                  // locked_by of our tasks
+  Backoff task_retry;                                  // delay of a failed task's next attempt
+  Backoff db_retry{std::chrono::milliseconds(100), std::chrono::seconds(10), 2};  // of a failed write
+  Millis flush_interval = std::chrono::milliseconds(2);  // gathering time before a write
+  int max_batch = 1000;                                // most outcomes in one statement
+};
+
+struct CompleterStats {
+  std::uint64_t succeeded = 0;
+  std::uint64_t retried = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t released = 0;
+  std::uint64_t write_errors = 0;
+};
+
+class Completer {
+ public:
+  Completer(CompleterOptions options, TaskStore& store, Logger& log);
+  ~Completer();
+  Completer(const Completer&) = delete;
+  Completer& operator=(const Completer&) = delete;
+
+  // Thread-safe; never blocks on the database.
+  void add(FinishedRun&& run);
+  // Writes everything added so far, retrying transient errors until `deadline`. True when
+  // nothing is left unwritten.
+  bool flush(std::chrono::steady_clock::time_point deadline);
+  // Stops the background writer after a final flush (bounded by `deadline`).
+  bool stop(std::chrono::steady_clock::time_point deadline);
+
+  CompleterStats stats() const;
+  std::size_t pending() const;
+
+  // The next state of a finished run (pure: tests call it directly). `db_now` is the
+  // database's clock; `rng` feeds the retry jitter.
+  static Completion decide(const FinishedRun& run, const Backoff& task_retry, SysTime db_now, std::mt19937_64& rng);
+
+ private:
+  void loop(std::stop_token st);
+  // One write of up to max_batch items; false on a transient failure (items stay queued).
+  bool write_some();
+
+  CompleterOptions options_;
+  TaskStore& store_;
+  Logger& log_;
+  mutable std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::deque<FinishedRun> queue_;
+  std::mutex write_mu_;  // one writer at a time (the loop, or flush())
+  std::mt19937_64 rng_{std::random_device{}()};
+  CompleterStats stats_;
+  std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
+  std::jthread thread_;
+};
+
+}  // namespace agentcron

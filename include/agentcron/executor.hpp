@@ -1,0 +1,100 @@
+// Executor: `concurrency` slots running handlers with no database connection held. Every
+// exception, timeout or cancellation of a handler becomes that task's outcome and nothing else's.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "agentcron/duration.hpp"
+#include "agentcron/task.hpp"
+
+namespace agentcron {
+
+class HandlerRegistry;
+class Logger;
+
+struct ExecutorOptions {
+  int concurrency = 8;                               // slots
+  Millis task_timeout = std::chrono::minutes(5);     // unless the row's timeout_ms says otherwise
+};
+
+// One finished run, handed to the completer.
+struct FinishedRun {
+  Task task;
+  TaskOutcome outcome;
+  SysTime started_at{};
+  SysTime finished_at{};
+  std::optional<std::pair<std::string, std::string>> notify;  // (channel, payload) on success
+};
+using OutcomeSink = std::function<void(FinishedRun&&)>;
+
+class Executor {
+ public:
+  Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Slots not running (or about to run) a handler. A timed-out handler that has not returned
+  // yet still holds its slot.
+  int free_slots() const;
+  int busy() const;
+  // Starts the tasks; beyond free_slots() they queue for the next free slot.
+  void submit(std::vector<Task> tasks);
+  // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.
+  bool wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
+  // Ids of the tasks whose outcome is not decided yet (their leases need extending).
+  std::vector<std::int64_t> running_ids() const;
+  // Waits until every slot is free, `deadline` passes or `cut` is requested; true when idle.
+  bool wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
+  // Shutdown past the grace: requests stop of every running handler and settles each task as
+  // released (back to pending, attempt not counted) at once, whether or not its handler returns.
+  int cancel_all(const std::string& why);
+  // Whether every slot's thread has returned from its handler (false: some handler ignores stop).
+  bool all_handlers_returned() const;
+  void set_concurrency(int n);
+  // Called (without locks held) whenever a slot frees up.
+  void set_on_slot_freed(std::function<void()> cb);
+
+ private:
+  struct Running {
+    Task task;
+    std::stop_source stop;
+    Millis limit{0};                                   // the handler's time limit
+    std::chrono::steady_clock::time_point deadline{};  // set when a slot starts it
+    SysTime started_at{};
+    bool settled = false;  // its outcome was handed to the sink (by the slot, timeout or cancel)
+  };
+  void slot_loop(std::stop_token st);
+  void supervise(std::stop_token st);
+  void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
+  TaskOutcome run_one(Running& r);
+
+  ExecutorOptions options_;
+  const HandlerRegistry& handlers_;
+  OutcomeSink sink_;
+  Logger& log_;
+  mutable std::mutex mu_;
+  std::condition_variable_any cv_;       // work queued / slot freed / deadline changed
+  std::deque<std::shared_ptr<Running>> queue_;
+  std::map<std::int64_t, std::shared_ptr<Running>> running_;  // queued or running, by task id
+  int capacity_;
+  int busy_ = 0;  // queued + running handlers
+  std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines
+  std::function<void()> on_slot_freed_;
+  std::vector<std::jthread> slots_;
+  std::jthread supervisor_;
+};
+
+}  // namespace agentcron

@@ -1,0 +1,93 @@
+// Poller: on each tick of the schedule (and on NOTIFY agentcron_due) claims due tasks in batches
+// of at most batch_size, never more than the executor's free slots, until a batch comes back
+// short or max_batches_per_tick is reached. Missed ticks coalesce into one.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agentcron/cron.hpp"
+#include "agentcron/pool.hpp"
+#include "agentcron/retry.hpp"
+
+namespace agentcron {
+
+class Executor;
+class Logger;
+class TaskStore;
+
+struct PollerOptions {
+  CronSchedule schedule = CronSchedule::parse("*/5 * * * * *");
+  TimeZone zone = TimeZone::utc();
+  int batch_size = 50;
+  int max_batches_per_tick = 20;
+  bool listen = true;
+  Millis lease = std::chrono::seconds(60);
+  std::string worker;
+  std::vector<std::string> kinds;
+  Backoff reconnect{std::chrono::seconds(1), std::chrono::seconds(30), 2};  // of the LISTEN connection
+};
+
+struct TickResult {
+  int claimed = 0;
+  int batches = 0;
+  bool more_due = false;  // the last batch came back full: more is probably due
+};
+
+struct PollerStats {
+  std::uint64_t ticks = 0;
+  std::uint64_t claims = 0;
+  std::uint64_t claimed = 0;
+  int largest_claim = 0;
+  std::uint64_t notifications = 0;
+  std::uint64_t errors = 0;
+};
+
+class Poller {
+ public:
+  Poller(PollerOptions options, TaskStore& store, Executor& executor, CircuitBreaker& breaker, Logger& log);
+  ~Poller();
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+  // One tick: claims as described above, at most `max_tasks` in all. DatabaseErrors propagate.
+  TickResult run_once(int max_tasks = INT_MAX);
+
+  void start();
+  void request_stop();  // stops claiming; idempotent, safe before start
+  void wait();
+  // Claims again soon if more is due (the executor calls this when a slot frees up).
+  void on_slot_freed();
+  // SIGHUP: the reloadable settings.
+  void reconfigure(const CronSchedule& schedule, const TimeZone& zone, int batch_size);
+
+  PollerStats stats() const;
+  // steady_clock time of the last tick that reached the database (readiness).
+  std::chrono::steady_clock::time_point last_tick() const;
+  bool listening() const { return listening_; }
+
+ private:
+  void loop(std::stop_token st);
+  void wake();
+  void tick_safely();
+
+  PollerOptions options_;
+  TaskStore& store_;
+  Executor& executor_;
+  CircuitBreaker& breaker_;
+  Logger& log_;
+  mutable std::mutex mu_;  // options_ (reconfigure) and stats_
+  PollerStats stats_;
+  std::atomic<bool> more_due_{false};
+  std::atomic<bool> listening_{false};
+  std::atomic<std::int64_t> last_tick_ns_{0};
+  int wake_fd_ = -1;  // eventfd: wake() and request_stop() end a wait early
+  std::jthread thread_;
+};
+
+}  // namespace agentcron

@@ -1,0 +1,63 @@
+// Worker: builds the services of design.md's flow from a Config (pool, task store, executor,
+// completer, poller, rescuer, janitor, lease keeper), runs them, and shuts them down in order.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+
+#include "agentcron/config.hpp"
+#include "agentcron/handlers/handler.hpp"
+
+namespace agentcron {
+
+class Logger;
+struct CompleterStats;
+
+// hostname:pid — unique among the workers on one database, readable in pg_stat_activity.
+std::string default_worker_id();
+
+struct WorkerRunOptions {
+  bool migrate = false;     // apply pending migrations first
+  bool drain = false;       // once: until nothing is due
+  int max_tasks = 0;        // once: at most this many (0: one batch, or no limit with drain)
+};
+
+class Worker {
+ public:
+  Worker(Config config, HandlerRegistry handlers, Logger& log, std::string worker_id = default_worker_id());
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // `agentcron run`: until shutdown. Returns the exit code (0, or 69 when the schema is missing).
+  int run(const WorkerRunOptions& opts = {});
+  // `agentcron once`: returns 0 (all succeeded or nothing due), 1 (some task failed), 69.
+  int once(const WorkerRunOptions& opts);
+
+  // From the signal thread: 1 = drain within the grace, 2 or more = skip the grace.
+  void request_shutdown(int count);
+  // SIGHUP: applies the reloadable settings of `next` (log level, schedule, batch size, concurrency).
+  void reload(const Config& next);
+
+  const std::string& id() const { return id_; }
+
+ private:
+  struct Services;
+  int start_services(const WorkerRunOptions& opts, bool one_shot);
+  CompleterStats shutdown_services();  // returns the outcome counts
+
+  Config config_;
+  HandlerRegistry handlers_;
+  Logger& log_;
+  std::string id_;
+  std::unique_ptr<Services> s_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<int> shutdown_requests_{0};
+  std::stop_source skip_grace_;
+};
+
+}  // namespace agentcron

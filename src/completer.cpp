@@ -1,0 +1,241 @@
+// The completer (see completer.hpp).
+#include "agentcron/completer.hpp"
+
+#include <algorithm>
+
+#include "agentcron/cron.hpp"
+#include "agentcron/log.hpp"
+
+namespace agentcron {
+namespace {
+
+// Text columns cannot hold NUL bytes; a handler's message is not worth losing the row over.
+std::string clean(std::string s) {
+  s.erase(std::remove(s.begin(), s.end(), '\0'), s.end());
+  if (s.size() > 8192) s.resize(8192);
+  return s;
+}
+
+}  // namespace
+
+Completer::Completer(CompleterOptions options, TaskStore& store, Logger& log)
+    : options_(std::move(options)), store_(store), log_(log) {
+  thread_ = std::jthread([this](std::stop_token st) { loop(st); });
+}
+
+Completer::~Completer() { stop(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
+
+Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, SysTime db_now, std::mt19937_64& rng) {
+  const Task& t = run.task;
+  const TaskOutcome& o = run.outcome;
+  Completion c;
+  c.id = t.id;
+  c.attempt = t.attempt;
+  c.started_at = run.started_at;
+  c.finished_at = run.finished_at;
+
+  // A recurring task's next fire time, strictly in the future of the database clock: missed
+  // occurrences coalesce into the run that just happened.
+  std::optional<SysTime> next_fire;
+  std::string cron_error;
+  if (t.cron) {
+    try {
+      next_fire = CronSchedule::parse(*t.cron).next(db_now, TimeZone::locate(t.timezone));
+    } catch (const CronError& e) {
+      cron_error = e.what();
+    }
+  }
+  auto to_next_fire = [&] {
+    c.status = Completion::Status::pending;
+    c.run_at = next_fire;
+    c.reset_attempts = true;
+  };
+
+  if (o.kind == TaskOutcome::Kind::succeeded) {
+    if (next_fire) {
+      to_next_fire();
+      c.run_outcome = "succeeded";
+    } else if (t.cron) {
+      c.status = Completion::Status::failed;  // ran, but its schedule is broken: nothing to come back to
+      c.error = cron_error;
+      c.run_outcome = "failed";
+    } else {
+      c.status = Completion::Status::succeeded;  // a one-off task's own row is its record
+    }
+    if (run.notify) {
+      c.notify_channel = run.notify->first;
+      c.notify_payload = run.notify->second;
+    }
+    return c;
+  }
+
+  c.error = clean(o.message.empty() ? "failed" : o.message);
+  if (!cron_error.empty()) c.error = cron_error;
+  bool attempts_left = t.attempt < t.max_attempts;
+  if (o.kind == TaskOutcome::Kind::retry && attempts_left && cron_error.empty()) {
+    Millis delay = task_retry.delay(t.attempt, rng);
+    if (o.retry_not_before && *o.retry_not_before > db_now)
+      delay = std::max(delay, std::chrono::ceil<Millis>(*o.retry_not_before - db_now));
+    // A recurring task retries only while the retry comes before its next fire time.
+    if (!next_fire || db_now + delay < *next_fire) {
+      c.status = Completion::Status::pending;
+      c.retry_delay = delay;
+      c.run_outcome = "retry";
+      return c;
+    }
+  }
+  c.run_outcome = "failed";
+  if (next_fire) to_next_fire();
+  else c.status = Completion::Status::failed;
+  return c;
+}
+
+void Completer::add(FinishedRun&& run) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(run));
+  }
+  cv_.notify_all();
+}
+
+std::size_t Completer::pending() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+CompleterStats Completer::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+bool Completer::write_some() {
+  std::lock_guard writer(write_mu_);
+  std::vector<FinishedRun> batch;
+  {
+    std::lock_guard lock(mu_);
+    std::size_t limit = isolate_ > 0 ? 1 : static_cast<std::size_t>(options_.max_batch);
+    if (isolate_ > 0) --isolate_;
+    std::size_t n = std::min<std::size_t>(queue_.size(), limit);
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+  }
+  if (batch.empty()) return true;
+  std::vector<Completion> completions;
+  std::vector<const FinishedRun*> decided;
+  std::vector<std::int64_t> releases;
+  for (const auto& run : batch) {
+    if (run.outcome.cancelled) {
+      releases.push_back(run.task.id);
+      continue;
+    }
+    completions.push_back(decide(run, options_.task_retry, run.task.db_now(), rng_));
+    decided.push_back(&run);
+  }
+  try {
+    if (!completions.empty()) store_.complete_many(completions, options_.worker);
+    if (!releases.empty()) store_.release_many(releases, options_.worker, "shutdown");
+  } catch (const DatabaseError& e) {
+    std::lock_guard lock(mu_);
+    ++stats_.write_errors;
+    if (e.error_class() != ErrorClass::permanent || batch.size() == 1) {
+      if (e.error_class() == ErrorClass::permanent) {
+        // One run the database refuses for good: logged, not retried forever.
+        log_.error("could not record a task outcome", {{"task_id", batch.front().task.id},
+                                                       {"kind", batch.front().task.kind},
+                                                       {"attempt", batch.front().task.attempt},
+                                                       {"sqlstate", e.sqlstate()},
+                                                       {"error", e.what()}});
+        return true;
+      }
+      // Transient (or in doubt: the guarded UPDATE makes a repeat harmless): back to the front.
+      log_.warn("writing task outcomes failed; will retry", {{"count", static_cast<std::int64_t>(batch.size())},
+                                                             {"sqlstate", e.sqlstate()},
+                                                             {"error", e.what()}});
+      for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
+      return false;
+    }
+    // A permanent error in a batch: write the runs one by one so one bad row fails alone.
+    log_.warn("a batch of task outcomes was refused; writing them one by one",
+              {{"count", static_cast<std::int64_t>(batch.size())}, {"sqlstate", e.sqlstate()}, {"error", e.what()}});
+    isolate_ = batch.size();
+    for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
+    return true;
+  }
+  std::uint64_t ok = 0, retried = 0, failed = 0;
+  for (std::size_t i = 0; i < completions.size(); ++i) {
+    const Completion& c = completions[i];
+    const Task& t = decided[i]->task;
+    bool is_retry = c.run_outcome == "retry";
+    bool is_failure = !is_retry && (c.status == Completion::Status::failed || c.run_outcome == "failed");
+    if (is_retry) ++retried;
+    else if (is_failure) ++failed;
+    else ++ok;
+    if (!is_retry && !is_failure) {
+      log_.info("task succeeded", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+    } else {
+      log_.log(is_retry ? LogLevel::warn : LogLevel::error, is_retry ? "task failed, will retry" : "task failed",
+               {{"task_id", t.id},
+                {"kind", t.kind},
+                {"attempt", t.attempt},
+                {"error", c.error},
+                {"retry_in_ms", c.retry_delay ? static_cast<std::int64_t>(c.retry_delay->count()) : std::int64_t{-1}}});
+    }
+  }
+  std::lock_guard lock(mu_);
+  stats_.succeeded += ok;
+  stats_.retried += retried;
+  stats_.failed += failed;
+  stats_.released += releases.size();
+  return true;
+}
+
+bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
+  int attempt = 0;
+  while (pending() > 0) {
+    if (write_some()) {
+      attempt = 0;
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        options_.db_retry.cap(++attempt), deadline - std::chrono::steady_clock::now()));
+  }
+  return true;
+}
+
+bool Completer::stop(std::chrono::steady_clock::time_point deadline) {
+  if (thread_.joinable()) {
+    thread_.request_stop();
+    cv_.notify_all();
+    thread_.join();
+  }
+  bool ok = flush(deadline);
+  if (!ok)
+    log_.error("task outcomes left unwritten at exit; their leases will expire and the rescuer will rerun them",
+               {{"count", static_cast<std::int64_t>(pending())}});
+  return ok;
+}
+
+void Completer::loop(std::stop_token st) {
+  int attempt = 0;
+  while (!st.stop_requested()) {
+    {
+      std::unique_lock lock(mu_);
+      if (!cv_.wait(lock, st, [&] { return !queue_.empty(); })) return;
+      // Gather a little: many outcomes in one statement beat one statement each.
+      if (queue_.size() < static_cast<std::size_t>(options_.max_batch))
+        cv_.wait_for(lock, st, options_.flush_interval,
+                     [&] { return queue_.size() >= static_cast<std::size_t>(options_.max_batch); });
+    }
+    if (write_some()) {
+      attempt = 0;
+      continue;
+    }
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, st, options_.db_retry.cap(++attempt), [] { return false; });
+  }
+}
+
+}  // namespace agentcron

@@ -1,0 +1,323 @@
+// Parsing, stripping and redaction of DATABASE_URL (see database_url.hpp).
+#include "agentcron/database_url.hpp"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+namespace agentcron {
+namespace {
+
+const std::set<std::string>& libpq_keywords() {
+  static const std::set<std::string> keys = [] {
+    std::set<std::string> k;
+    PQconninfoOption* opts = PQconndefaults();
+    for (PQconninfoOption* o = opts; o && o->keyword; ++o) k.insert(o->keyword);
+    PQconninfoFree(opts);
+    return k;
+  }();
+  return keys;
+}
+
+bool is_secret_key(std::string_view key) { return key == "password" || key == "sslpassword"; }
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// Percent-decoding. `what` names the part for the error message; a password is never echoed.
+std::string percent_decode(std::string_view s, std::string_view what, bool plus_is_space = false) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
+      int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+      if (hi < 0 || lo < 0)
+        throw DatabaseUrlError("database url: bad percent-encoding in the " + std::string(what));
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::optional<Millis> number_or_duration(const std::string& v, Millis unit) {
+  if (!v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    if (v.size() > 12) return std::nullopt;
+    return unit * std::stoll(v);
+  }
+  return parse_duration(v);
+}
+
+// Takes a Prisma-style parameter out of the list (true) or leaves a libpq one in (false).
+bool take_prisma_param(PrismaParams& p, const std::string& key, const std::string& value) {
+  auto bad = [&](const char* expect) {
+    return DatabaseUrlError("database url: parameter " + key + " must be " + expect + ", got \"" +
+                            value + "\"");
+  };
+  if (key == "connection_limit") {
+    if (value.empty() || value.size() > 9 ||
+        !std::all_of(value.begin(), value.end(), [](unsigned char c) { return std::isdigit(c); }))
+      throw bad("a whole number");
+    p.connection_limit = std::stoi(value);
+  } else if (key == "pool_timeout" || key == "connect_timeout") {
+    auto d = number_or_duration(value, std::chrono::seconds(1));
+    if (!d) throw bad("seconds or a duration");
+    (key == "pool_timeout" ? p.pool_timeout : p.connect_timeout) = *d;
+  } else if (key == "statement_timeout") {
+    auto d = number_or_duration(value, Millis(1));
+    if (!d) throw bad("milliseconds or a duration");
+    p.statement_timeout = *d;
+  } else if (key == "pgbouncer") {
+    if (value == "true" || value == "1") p.pgbouncer = true;
+    else if (value == "false" || value == "0") p.pgbouncer = false;
+    else throw bad("true or false");
+  } else if (key == "schema") {
+    p.schema = value;
+  } else if (key == "socket_timeout" || key == "sslaccept" || key == "sslidentity") {
+    // Other Prisma-only parameters: accepted and ignored so libpq never sees them.
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void add_param(DatabaseUrl& url, std::string key, std::string value) {
+  if (take_prisma_param(url.prisma, key, value)) return;
+  if (!libpq_keywords().count(key))
+    throw DatabaseUrlError("database url: unknown connection parameter \"" + key + "\"");
+  url.set(std::move(key), std::move(value));
+}
+
+std::string quote_conninfo_value(std::string_view v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+// host[:port] list of a URL; IPv6 addresses in brackets; %2F-encoded socket directories.
+void parse_hosts(DatabaseUrl& url, std::string_view hostspec) {
+  if (hostspec.empty()) return;
+  std::string hosts, ports;
+  bool any_port = false;
+  std::size_t start = 0;
+  while (start <= hostspec.size()) {
+    std::size_t comma = hostspec.find(',', start);
+    if (comma == std::string_view::npos) comma = hostspec.size();
+    std::string_view item = hostspec.substr(start, comma - start);
+    std::string host, port;
+    if (!item.empty() && item.front() == '[') {
+      std::size_t close = item.find(']');
+      if (close == std::string_view::npos)
+        throw DatabaseUrlError("database url: unterminated [ in host \"" + std::string(item) + "\"");
+      host = std::string(item.substr(1, close - 1));
+      std::string_view rest = item.substr(close + 1);
+      if (!rest.empty()) {
+        if (rest.front() != ':')
+          throw DatabaseUrlError("database url: unexpected text after ] in host \"" + std::string(item) + "\"");
+        port = std::string(rest.substr(1));
+      }
+    } else {
+      std::size_t colon = item.rfind(':');
+      if (colon != std::string_view::npos) {
+        host = percent_decode(item.substr(0, colon), "host");
+        port = std::string(item.substr(colon + 1));
+      } else {
+        host = percent_decode(item, "host");
+      }
+    }
+    if (!port.empty() &&
+        (!std::all_of(port.begin(), port.end(), [](unsigned char c) { return std::isdigit(c); }) ||
+         port.size() > 5 || std::stoi(port) == 0 || std::stoi(port) > 65535))
+      throw DatabaseUrlError("database url: bad port \"" + port + "\"");
+    if (!hosts.empty() || start > 0) { hosts += ','; ports += ','; }
+    hosts += host;
+    ports += port;
+    any_port = any_port || !port.empty();
+    start = comma + 1;
+  }
+  url.set("host", hosts);
+  if (any_port) url.set("port", ports);
+}
+
+DatabaseUrl parse_uri(std::string_view text) {
+  DatabaseUrl url;
+  std::string_view rest = text.substr(text.find("://") + 3);
+  std::size_t qpos = rest.find('?');
+  std::string_view query = qpos == std::string_view::npos ? std::string_view{} : rest.substr(qpos + 1);
+  rest = rest.substr(0, qpos);
+  std::size_t slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+  // The userinfo ends at the last '@': an unencoded '@' in a password is common enough.
+  std::size_t at = authority.rfind('@');
+  if (at != std::string_view::npos) {
+    std::string_view userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+    std::size_t colon = userinfo.find(':');
+    std::string user = percent_decode(userinfo.substr(0, colon), "user name");
+    if (!user.empty()) url.set("user", user);
+    if (colon != std::string_view::npos)
+      url.set("password", percent_decode(userinfo.substr(colon + 1), "password"));
+  }
+  parse_hosts(url, authority);
+  if (!path.empty()) url.set("dbname", percent_decode(path, "database name"));
+  while (!query.empty()) {
+    std::size_t amp = query.find('&');
+    std::string_view item = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (item.empty()) continue;
+    std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos)
+      throw DatabaseUrlError("database url: parameter \"" + std::string(item) + "\" has no value");
+    std::string key = percent_decode(item.substr(0, eq), "parameter name");
+    std::string value = percent_decode(item.substr(eq + 1), "value of " + key, true);
+    add_param(url, std::move(key), std::move(value));
+  }
+  return url;
+}
+
+DatabaseUrl parse_conninfo(std::string_view text) {
+  DatabaseUrl url;
+  std::size_t i = 0;
+  auto skip_space = [&] { while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i; };
+  while (true) {
+    skip_space();
+    if (i >= text.size()) break;
+    std::size_t k = i;
+    while (i < text.size() && text[i] != '=' && !std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    std::string key(text.substr(k, i - k));
+    skip_space();
+    if (i >= text.size() || text[i] != '=')
+      throw DatabaseUrlError("database url: missing \"=\" after \"" + key + "\" in connection string");
+    ++i;
+    skip_space();
+    std::string value;
+    if (i < text.size() && text[i] == '\'') {
+      ++i;
+      bool closed = false;
+      while (i < text.size()) {
+        char c = text[i++];
+        if (c == '\\' && i < text.size()) value.push_back(text[i++]);
+        else if (c == '\'') { closed = true; break; }
+        else value.push_back(c);
+      }
+      if (!closed) throw DatabaseUrlError("database url: unterminated quoted value for \"" + key + "\"");
+    } else {
+      while (i < text.size() && !std::isspace(static_cast<unsigned char>(text[i]))) {
+        char c = text[i++];
+        if (c == '\\' && i < text.size()) c = text[i++];
+        value.push_back(c);
+      }
+    }
+    add_param(url, std::move(key), std::move(value));
+  }
+  return url;
+}
+
+bool is_uri(std::string_view t) {
+  return t.starts_with("postgres://") || t.starts_with("postgresql://");
+}
+
+}  // namespace
+
+std::optional<std::string> DatabaseUrl::get(std::string_view key) const {
+  for (const auto& [k, v] : params)
+    if (k == key) return v;
+  return std::nullopt;
+}
+
+void DatabaseUrl::set(std::string key, std::string value) {
+  for (auto& [k, v] : params)
+    if (k == key) { v = std::move(value); return; }
+  params.emplace_back(std::move(key), std::move(value));
+}
+
+std::string DatabaseUrl::conninfo() const {
+  std::string out;
+  for (const auto& [k, v] : params) {
+    if (!out.empty()) out += ' ';
+    out += k + '=' + quote_conninfo_value(v);
+  }
+  return out;
+}
+
+std::string DatabaseUrl::redacted() const {
+  std::string out;
+  for (const auto& [k, v] : params) {
+    if (!out.empty()) out += ' ';
+    out += k + '=' + (is_secret_key(k) ? std::string("***") : quote_conninfo_value(v));
+  }
+  return out;
+}
+
+DatabaseUrl parse_database_url(std::string_view text) {
+  if (text.find("://") != std::string_view::npos && !is_uri(text))
+    throw DatabaseUrlError("database url: scheme must be postgres:// or postgresql://, got \"" +
+                           std::string(text.substr(0, text.find("://"))) + "://\"");
+  return is_uri(text) ? parse_uri(text) : parse_conninfo(text);
+}
+
+std::string redact_database_url(std::string_view text) {
+  std::string s(text);
+  if (is_uri(s) || s.find("://") != std::string::npos) {
+    // scheme://user:SECRET@host… : the secret runs from the first ':' of the userinfo to the
+    // last '@' before the path.
+    std::size_t start = s.find("://") + 3;
+    std::size_t end = s.find_first_of("/?", start);
+    std::string_view authority = std::string_view(s).substr(start, end == std::string::npos ? std::string::npos : end - start);
+    std::size_t at = authority.rfind('@');
+    if (at != std::string_view::npos) {
+      std::size_t colon = authority.substr(0, at).find(':');
+      if (colon != std::string_view::npos) s.replace(start + colon + 1, at - colon - 1, "***");
+    }
+    // …and ?password=SECRET / &sslpassword=SECRET in the query.
+    for (const char* key : {"password=", "sslpassword="}) {
+      std::size_t pos = 0;
+      while ((pos = s.find(key, pos)) != std::string::npos) {
+        bool at_param = pos > 0 && (s[pos - 1] == '?' || s[pos - 1] == '&');
+        std::size_t vstart = pos + std::string_view(key).size();
+        if (at_param) {
+          std::size_t vend = s.find('&', vstart);
+          s.replace(vstart, (vend == std::string::npos ? s.size() : vend) - vstart, "***");
+        }
+        pos = vstart;
+      }
+    }
+    return s;
+  }
+  try {
+    return parse_conninfo(s).redacted();
+  } catch (const DatabaseUrlError&) {
+    // Not parseable: mask every value after a password keyword up to the next space.
+    for (const char* key : {"password", "sslpassword"}) {
+      std::size_t pos = 0;
+      while ((pos = s.find(key, pos)) != std::string::npos) {
+        std::size_t eq = s.find('=', pos);
+        if (eq == std::string::npos) break;
+        std::size_t vs = eq + 1;
+        while (vs < s.size() && s[vs] == ' ') ++vs;
+        std::size_t ve = s.find(' ', vs);
+        s.replace(vs, (ve == std::string::npos ? s.size() : ve) - vs, "***");
+        pos = vs;
+      }
+    }
+    return s;
+  }
+}
+
+}  // namespace agentcron

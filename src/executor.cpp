@@ -1,0 +1,220 @@
+// The executor (see executor.hpp). Slot threads are persistent; a supervisor thread enforces
+// deadlines. A task's outcome is settled exactly once: by its slot when the handler returns, by
+// the supervisor at its deadline, or by cancel_all at shutdown — whichever comes first.
+#include "agentcron/executor.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "agentcron/cron.hpp"
+#include "agentcron/handlers/handler.hpp"
+#include "agentcron/log.hpp"
+
+namespace agentcron {
+namespace {
+
+// The JSON type of a payload from its first character: rows must carry an object.
+std::string_view json_type(const std::string& s) {
+  auto it = std::find_if(s.begin(), s.end(), [](unsigned char c) { return !std::isspace(c); });
+  if (it == s.end()) return "nothing";
+  switch (*it) {
+    case '{': return "object";
+    case '[': return "array";
+    case '"': return "string";
+    case 't':
+    case 'f': return "boolean";
+    case 'n': return "null";
+    default: return "number";
+  }
+}
+
+}  // namespace
+
+Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log)
+    : options_(options), handlers_(handlers), sink_(std::move(sink)), log_(log), capacity_(options.concurrency) {
+  for (int i = 0; i < capacity_; ++i) slots_.emplace_back([this](std::stop_token st) { slot_loop(st); });
+  supervisor_ = std::jthread([this](std::stop_token st) { supervise(st); });
+}
+
+Executor::~Executor() {
+  cancel_all("executor destroyed");
+  supervisor_.request_stop();
+  for (auto& s : slots_) s.request_stop();
+  cv_.notify_all();
+  // A handler that ignores its stop token would block this join forever: the worker exits the
+  // process itself in that case (see Worker::shutdown).
+}
+
+int Executor::free_slots() const {
+  std::lock_guard lock(mu_);
+  return std::max(0, capacity_ - busy_);
+}
+
+int Executor::busy() const {
+  std::lock_guard lock(mu_);
+  return busy_;
+}
+
+void Executor::submit(std::vector<Task> tasks) {
+  if (tasks.empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& t : tasks) {
+      auto r = std::make_shared<Running>();
+      r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
+      r->task = std::move(t);
+      running_[r->task.id] = r;
+      queue_.push_back(std::move(r));
+      ++busy_;
+    }
+  }
+  cv_.notify_all();
+}
+
+std::vector<std::int64_t> Executor::running_ids() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::int64_t> ids;
+  ids.reserve(running_.size());
+  for (const auto& [id, r] : running_)
+    if (!r->settled) ids.push_back(id);
+  return ids;
+}
+
+bool Executor::wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_until(lock, cut, deadline, [&] { return running_.empty(); });
+}
+
+bool Executor::wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_until(lock, cut, deadline, [&] { return capacity_ - busy_ >= n || running_.empty(); });
+}
+
+bool Executor::all_handlers_returned() const {
+  std::lock_guard lock(mu_);
+  return busy_ == 0;
+}
+
+void Executor::set_concurrency(int n) {
+  std::lock_guard lock(mu_);
+  capacity_ = n;
+  while (static_cast<int>(slots_.size()) < n) slots_.emplace_back([this](std::stop_token st) { slot_loop(st); });
+  // Surplus threads stay; free_slots() keeps busy_ under the new capacity.
+}
+
+void Executor::set_on_slot_freed(std::function<void()> cb) {
+  std::lock_guard lock(mu_);
+  on_slot_freed_ = std::move(cb);
+}
+
+void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock) {
+  r->settled = true;
+  running_.erase(r->task.id);
+  FinishedRun run{r->task, std::move(outcome), r->started_at, std::chrono::system_clock::now(), std::nullopt};
+  if (run.outcome.kind == TaskOutcome::Kind::succeeded)
+    if (Handler* h = handlers_.find(r->task.kind)) run.notify = h->completion_notify(r->task);
+  if (run.started_at == SysTime{}) run.started_at = run.finished_at;
+  lock.unlock();
+  cv_.notify_all();
+  sink_(std::move(run));
+  lock.lock();
+}
+
+int Executor::cancel_all(const std::string& why) {
+  std::unique_lock lock(mu_);
+  std::vector<std::shared_ptr<Running>> victims;
+  for (auto& [id, r] : running_)
+    if (!r->settled) victims.push_back(r);
+  // Queued ones never start.
+  for (auto& q : queue_) {
+    (void)q;
+    --busy_;
+  }
+  queue_.clear();
+  for (auto& r : victims) {
+    r->stop.request_stop();
+    settle(r, TaskOutcome::released(why), lock);
+  }
+  lock.unlock();
+  cv_.notify_all();
+  return static_cast<int>(victims.size());
+}
+
+TaskOutcome Executor::run_one(Running& r) {
+  const Task& t = r.task;
+  Handler* h = handlers_.find(t.kind);
+  if (!h) return TaskOutcome::failure("no handler for kind \"" + t.kind + "\" in this worker");
+  if (auto type = json_type(t.payload); type != "object")
+    return TaskOutcome::failure("payload must be a JSON object, got " + std::string(type));
+  if (t.cron) {
+    try {
+      CronSchedule::parse(*t.cron);
+      TimeZone::locate(t.timezone);
+    } catch (const CronError& e) {
+      return TaskOutcome::failure(e.what());
+    }
+  }
+  HandlerContext ctx{r.stop.get_token(), r.deadline};
+  // The one place that catches broadly: whatever a handler throws is this task's outcome.
+  try {
+    return h->run(t, ctx);
+  } catch (const std::exception& e) {
+    log_.error("handler threw", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}, {"error", e.what()}});
+    return TaskOutcome::retry(std::string("handler threw: ") + e.what());
+  } catch (...) {
+    log_.error("handler threw a non-standard exception", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+    return TaskOutcome::retry("handler threw a non-standard exception");
+  }
+}
+
+void Executor::slot_loop(std::stop_token st) {
+  std::unique_lock lock(mu_);
+  while (true) {
+    if (!cv_.wait(lock, st, [&] { return !queue_.empty(); })) return;
+    std::shared_ptr<Running> r = std::move(queue_.front());
+    queue_.pop_front();
+    if (r->settled) {  // cancelled before it started
+      --busy_;
+      continue;
+    }
+    r->started_at = std::chrono::system_clock::now();
+    r->deadline = std::chrono::steady_clock::now() + r->limit;  // the clock starts at the slot
+    ++generation_;
+    lock.unlock();
+    cv_.notify_all();
+    TaskOutcome outcome = run_one(*r);
+    lock.lock();
+    if (!r->settled) settle(r, std::move(outcome), lock);
+    --busy_;
+    auto cb = on_slot_freed_;
+    lock.unlock();
+    cv_.notify_all();
+    if (cb) cb();
+    lock.lock();
+  }
+}
+
+void Executor::supervise(std::stop_token st) {
+  std::unique_lock lock(mu_);
+  while (!st.stop_requested()) {
+    auto now = std::chrono::steady_clock::now();
+    auto earliest = std::chrono::steady_clock::time_point::max();
+    std::vector<std::shared_ptr<Running>> expired;
+    for (auto& [id, r] : running_) {
+      if (r->settled || r->started_at == SysTime{}) continue;  // not started: its clock starts at the slot
+      if (r->deadline <= now) expired.push_back(r);
+      else earliest = std::min(earliest, r->deadline);
+    }
+    for (auto& r : expired) {
+      if (r->settled) continue;
+      r->stop.request_stop();
+      log_.warn("task timed out", {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
+      settle(r, TaskOutcome::retry("timed out after " + format_duration(r->limit)), lock);
+    }
+    if (!expired.empty()) continue;
+    std::uint64_t seen = generation_;
+    cv_.wait_until(lock, st, earliest, [&] { return generation_ != seen; });
+  }
+}
+
+}  // namespace agentcron

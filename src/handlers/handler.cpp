@@ -1,0 +1,54 @@
+// The handler registry and the notify handler (see handlers/handler.hpp).
+#include "agentcron/handlers/handler.hpp"
+
+#include "agentcron/config.hpp"
+#include "agentcron/log.hpp"
+
+namespace agentcron {
+
+TaskOutcome NotifyHandler::run(const Task&, const HandlerContext&) { return TaskOutcome::success(); }
+
+std::optional<std::pair<std::string, std::string>> NotifyHandler::completion_notify(const Task& task) const {
+  std::string payload = "{\"task_id\":" + std::to_string(task.id) + ",\"agent_id\":";
+  if (task.agent_id) {
+    payload += '"';
+    append_json_escaped(payload, *task.agent_id);
+    payload += '"';
+  } else {
+    payload += "null";
+  }
+  payload += ",\"kind\":\"";
+  append_json_escaped(payload, task.kind);
+  payload += "\"}";
+  return std::make_pair(channel_, payload);
+}
+
+void HandlerRegistry::add(std::string kind, std::shared_ptr<Handler> handler) {
+  handlers_[std::move(kind)] = std::move(handler);
+}
+
+Handler* HandlerRegistry::find(const std::string& kind) const {
+  auto it = handlers_.find(kind);
+  return it == handlers_.end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> HandlerRegistry::kinds() const {
+  std::vector<std::string> out;
+  for (const auto& [k, _] : handlers_) out.push_back(k);
+  return out;
+}
+
+HandlerRegistry HandlerRegistry::from_config(const Config& config, Logger&) {
+  HandlerRegistry r;
+  for (const auto& h : config.handlers) {
+    if (h.type == "notify") {
+      r.add(h.kind, std::make_shared<NotifyHandler>(h.channel));
+    } else {
+      throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".type \"" + h.type +
+                        "\" is not available in this build yet (only notify)");
+    }
+  }
+  return r;
+}
+
+}  // namespace agentcron

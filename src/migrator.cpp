@@ -1,0 +1,66 @@
+// Applying and listing migrations (see migrator.hpp). The SQL itself runs in the task store.
+#include "agentcron/migrator.hpp"
+
+#include <cstdint>
+#include <cstdio>
+
+#include "agentcron/log.hpp"
+#include "agentcron/retry.hpp"
+#include "agentcron/task_store.hpp"
+
+namespace agentcron {
+
+std::string migration_checksum(const std::string& sql) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : sql) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string migration_file_name(int version, const std::string& name) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04d_", version);
+  return buf + name + ".sql";
+}
+
+Migrator::Migrator(TaskStore& store, Logger& log, std::vector<Migration> migrations)
+    : store_(store), log_(log), migrations_(std::move(migrations)) {}
+
+std::vector<MigrationState> Migrator::status() {
+  auto applied = store_.applied_migrations();
+  std::vector<MigrationState> out;
+  for (const auto& m : migrations_) {
+    MigrationState s{m.version, m.name, false, "", false};
+    for (const auto& a : applied) {
+      if (a.version != m.version) continue;
+      s.applied = true;
+      s.applied_at = a.applied_at;
+      s.changed = a.checksum != migration_checksum(m.sql);
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+int Migrator::migrate() {
+  // Check every applied migration first: a changed file stops everything before any new one runs.
+  for (const auto& s : status())
+    if (s.changed)
+      throw DatabaseError("migration " + migration_file_name(s.version, s.name) +
+                              " has changed since it was applied; refusing to migrate",
+                          "", ErrorClass::permanent);
+  int applied = 0;
+  for (const auto& m : migrations_) {
+    if (store_.apply_migration(m.version, m.name, m.sql, migration_checksum(m.sql))) {
+      log_.info("applied migration", {{"version", m.version}, {"name", m.name}});
+      ++applied;
+    }
+  }
+  return applied;
+}
+
+}  // namespace agentcron

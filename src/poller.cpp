@@ -1,0 +1,222 @@
+// The poller (see poller.hpp).
+#include "agentcron/poller.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+#include "agentcron/executor.hpp"
+#include "agentcron/log.hpp"
+#include "agentcron/task_store.hpp"
+
+namespace agentcron {
+
+Poller::Poller(PollerOptions options, TaskStore& store, Executor& executor, CircuitBreaker& breaker, Logger& log)
+    : options_(std::move(options)), store_(store), executor_(executor), breaker_(breaker), log_(log) {
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+Poller::~Poller() {
+  request_stop();
+  wait();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+TickResult Poller::run_once(int max_tasks) {
+  TickResult r;
+  ClaimParams p;
+  int batch_size, max_batches;
+  {
+    std::lock_guard lock(mu_);
+    p.kinds = options_.kinds;
+    p.worker = options_.worker;
+    p.lease = options_.lease;
+    batch_size = options_.batch_size;
+    max_batches = options_.max_batches_per_tick;
+  }
+  while (r.batches < max_batches) {
+    int free = executor_.free_slots();
+    int n = std::min({batch_size, free, max_tasks - r.claimed});
+    if (n <= 0) break;
+    p.limit = n;
+    if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
+    std::vector<Task> tasks;
+    try {
+      tasks = store_.claim_due(p);
+      breaker_.record_success();
+    } catch (const DatabaseError& e) {
+      if (e.is_transient()) breaker_.record_failure(e.sqlstate());
+      throw;
+    }
+    int got = static_cast<int>(tasks.size());
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.claims;
+      stats_.claimed += got;
+      stats_.largest_claim = std::max(stats_.largest_claim, got);
+    }
+    for (const auto& t : tasks)
+      log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+    r.claimed += got;
+    ++r.batches;
+    executor_.submit(std::move(tasks));
+    r.more_due = got == n;
+    if (got < n) break;
+  }
+  last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  return r;
+}
+
+void Poller::tick_safely() {
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.ticks;
+  }
+  try {
+    TickResult r = run_once();
+    more_due_ = r.more_due;
+  } catch (const DatabaseError& e) {
+    more_due_ = false;
+    std::lock_guard lock(mu_);
+    ++stats_.errors;
+    log_.warn("claiming due tasks failed; will try again at the next tick",
+              {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+  }
+}
+
+void Poller::start() {
+  if (thread_.joinable()) return;
+  thread_ = std::jthread([this](std::stop_token st) { loop(st); });
+}
+
+void Poller::request_stop() {
+  thread_.request_stop();
+  wake();
+}
+
+void Poller::wait() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Poller::wake() {
+  if (wake_fd_ >= 0) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+void Poller::on_slot_freed() {
+  if (!more_due_) return;
+  // Claim again once a worthwhile batch fits: half a batch, or every slot when there are few.
+  int batch;
+  {
+    std::lock_guard lock(mu_);
+    batch = options_.batch_size;
+  }
+  int free = executor_.free_slots();
+  if (free >= std::max(1, std::min(batch, free + executor_.busy()) / 2)) wake();
+}
+
+void Poller::reconfigure(const CronSchedule& schedule, const TimeZone& zone, int batch_size) {
+  {
+    std::lock_guard lock(mu_);
+    options_.schedule = schedule;
+    options_.zone = zone;
+    options_.batch_size = batch_size;
+  }
+  wake();
+}
+
+PollerStats Poller::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+std::chrono::steady_clock::time_point Poller::last_tick() const {
+  return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_tick_ns_.load()));
+}
+
+void Poller::loop(std::stop_token st) {
+  std::mt19937_64 rng{std::random_device{}()};
+  Lease listener;
+  int listen_failures = 0;
+  auto listen_retry_at = std::chrono::steady_clock::now();
+  bool want_listen;
+  {
+    std::lock_guard lock(mu_);
+    want_listen = options_.listen;
+  }
+  // Claim what is due right away, then follow the schedule.
+  tick_safely();
+  while (!st.stop_requested()) {
+    CronSchedule::Time next_tick;
+    {
+      std::lock_guard lock(mu_);
+      next_tick = options_.schedule.next(std::chrono::system_clock::now(), options_.zone);
+    }
+    if (want_listen && !listener.valid() && std::chrono::steady_clock::now() >= listen_retry_at) {
+      try {
+        listener = store_.pool().acquire();
+        store_.listen(listener, "agentcron_due");
+        listening_ = true;
+        if (listen_failures > 0) log_.info("LISTEN connection restored");
+        listen_failures = 0;
+      } catch (const DatabaseError& e) {
+        listener = Lease();
+        listening_ = false;
+        Millis backoff = options_.reconnect.delay(++listen_failures, rng);
+        listen_retry_at = std::chrono::steady_clock::now() + backoff;
+        log_.warn("LISTEN agentcron_due failed; polling on the schedule only until it is back",
+                  {{"attempt", listen_failures},
+                   {"sqlstate", e.sqlstate()},
+                   {"error", e.what()},
+                   {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
+      }
+    }
+    // Wait for the tick, a notification, or a wake-up.
+    bool notified = false;
+    while (!st.stop_requested()) {
+      auto now = std::chrono::system_clock::now();
+      if (now >= next_tick) break;
+      auto wait = std::chrono::ceil<Millis>(next_tick - now);
+      if (!listener.valid() && want_listen)
+        wait = std::min(wait, std::chrono::ceil<Millis>(listen_retry_at - std::chrono::steady_clock::now()) + Millis(1));
+      bool woken = false;
+      if (listener.valid()) {
+        try {
+          notified = store_.wait_notification(listener, wait, wake_fd_);
+        } catch (const DatabaseError& e) {
+          listener = Lease();
+          listening_ = false;
+          Millis backoff = options_.reconnect.delay(++listen_failures, rng);
+          listen_retry_at = std::chrono::steady_clock::now() + backoff;
+          log_.warn("LISTEN connection lost; polling on the schedule only until it is back",
+                    {{"sqlstate", e.sqlstate()}, {"error", e.what()}, {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
+          break;
+        }
+      } else {
+        pollfd p{wake_fd_, POLLIN, 0};
+        ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, wait.count())));
+      }
+      std::uint64_t drained;
+      woken = ::read(wake_fd_, &drained, sizeof drained) > 0;
+      if (notified) {
+        std::lock_guard lock(mu_);
+        ++stats_.notifications;
+        break;
+      }
+      if (woken && (more_due_ || st.stop_requested())) break;
+      if (woken) break;  // reconfigured: recompute the next tick
+      if (!listener.valid() && want_listen && std::chrono::steady_clock::now() >= listen_retry_at) break;
+    }
+    if (st.stop_requested()) break;
+    auto now = std::chrono::system_clock::now();
+    if (notified || now >= next_tick || more_due_) tick_safely();
+  }
+  listening_ = false;
+}
+
+}  // namespace agentcron

@@ -1,0 +1,595 @@
+// All of agentcron's SQL (see task_store.hpp). Every method is one short transaction:
+//   BEGIN; SET LOCAL <the query class's timeouts>   (one round trip)
+//   <the statement>                                 (one round trip, prepared unless pgbouncer)
+//   COMMIT                                          (one round trip)
+// A statement the server does not cancel in time is cancelled by the client watchdog and its
+// connection discarded.
+#include "agentcron/task_store.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "agentcron/log.hpp"
+#include "agentcron/retry.hpp"
+#include "connection.hpp"
+
+namespace agentcron {
+
+// Cancels statements that outlive their deadline on the client side.
+class StatementWatchdog {
+ public:
+  StatementWatchdog(ConnectionPool& pool, Logger& log) : pool_(pool), log_(log) {
+    thread_ = std::jthread([this](std::stop_token st) { loop(st); });
+  }
+  ~StatementWatchdog() {
+    thread_.request_stop();
+    cv_.notify_all();
+  }
+  std::uint64_t watch(Connection& c, std::chrono::steady_clock::time_point deadline) {
+    std::lock_guard lock(mu_);
+    std::uint64_t id = ++next_id_;
+    watched_[id] = {deadline, &c};
+    ++generation_;
+    cv_.notify_all();
+    return id;
+  }
+  void unwatch(std::uint64_t id) {
+    std::lock_guard lock(mu_);
+    watched_.erase(id);
+  }
+
+ private:
+  void loop(std::stop_token st) {
+    std::unique_lock lock(mu_);
+    while (!st.stop_requested()) {
+      auto now = std::chrono::steady_clock::now();
+      auto earliest = std::chrono::steady_clock::time_point::max();
+      for (auto it = watched_.begin(); it != watched_.end();) {
+        if (it->second.first <= now) {
+          log_.warn("statement outlived its timeout and the server did not cancel it; cancelling and discarding the connection");
+          pool_.cancel(*it->second.second);
+          it = watched_.erase(it);
+        } else {
+          earliest = std::min(earliest, it->second.first);
+          ++it;
+        }
+      }
+      // Sleep until the earliest deadline, or until a new watch (maybe an earlier one) arrives.
+      std::uint64_t seen = generation_;
+      auto changed = [&] { return generation_ != seen; };
+      if (earliest == std::chrono::steady_clock::time_point::max()) cv_.wait(lock, st, changed);
+      else cv_.wait_until(lock, st, earliest, changed);
+    }
+  }
+
+  ConnectionPool& pool_;
+  Logger& log_;
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::map<std::uint64_t, std::pair<std::chrono::steady_clock::time_point, Connection*>> watched_;
+  std::uint64_t next_id_ = 0;
+  std::uint64_t generation_ = 0;
+  std::jthread thread_;
+};
+
+namespace {
+
+class Watch {
+ public:
+  Watch(StatementWatchdog& w, Connection& c, Millis after)
+      : w_(w), id_(w.watch(c, std::chrono::steady_clock::now() + after)) {}
+  ~Watch() { w_.unwatch(id_); }
+
+ private:
+  StatementWatchdog& w_;
+  std::uint64_t id_;
+};
+
+std::string one_line(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  for (auto& c : s)
+    if (c == '\n') c = ' ';
+  return s;
+}
+
+// An array literal for a text[]/bigint[]/… parameter; nullopt elements are NULL.
+template <class T, class F>
+std::string array_literal(const std::vector<T>& items, F&& element) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    std::optional<std::string> v = element(items[i]);
+    if (!v) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *v) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+std::string iso(SysTime t) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  return std::to_string(us / 1'000'000) + "." + std::to_string(1'000'000 + (us % 1'000'000)).substr(1);
+}
+
+SysTime from_epoch_us(std::int64_t us) { return SysTime(std::chrono::microseconds(us)); }
+
+const char* status_text(Completion::Status s) {
+  switch (s) {
+    case Completion::Status::succeeded: return "succeeded";
+    case Completion::Status::pending: return "pending";
+    case Completion::Status::failed: return "failed";
+  }
+  return "failed";
+}
+
+// Runs `body` in one short transaction on a pooled connection, translating libpqxx errors into
+// DatabaseError. A broken connection is discarded; an error during COMMIT is in doubt.
+template <class Body>
+auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const QueryTimeouts& t, Millis grace,
+                    const char* what, Body&& body) {
+  Lease lease = pool.acquire();
+  Connection& c = lease.connection();
+  std::string stage = "begin";
+  try {
+    Watch watch(watchdog, c, t.statement + grace);
+    pqxx::nontransaction tx(c.raw());
+    tx.exec("BEGIN; SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
+            "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
+            "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()));
+    stage = "statement";
+    auto result = body(tx, c);
+    stage = "commit";
+    tx.exec("COMMIT");
+    return result;
+  } catch (const pqxx::sql_error& e) {
+    std::string state = e.sqlstate();
+    if (!c.poisoned) {
+      try {
+        pqxx::nontransaction rb(c.raw());
+        rb.exec("ROLLBACK");
+      } catch (const pqxx::failure&) {
+        lease.discard();
+      }
+    } else {
+      lease.discard();
+    }
+    if (state.empty()) state = c.poisoned ? "57014" : "";
+    ErrorClass cls = state.empty() ? ErrorClass::permanent : classify_sqlstate(state);
+    throw DatabaseError(std::string(what) + ": " + one_line(e.what()), state, cls);
+  } catch (const pqxx::broken_connection& e) {
+    lease.discard();
+    // Never retry here: the commit may have happened.
+    ErrorClass cls = stage == "commit" ? ErrorClass::in_doubt : ErrorClass::transient;
+    throw DatabaseError(std::string(what) + ": connection lost" + (stage == "commit" ? " during COMMIT" : "") + ": " +
+                            one_line(e.what()),
+                        "08006", cls);
+  } catch (const pqxx::in_doubt_error& e) {
+    lease.discard();
+    throw DatabaseError(std::string(what) + ": " + one_line(e.what()), "08006", ErrorClass::in_doubt);
+  } catch (const pqxx::failure& e) {
+    lease.discard();
+    throw DatabaseError(std::string(what) + ": " + one_line(e.what()), "", ErrorClass::transient);
+  }
+}
+
+// Runs a statement: prepared by name on this connection, or unnamed in pgbouncer mode.
+template <class... Args>
+pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, const char* name, const char* sql,
+                 Args&&... args) {
+  if (pgbouncer) return tx.exec_params(sql, std::forward<Args>(args)...);
+  if (!c.prepared.count(name)) {
+    c.raw().prepare(name, sql);
+    c.prepared.insert(name);
+  }
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
+
+std::optional<std::string> opt_text(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.as<std::string>();
+}
+
+constexpr const char* kClaimSql = R"SQL(
+WITH due AS (
+  SELECT id FROM agentcron.agent_tasks
+  WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() AND kind = ANY($1::text[])
+  ORDER BY priority DESC, scheduled_for, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE agentcron.agent_tasks t
+SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
+    locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now()
+FROM due WHERE t.id = due.id
+RETURNING t.id, t.agent_id, t.kind, t.payload::text, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
+          (extract(epoch FROM t.scheduled_for) * 1000000)::bigint, (extract(epoch FROM now()) * 1000000)::bigint,
+          t.priority
+)SQL";
+
+constexpr const char* kCompleteSql = R"SQL(
+WITH o AS (
+  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::double precision[], $6::bool[],
+                       $7::text[], $8::text[], $9::double precision[], $10::double precision[], $11::text[], $12::text[])
+    AS o(id, attempt, status, delay_ms, run_at, reset_attempts, error, run_outcome, started_at, finished_at,
+         channel, note)
+), upd AS (
+  UPDATE agentcron.agent_tasks t SET
+    status = o.status,
+    scheduled_for = CASE WHEN o.delay_ms IS NOT NULL THEN now() + o.delay_ms * interval '1 millisecond'
+                         WHEN o.run_at IS NOT NULL THEN to_timestamp(o.run_at)
+                         ELSE t.scheduled_for END,
+    attempts = CASE WHEN o.reset_attempts THEN 0 ELSE t.attempts END,
+    last_error = NULLIF(o.error, ''),
+    locked_by = NULL, locked_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
+  FROM o
+  WHERE t.id = o.id AND t.status = 'running' AND t.locked_by = $13 AND t.attempts = o.attempt
+  RETURNING t.id
+), runs AS (
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, started_at, finished_at, outcome, error)
+  SELECT o.id, o.attempt, $13, to_timestamp(o.started_at), to_timestamp(o.finished_at), o.run_outcome,
+         NULLIF(o.error, '')
+  FROM o JOIN upd ON upd.id = o.id WHERE o.run_outcome <> ''
+  RETURNING 1
+), notes AS (
+  SELECT pg_notify(o.channel, o.note) FROM o JOIN upd ON upd.id = o.id WHERE o.channel <> ''
+)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM runs), (SELECT count(*) FROM notes)
+)SQL";
+
+constexpr const char* kReleaseSql = R"SQL(
+UPDATE agentcron.agent_tasks t
+SET status = 'pending', attempts = greatest(t.attempts - 1, 0), locked_by = NULL, locked_until = NULL,
+    updated_at = now()
+WHERE t.id = ANY($1::bigint[]) AND t.status = 'running' AND t.locked_by = $2
+)SQL";
+
+constexpr const char* kExtendSql = R"SQL(
+UPDATE agentcron.agent_tasks
+SET locked_until = now() + $3::bigint * interval '1 millisecond'
+WHERE id = ANY($1::bigint[]) AND status = 'running' AND locked_by = $2
+)SQL";
+
+constexpr const char* kRescueSql = R"SQL(
+WITH expired AS (
+  SELECT id, locked_by AS old_worker, attempts AS old_attempts FROM agentcron.agent_tasks
+  WHERE status = 'running' AND locked_until < now()
+  ORDER BY locked_until
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), upd AS (
+  UPDATE agentcron.agent_tasks t SET
+    status = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NULL THEN 'failed' ELSE 'pending' END,
+    attempts = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NOT NULL THEN 0 ELSE t.attempts END,
+    last_error = 'lease expired: worker ' || coalesce(e.old_worker, '?') || ' stopped renewing it',
+    locked_by = NULL, locked_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NULL THEN now() END
+  FROM expired e WHERE t.id = e.id
+  RETURNING t.id, t.status, e.old_worker, e.old_attempts
+), runs AS (
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, finished_at, outcome, error)
+  SELECT id, old_attempts, old_worker, now(), 'rescued', 'lease expired' FROM upd
+  RETURNING 1
+)
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
+       (SELECT count(*) FROM runs)
+FROM upd
+)SQL";
+
+constexpr const char* kDeleteFinishedSql = R"SQL(
+WITH doomed AS (
+  SELECT id FROM agentcron.agent_tasks
+  WHERE (status = 'succeeded' AND finished_at < now() - $1::bigint * interval '1 millisecond')
+     OR (status IN ('failed', 'cancelled') AND finished_at < now() - $2::bigint * interval '1 millisecond')
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM agentcron.agent_tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
+), old_runs AS (
+  DELETE FROM agentcron.task_runs r
+  WHERE r.id IN (SELECT id FROM agentcron.task_runs
+                 WHERE finished_at < now() - greatest($1::bigint, $2::bigint) * interval '1 millisecond'
+                 LIMIT $3)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM old_runs)
+)SQL";
+
+constexpr const char* kEnqueueSql = R"SQL(
+WITH ins AS (
+  INSERT INTO agentcron.agent_tasks (agent_id, kind, payload, scheduled_for, cron, timezone, priority,
+                                     max_attempts, timeout_ms, dedup_key, approval)
+  VALUES ($1, $2, $3::jsonb,
+          CASE WHEN $4::double precision IS NOT NULL THEN to_timestamp($4::double precision)
+               ELSE now() + coalesce($5::bigint, 0) * interval '1 millisecond' END,
+          $6, $7, $8, $9, $10, $11, $12)
+  ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+  RETURNING id
+)
+SELECT id, false FROM ins
+UNION ALL
+SELECT id, true FROM agentcron.agent_tasks
+WHERE $10::text IS NOT NULL AND dedup_key = $10 AND status IN ('pending', 'running') AND NOT EXISTS (SELECT 1 FROM ins)
+LIMIT 1
+)SQL";
+
+constexpr const char* kStatusSql = R"SQL(
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running'),
+       count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'),
+       count(*) FILTER (WHERE status = 'cancelled'),
+       count(*) FILTER (WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now()),
+       extract(epoch FROM now() - min(scheduled_for)
+               FILTER (WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now()))::double precision,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+                                              AND application_name LIKE 'agentcron%'),
+       current_setting('max_connections')::bigint
+FROM agentcron.agent_tasks
+)SQL";
+
+// Migrations take a transaction-level advisory lock (pgbouncer-safe), so concurrent `migrate`
+// runs apply each migration once. The key is arbitrary but fixed: 'agcr' in ASCII.
+constexpr const char* kMigrationLockSql = "SELECT pg_advisory_xact_lock(1634165618)";
+constexpr const char* kMigrationTableSql = R"SQL(
+CREATE SCHEMA IF NOT EXISTS agentcron;
+CREATE TABLE IF NOT EXISTS agentcron.schema_migrations (
+  version    int PRIMARY KEY,
+  name       text NOT NULL,
+  checksum   text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+)
+)SQL";
+
+}  // namespace
+
+StoreOptions StoreOptions::from_config(const Config& c) {
+  StoreOptions o;
+  o.claim = {c.timeouts.claim, c.timeouts.lock, c.timeouts.idle_in_transaction};
+  o.update = {c.timeouts.update, c.timeouts.lock, c.timeouts.idle_in_transaction};
+  o.pgbouncer = c.database.pgbouncer;
+  return o;
+}
+
+TaskStore::TaskStore(ConnectionPool& pool, StoreOptions options, Logger& log)
+    : pool_(pool), options_(std::move(options)), log_(log), watchdog_(std::make_unique<StatementWatchdog>(pool, log)) {}
+
+TaskStore::~TaskStore() = default;
+
+std::vector<Task> TaskStore::claim_due(const ClaimParams& p) {
+  if (p.limit <= 0 || p.kinds.empty()) return {};
+  std::string kinds = array_literal(p.kinds, [](const std::string& k) { return std::optional<std::string>(k); });
+  return in_transaction(pool_, *watchdog_, options_.claim, options_.client_grace, "claim due tasks",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          pqxx::result r = run(tx, c, options_.pgbouncer, "agentcron_claim", kClaimSql, kinds, p.limit,
+                                               p.worker, static_cast<std::int64_t>(p.lease.count()));
+                          std::vector<Task> tasks;
+                          tasks.reserve(r.size());
+                          for (const auto& row : r) {
+                            Task t;
+                            t.id = row[0].as<std::int64_t>();
+                            t.agent_id = opt_text(row[1]);
+                            t.kind = row[2].as<std::string>();
+                            t.payload = row[3].as<std::string>();
+                            t.attempt = row[4].as<int>();
+                            t.max_attempts = row[5].as<int>();
+                            t.cron = opt_text(row[6]);
+                            t.timezone = row[7].as<std::string>();
+                            if (!row[8].is_null()) t.timeout_ms = row[8].as<int>();
+                            t.scheduled_for = from_epoch_us(row[9].as<std::int64_t>());
+                            t.claimed_at = from_epoch_us(row[10].as<std::int64_t>());
+                            t.claimed_steady = std::chrono::steady_clock::now();
+                            tasks.push_back(std::move(t));
+                          }
+                          return tasks;
+                        });
+}
+
+std::int64_t TaskStore::complete_many(const std::vector<Completion>& outs, const std::string& worker) {
+  if (outs.empty()) return 0;
+  using C = Completion;
+  auto text = [](auto f) { return [f](const C& c) { return std::optional<std::string>(f(c)); }; };
+  std::string ids = array_literal(outs, text([](const C& c) { return std::to_string(c.id); }));
+  std::string attempts = array_literal(outs, text([](const C& c) { return std::to_string(c.attempt); }));
+  std::string statuses = array_literal(outs, text([](const C& c) { return std::string(status_text(c.status)); }));
+  std::string delays = array_literal(outs, [](const C& c) -> std::optional<std::string> {
+    if (!c.retry_delay) return std::nullopt;
+    return std::to_string(c.retry_delay->count());
+  });
+  std::string run_ats = array_literal(outs, [](const C& c) -> std::optional<std::string> {
+    if (!c.run_at) return std::nullopt;
+    return iso(*c.run_at);
+  });
+  std::string resets = array_literal(outs, text([](const C& c) { return std::string(c.reset_attempts ? "t" : "f"); }));
+  std::string errors = array_literal(outs, text([](const C& c) { return c.error; }));
+  std::string run_outcomes = array_literal(outs, text([](const C& c) { return c.run_outcome; }));
+  std::string started = array_literal(outs, text([](const C& c) { return iso(c.started_at); }));
+  std::string finished = array_literal(outs, text([](const C& c) { return iso(c.finished_at); }));
+  std::string channels = array_literal(outs, text([](const C& c) { return c.notify_channel; }));
+  std::string notes = array_literal(outs, text([](const C& c) { return c.notify_payload; }));
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "complete tasks",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          pqxx::result r = run(tx, c, options_.pgbouncer, "agentcron_complete", kCompleteSql, ids,
+                                               attempts, statuses, delays, run_ats, resets, errors, run_outcomes,
+                                               started, finished, channels, notes, worker);
+                          return r[0][0].as<std::int64_t>();
+                        });
+}
+
+std::int64_t TaskStore::release_many(const std::vector<std::int64_t>& ids, const std::string& worker,
+                                     const std::string& why) {
+  if (ids.empty()) return 0;
+  std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
+  auto n = in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "release tasks",
+                          [&](pqxx::transaction_base& tx, Connection& c) {
+                            return static_cast<std::int64_t>(
+                                run(tx, c, options_.pgbouncer, "agentcron_release", kReleaseSql, arr, worker)
+                                    .affected_rows());
+                          });
+  log_.info("released tasks back to pending", {{"count", n}, {"reason", why}});
+  return n;
+}
+
+std::int64_t TaskStore::extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease) {
+  if (ids.empty()) return 0;
+  std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "extend leases",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          return static_cast<std::int64_t>(run(tx, c, options_.pgbouncer, "agentcron_extend",
+                                                               kExtendSql, arr, worker,
+                                                               static_cast<std::int64_t>(lease.count()))
+                                                               .affected_rows());
+                        });
+}
+
+RescueResult TaskStore::rescue_expired(int limit) {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "rescue expired leases",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          auto r = run(tx, c, options_.pgbouncer, "agentcron_rescue", kRescueSql, limit);
+                          return RescueResult{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>()};
+                        });
+}
+
+std::int64_t TaskStore::delete_finished(Millis succeeded_after, Millis failed_after, int limit) {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "delete finished tasks",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          auto r = run(tx, c, options_.pgbouncer, "agentcron_janitor", kDeleteFinishedSql,
+                                       static_cast<std::int64_t>(succeeded_after.count()),
+                                       static_cast<std::int64_t>(failed_after.count()), limit);
+                          return r[0][0].as<std::int64_t>();
+                        });
+}
+
+EnqueueResult TaskStore::enqueue(const EnqueueParams& p) {
+  std::optional<std::string> at;
+  if (p.at) at = iso(*p.at);
+  std::optional<std::int64_t> in;
+  if (p.in) in = p.in->count();
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "enqueue task",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          auto r = run(tx, c, options_.pgbouncer, "agentcron_enqueue", kEnqueueSql, p.agent_id, p.kind,
+                                       p.payload, at, in, p.cron, p.timezone, p.priority, p.max_attempts, p.timeout_ms,
+                                       p.dedup_key, p.approval);
+                          return EnqueueResult{r[0][0].as<std::int64_t>(), r[0][1].as<bool>()};
+                        });
+}
+
+QueueStatus TaskStore::status() {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "queue status",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          auto row = run(tx, c, options_.pgbouncer, "agentcron_status", kStatusSql)[0];
+                          QueueStatus s;
+                          const char* names[] = {"pending", "running", "succeeded", "failed", "cancelled"};
+                          for (int i = 0; i < 5; ++i) s.by_status.emplace_back(names[i], row[i].as<std::int64_t>());
+                          s.due_now = row[5].as<std::int64_t>();
+                          if (!row[6].is_null()) s.oldest_due_seconds = row[6].as<double>();
+                          s.server_connections = row[7].as<std::int64_t>();
+                          s.agentcron_connections = row[8].as<std::int64_t>();
+                          s.max_connections = row[9].as<std::int64_t>();
+                          return s;
+                        });
+}
+
+SysTime TaskStore::now() {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "read database clock",
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          auto r = run(tx, c, options_.pgbouncer, "agentcron_now",
+                                       "SELECT (extract(epoch FROM now()) * 1000000)::bigint");
+                          return from_epoch_us(r[0][0].as<std::int64_t>());
+                        });
+}
+
+bool TaskStore::apply_migration(int version, const std::string& name, const std::string& sql,
+                                const std::string& checksum) {
+  // Migrations may run long and wait for a concurrent migrate's lock: generous limits.
+  QueryTimeouts t{std::chrono::minutes(10), std::chrono::minutes(2), std::chrono::minutes(10)};
+  return in_transaction(pool_, *watchdog_, t, options_.client_grace, "migrate",
+                        [&](pqxx::transaction_base& tx, Connection&) {
+                          tx.exec(kMigrationLockSql);
+                          tx.exec(kMigrationTableSql);
+                          auto r = tx.exec_params("SELECT checksum FROM agentcron.schema_migrations WHERE version = $1",
+                                                  version);
+                          if (!r.empty()) {
+                            if (r[0][0].as<std::string>() != checksum)
+                              throw DatabaseError("migration " + name + " (version " + std::to_string(version) +
+                                                      ") has changed since it was applied: checksum " + checksum +
+                                                      " differs from the applied " + r[0][0].as<std::string>(),
+                                                  "", ErrorClass::permanent);
+                            return false;
+                          }
+                          tx.exec(sql);
+                          tx.exec_params("INSERT INTO agentcron.schema_migrations (version, name, checksum) "
+                                         "VALUES ($1, $2, $3)",
+                                         version, name, checksum);
+                          return true;
+                        });
+}
+
+std::vector<AppliedMigration> TaskStore::applied_migrations() {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "list migrations",
+                        [&](pqxx::transaction_base& tx, Connection&) {
+                          std::vector<AppliedMigration> out;
+                          if (tx.exec("SELECT to_regclass('agentcron.schema_migrations') IS NULL")[0][0].as<bool>())
+                            return out;
+                          for (const auto& row : tx.exec("SELECT version, name, checksum, applied_at::text "
+                                                         "FROM agentcron.schema_migrations ORDER BY version"))
+                            out.push_back({row[0].as<int>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                                           row[3].as<std::string>()});
+                          return out;
+                        });
+}
+
+namespace {
+class FlagReceiver final : public pqxx::notification_receiver {
+ public:
+  FlagReceiver(pqxx::connection_base& c, const std::string& channel) : pqxx::notification_receiver(c, channel) {}
+  void operator()(const std::string&, int) override { ++count; }
+  int count = 0;
+};
+}  // namespace
+
+void TaskStore::listen(Lease& lease, const std::string& channel) {
+  Connection& c = lease.connection();
+  try {
+    c.listener = std::make_unique<FlagReceiver>(c.raw(), channel);
+  } catch (const pqxx::broken_connection& e) {
+    lease.discard();
+    throw DatabaseError("listen: connection lost: " + one_line(e.what()), "08006", ErrorClass::transient);
+  } catch (const pqxx::sql_error& e) {
+    throw DatabaseError("listen: " + one_line(e.what()), e.sqlstate(), classify_sqlstate(e.sqlstate()));
+  }
+}
+
+bool TaskStore::wait_notification(Lease& lease, Millis timeout, int wake_fd) {
+  Connection& c = lease.connection();
+  auto* receiver = static_cast<FlagReceiver*>(c.listener.get());
+  try {
+    receiver->count = 0;
+    c.raw().get_notifs();
+    if (receiver->count > 0) return true;
+    pollfd fds[2] = {{c.raw().sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    int n = ::poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::min<std::int64_t>(timeout.count(), 1 << 30)));
+    if (n > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+      c.raw().get_notifs();
+      if (!c.raw().is_open()) throw pqxx::broken_connection("connection closed");
+    }
+    return receiver->count > 0;
+  } catch (const pqxx::broken_connection& e) {
+    c.listener.reset();
+    lease.discard();
+    throw DatabaseError("listen: connection lost: " + one_line(e.what()), "08006", ErrorClass::transient);
+  }
+}
+
+}  // namespace agentcron

@@ -1,0 +1,270 @@
+// The worker (see worker.hpp). Shutdown order matters: stop claiming, let running tasks finish
+// within the grace (leases still extended), cancel and release the rest, flush every outcome,
+// then close the pool so that no connection and no running task of ours is left behind.
+#include "agentcron/worker.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "agentcron/completer.hpp"
+#include "agentcron/executor.hpp"
+#include "agentcron/log.hpp"
+#include "agentcron/migrator.hpp"
+#include "agentcron/poller.hpp"
+#include "agentcron/pool.hpp"
+#include "agentcron/rescuer.hpp"
+#include "agentcron/retry.hpp"
+#include "agentcron/systemd_notify.hpp"
+#include "agentcron/task_store.hpp"
+
+namespace agentcron {
+
+std::string default_worker_id() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
+  return std::string(host) + ":" + std::to_string(::getpid());
+}
+
+struct Worker::Services {
+  SteadyClock clock;
+  std::unique_ptr<ConnectionPool> pool;
+  std::unique_ptr<TaskStore> store;
+  std::unique_ptr<CircuitBreaker> breaker;
+  std::unique_ptr<Completer> completer;
+  std::unique_ptr<Executor> executor;
+  std::unique_ptr<Poller> poller;
+  std::unique_ptr<Rescuer> rescuer;
+  std::unique_ptr<Janitor> janitor;
+  std::unique_ptr<LeaseKeeper> lease_keeper;
+  std::vector<std::unique_ptr<Periodic>> periodic;
+};
+
+Worker::Worker(Config config, HandlerRegistry handlers, Logger& log, std::string worker_id)
+    : config_(std::move(config)), handlers_(std::move(handlers)), log_(log), id_(std::move(worker_id)) {}
+
+Worker::~Worker() {
+  if (s_) shutdown_services();
+}
+
+void Worker::request_shutdown(int count) {
+  shutdown_requests_ = std::max(shutdown_requests_.load(), count);
+  if (count >= 2) {
+    log_.warn("second signal: skipping the shutdown grace");
+    skip_grace_.request_stop();
+  } else {
+    log_.info("shutdown requested: no new tasks will be claimed", {{"grace_ms", static_cast<std::int64_t>(config_.shutdown.grace.count())}});
+  }
+  std::lock_guard lock(mu_);
+  if (s_ && s_->poller) s_->poller->request_stop();
+  cv_.notify_all();
+}
+
+void Worker::reload(const Config& next) {
+  Config merged = apply_reloadable(config_, next);
+  if (auto level = parse_log_level(merged.log.level)) log_.set_level(*level);
+  std::lock_guard lock(mu_);
+  if (s_ && s_->poller)
+    s_->poller->reconfigure(CronSchedule::parse(merged.scheduler.schedule), TimeZone::locate(merged.scheduler.timezone),
+                            merged.scheduler.batch_size);
+  if (s_ && s_->executor) s_->executor->set_concurrency(merged.scheduler.concurrency);
+  config_ = merged;
+  log_.info("configuration reloaded", {{"schedule", merged.scheduler.schedule},
+                                        {"batch_size", merged.scheduler.batch_size},
+                                        {"concurrency", merged.scheduler.concurrency},
+                                        {"log_level", merged.log.level}});
+}
+
+int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
+  auto s = std::make_unique<Services>();
+  const Config& c = config_;
+  s->pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, id_), log_);
+  s->store = std::make_unique<TaskStore>(*s->pool, StoreOptions::from_config(c), log_);
+  s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
+
+  // The database first: `run` waits for it as long as it takes (one log line per attempt),
+  // `once` gives up after a few attempts with exit 69.
+  std::mt19937_64 rng{std::random_device{}()};
+  Backoff connect_backoff{c.retry.base_delay, std::min<Millis>(c.retry.max_delay, std::chrono::seconds(30)), 2};
+  for (int attempt = 1;; ++attempt) {
+    try {
+      s->store->now();
+      if (attempt > 1) log_.info("database is reachable", {{"attempts", attempt}});
+      break;
+    } catch (const DatabaseError& e) {
+      bool give_up = (one_shot && attempt >= 3) || e.error_class() == ErrorClass::permanent;
+      Millis delay = connect_backoff.delay(attempt, rng);
+      log_.warn("database unavailable", {{"attempt", attempt},
+                                         {"database", s->pool->options().redacted},
+                                         {"sqlstate", e.sqlstate()},
+                                         {"error", e.what()},
+                                         {"retry_in_ms", give_up ? std::int64_t{-1} : static_cast<std::int64_t>(delay.count())}});
+      if (give_up) {
+        log_.error("giving up: database unavailable", {{"database", s->pool->options().redacted}});
+        return 69;
+      }
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, delay, [&] { return shutdown_requests_ > 0; })) return 0;
+    }
+  }
+
+  try {
+    Migrator migrator(*s->store, log_);
+    if (opts.migrate) migrator.migrate();
+    for (const auto& m : migrator.status()) {
+      if (!m.applied) {
+        log_.error("the database schema is not migrated; run `agentcron migrate` (or pass --migrate)",
+                   {{"pending", std::to_string(m.version) + "_" + m.name}});
+        return 69;
+      }
+    }
+  } catch (const DatabaseError& e) {
+    log_.error("checking migrations failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+    return 69;
+  }
+
+  CompleterOptions copts;
+  copts.worker = id_;
+  copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
+  s->completer = std::make_unique<Completer>(copts, *s->store, log_);
+  Completer* completer = s->completer.get();
+  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout}, handlers_,
+                                           [completer](FinishedRun&& r) { completer->add(std::move(r)); }, log_);
+  PollerOptions popts;
+  popts.schedule = CronSchedule::parse(c.scheduler.schedule);
+  popts.zone = TimeZone::locate(c.scheduler.timezone);
+  popts.batch_size = c.scheduler.batch_size;
+  popts.max_batches_per_tick = c.scheduler.max_batches_per_tick;
+  // LISTEN needs a session of its own: not through pgbouncer, and not when it would take the
+  // only connection there is.
+  popts.listen = c.scheduler.listen && !c.database.pgbouncer && c.database.connection_limit >= 2 && !one_shot;
+  if (c.scheduler.listen && !popts.listen && !one_shot)
+    log_.info("LISTEN is off (pgbouncer mode or connection_limit 1): polling on the schedule only");
+  popts.lease = c.scheduler.lease;
+  popts.worker = id_;
+  popts.kinds = handlers_.kinds();
+  s->poller = std::make_unique<Poller>(popts, *s->store, *s->executor, *s->breaker, log_);
+  Poller* poller = s->poller.get();
+  s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
+
+  s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease);
+  s->periodic.push_back(std::make_unique<Periodic>("extending leases", c.scheduler.lease / 3,
+                                                   [k = s->lease_keeper.get()] { k->run_once(); }, log_));
+  if (!one_shot) {
+    s->rescuer = std::make_unique<Rescuer>(*s->store, log_);
+    s->janitor = std::make_unique<Janitor>(*s->store, c.retention.succeeded, c.retention.failed, log_);
+    Millis rescue_every = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
+    s->periodic.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
+                                                     [r = s->rescuer.get()] { r->run_once(); }, log_));
+    s->periodic.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
+                                                     [j = s->janitor.get()] { j->run_once(); }, log_));
+  }
+  for (auto& p : s->periodic) p->start();
+  std::lock_guard lock(mu_);
+  s_ = std::move(s);
+  return 0;
+}
+
+CompleterStats Worker::shutdown_services() {
+  Services& s = *s_;
+  s.poller->request_stop();
+  s.poller->wait();
+  notify_systemd("STOPPING=1");
+  int running = s.executor->busy();
+  if (running > 0) {
+    log_.info("waiting for running tasks", {{"running", running}, {"grace_ms", static_cast<std::int64_t>(config_.shutdown.grace.count())}});
+    auto deadline = std::chrono::steady_clock::now() + config_.shutdown.grace;
+    if (!s.executor->wait_idle(deadline, skip_grace_.get_token())) {
+      int n = s.executor->cancel_all("released at shutdown: the grace ran out");
+      log_.warn("grace over: released unfinished tasks back to pending", {{"count", n}});
+    }
+  }
+  for (auto& p : s.periodic) p->request_stop();
+  for (auto& p : s.periodic) p->wait();
+  s.completer->stop(std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5)));
+  bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(1)) &&
+                       s.executor->all_handlers_returned();
+  s.pool->close(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  auto st = s.completer->stats();
+  log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},
+                        {"failed", static_cast<std::int64_t>(st.failed)},
+                        {"retried", static_cast<std::int64_t>(st.retried)},
+                        {"released", static_cast<std::int64_t>(st.released)}});
+  if (!handlers_done && s.executor->busy() > 0) {
+    // A handler ignores its stop token: its task is already released and every outcome written;
+    // the thread cannot be joined, so leave now rather than hang.
+    log_.warn("a handler did not return after cancellation; exiting without waiting for it");
+    log_.flush();
+    std::fflush(nullptr);
+    ::_exit(0);
+  }
+  std::lock_guard lock(mu_);
+  s_.reset();
+  return st;
+}
+
+int Worker::run(const WorkerRunOptions& opts) {
+  if (handlers_.empty()) log_.warn("no [handlers.<kind>] configured: this worker claims nothing");
+  int rc = start_services(opts, false);
+  if (rc != 0 || !s_) return rc;
+  log_.info("worker started", {{"worker", id_},
+                               {"schedule", config_.scheduler.schedule},
+                               {"concurrency", config_.scheduler.concurrency},
+                               {"batch_size", config_.scheduler.batch_size},
+                               {"connection_limit", config_.database.connection_limit}});
+  s_->poller->start();
+  notify_systemd("READY=1");
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return shutdown_requests_ > 0; });
+  }
+  shutdown_services();
+  return 0;
+}
+
+int Worker::once(const WorkerRunOptions& opts) {
+  int rc = start_services(opts, true);
+  if (rc != 0 || !s_) return rc;
+  Services& s = *s_;
+  int limit = opts.max_tasks > 0 ? opts.max_tasks : (opts.drain ? INT_MAX : config_.scheduler.batch_size);
+  int claimed = 0;
+  bool failed_db = false;
+  try {
+    if (!opts.drain) {
+      // One batch: up to batch_size (or --max-tasks) tasks; the executor queues past its slots.
+      ClaimParams p{std::min(limit, config_.scheduler.batch_size), handlers_.kinds(), id_, config_.scheduler.lease};
+      auto tasks = s.store->claim_due(p);
+      claimed = static_cast<int>(tasks.size());
+      s.executor->submit(std::move(tasks));
+    } else {
+      while (shutdown_requests_ == 0 && claimed < limit) {
+        TickResult r = s.poller->run_once(limit - claimed);
+        claimed += r.claimed;
+        if (r.claimed == 0) {
+          if (s.executor->busy() == 0) break;
+          s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
+          continue;
+        }
+        int want = std::max(1, std::min(config_.scheduler.batch_size, config_.scheduler.concurrency) / 2);
+        s.executor->wait_free(want, std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
+      }
+    }
+  } catch (const DatabaseError& e) {
+    log_.error("claiming failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+    failed_db = true;
+  }
+  // Run what was claimed to the end, unless a signal asks to stop (then the grace applies).
+  while (shutdown_requests_ == 0 &&
+         !s.executor->wait_idle(std::chrono::steady_clock::now() + std::chrono::milliseconds(200))) {
+  }
+  log_.info("once: claimed tasks", {{"claimed", claimed}});
+  CompleterStats st = shutdown_services();
+  if (failed_db) return 69;
+  return st.failed + st.retried > 0 ? 1 : 0;
+}
+
+}  // namespace agentcron

@@ -1,0 +1,297 @@
+// TaskStore against a real PostgreSQL: every method, concurrency of claims, timeouts, bad rows.
+#include "agentcron/task_store.hpp"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "agentcron/log.hpp"
+#include "agentcron/retry.hpp"
+#include "support/test_db.hpp"
+
+namespace agentcron {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TestDatabase;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  TestDatabase db;
+  std::ostringstream logs;
+  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
+  Config config = db.config();
+  std::unique_ptr<ConnectionPool> pool;
+  std::unique_ptr<TaskStore> store;
+
+  void SetUp() override { open(config); }
+  void open(const Config& c) {
+    store.reset();
+    pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, "w1"), log);
+    store = std::make_unique<TaskStore>(*pool, StoreOptions::from_config(c), log);
+  }
+  ClaimParams claim(int limit, std::string worker = "w1", std::vector<std::string> kinds = {"noop"}) {
+    return ClaimParams{limit, std::move(kinds), std::move(worker), 60s};
+  }
+  std::string text(const std::string& q) {
+    pqxx::nontransaction tx(db.sql());
+    auto r = tx.exec1(q);
+    return r[0].is_null() ? "<null>" : r[0].as<std::string>();
+  }
+};
+
+TEST_F(StoreTest, ClaimTakesDueTasksInPriorityThenTimeOrderAndLeasesThem) {
+  db.exec(
+      "INSERT INTO agentcron.agent_tasks (kind, priority, scheduled_for) VALUES "
+      "('noop', 0, now() - interval '3 min'), ('noop', 5, now() - interval '1 min'), "
+      "('noop', 0, now() - interval '5 min'), ('noop', 0, now() + interval '1 hour'), "
+      "('other', 9, now() - interval '1 min')");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, approval) VALUES ('noop', 'pending'), ('noop', 'rejected')");
+  auto tasks = store->claim_due(claim(10));
+  ASSERT_EQ(tasks.size(), 3u);  // not the future one, not another kind, not unapproved
+  std::vector<std::int64_t> ids;
+  for (auto& t : tasks) ids.push_back(t.id);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(tasks[0].attempt, 1);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'running' AND locked_by = 'w1' "
+                      "AND locked_until > now() + interval '50 seconds'"),
+            3);
+  // The order: priority 5 first, then the oldest.
+  db.exec("UPDATE agentcron.agent_tasks SET status = 'pending', locked_by = NULL, locked_until = NULL, attempts = 0");
+  EXPECT_EQ(store->claim_due(claim(1)).at(0).id, 2);
+  EXPECT_EQ(store->claim_due(claim(1)).at(0).id, 3);
+  EXPECT_EQ(store->claim_due(claim(1)).at(0).id, 1);
+  EXPECT_TRUE(store->claim_due(claim(1)).empty());
+}
+
+TEST_F(StoreTest, ClaimUsesTheDueIndex) {
+  db.insert_due(2000);
+  db.exec("ANALYZE agentcron.agent_tasks");
+  pqxx::nontransaction tx(db.sql());
+  std::string plan;
+  for (const auto& row : tx.exec("EXPLAIN SELECT id FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = "
+                                 "'approved' AND scheduled_for <= now() AND kind = ANY('{noop}') ORDER BY priority "
+                                 "DESC, scheduled_for, id LIMIT 50 FOR UPDATE SKIP LOCKED"))
+    plan += row[0].as<std::string>() + "\n";
+  EXPECT_NE(plan.find("agent_tasks_due_idx"), std::string::npos) << plan;
+}
+
+TEST_F(StoreTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
+  db.insert_due(10000);
+  std::vector<std::int64_t> a, b;
+  auto worker = [&](std::vector<std::int64_t>& out, std::string name) {
+    ConnectionPool p(PoolOptions::from_config(config, name), log);
+    TaskStore s(p, StoreOptions::from_config(config), log);
+    while (true) {
+      auto tasks = s.claim_due(claim(100, name));
+      if (tasks.empty()) break;
+      for (auto& t : tasks) out.push_back(t.id);
+    }
+  };
+  std::thread ta(worker, std::ref(a), "wa"), tb(worker, std::ref(b), "wb");
+  ta.join();
+  tb.join();
+  std::set<std::int64_t> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  EXPECT_EQ(a.size() + b.size(), 10000u);
+  EXPECT_EQ(all.size(), 10000u);  // no task twice
+  EXPECT_GT(a.size(), 0u);
+  EXPECT_GT(b.size(), 0u);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE attempts = 1 AND status = 'running'"), 10000);
+}
+
+TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
+  db.insert_due(4);
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, cron) VALUES ('noop', '*/5 * * * *')");
+  auto tasks = store->claim_due(claim(10));
+  ASSERT_EQ(tasks.size(), 5u);
+  auto now = std::chrono::system_clock::now();
+  std::vector<Completion> cs(5);
+  for (int i = 0; i < 5; ++i) {
+    cs[i].id = i + 1;
+    cs[i].attempt = 1;
+    cs[i].started_at = now - 1s;
+    cs[i].finished_at = now;
+  }
+  cs[0].status = Completion::Status::succeeded;
+  cs[1].status = Completion::Status::pending;
+  cs[1].retry_delay = 30s;
+  cs[1].error = "try later";
+  cs[1].run_outcome = "retry";
+  cs[2].status = Completion::Status::failed;
+  cs[2].error = "it's broken \"badly\"";
+  cs[2].run_outcome = "failed";
+  cs[3].status = Completion::Status::succeeded;
+  cs[3].notify_channel = "agentcron_ready";
+  cs[3].notify_payload = "{\"task_id\":4}";
+  cs[4].status = Completion::Status::pending;
+  cs[4].run_at = now + 300s;
+  cs[4].reset_attempts = true;
+  cs[4].run_outcome = "succeeded";
+  // The notification arrives only after the completing transaction commits.
+  pqxx::connection listener(db.conninfo());
+  struct Receiver : pqxx::notification_receiver {
+    using pqxx::notification_receiver::notification_receiver;
+    void operator()(const std::string& payload, int) override { got = payload; }
+    std::string got;
+  } receiver(listener, "agentcron_ready");
+  EXPECT_EQ(store->complete_many(cs, "w1"), 5);
+  listener.await_notification(5, 0);
+  EXPECT_EQ(receiver.got, "{\"task_id\":4}");
+  EXPECT_EQ(text("SELECT status || ',' || attempts || ',' || (finished_at IS NOT NULL) FROM agentcron.agent_tasks WHERE id = 1"), "succeeded,1,true");
+  EXPECT_EQ(text("SELECT status || ',' || last_error FROM agentcron.agent_tasks WHERE id = 2"), "pending,try later");
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE id = 2 AND scheduled_for > now() + interval '25 s'"), 1);
+  EXPECT_EQ(text("SELECT status || ',' || last_error FROM agentcron.agent_tasks WHERE id = 3"), "failed,it's broken \"badly\"");
+  EXPECT_EQ(text("SELECT status || ',' || attempts || ',' || (locked_by IS NULL) FROM agentcron.agent_tasks WHERE id = 5"), "pending,0,true");
+  // Runs: one per failed attempt and per run of a recurring task; none for a one-off success.
+  EXPECT_EQ(text("SELECT string_agg(task_id || ':' || outcome, ' ' ORDER BY task_id) FROM agentcron.task_runs"),
+            "2:retry 3:failed 5:succeeded");
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE worker = 'w1' AND started_at < finished_at"), 3);
+}
+
+TEST_F(StoreTest, CompleteIgnoresATaskNoLongerLeasedByThisWorker) {
+  db.insert_due(2);
+  auto tasks = store->claim_due(claim(2));
+  // Task 2 was rescued and claimed again by another worker meanwhile.
+  db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'w2', attempts = 2 WHERE id = 2");
+  std::vector<Completion> cs(2);
+  cs[0].id = 1;
+  cs[0].attempt = 1;
+  cs[1].id = 2;
+  cs[1].attempt = 1;
+  EXPECT_EQ(store->complete_many(cs, "w1"), 1);
+  EXPECT_EQ(text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "running");
+}
+
+TEST_F(StoreTest, ReleaseReturnsTasksWithoutCountingTheAttempt) {
+  db.insert_due(3);
+  auto tasks = store->claim_due(claim(3));
+  EXPECT_EQ(store->release_many({1, 2}, "w1", "shutdown"), 2);
+  EXPECT_EQ(store->release_many({3}, "someone-else", "shutdown"), 0);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'pending' AND attempts = 0 AND locked_by IS NULL"), 2);
+}
+
+TEST_F(StoreTest, ExtendLeasesMovesOnlyOurRunningTasks) {
+  db.insert_due(3);
+  store->claim_due(ClaimParams{3, {"noop"}, "w1", 5s});
+  db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'w2' WHERE id = 3");
+  EXPECT_EQ(store->extend_leases({1, 2, 3}, "w1", 120s), 2);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until > now() + interval '100 s'"), 2);
+}
+
+TEST_F(StoreTest, RescueReturnsExpiredLeasesAndFailsExhaustedOnes) {
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, max_attempts) VALUES ('noop', 5), ('noop', 1), ('noop', 5)");
+  store->claim_due(claim(3, "dead-worker"));
+  db.exec("UPDATE agentcron.agent_tasks SET locked_until = now() - interval '1 s' WHERE id IN (1, 2)");
+  RescueResult r = store->rescue_expired(100);
+  EXPECT_EQ(r.to_pending, 1);
+  EXPECT_EQ(r.to_failed, 1);
+  EXPECT_EQ(text("SELECT status || ',' || attempts FROM agentcron.agent_tasks WHERE id = 1"), "pending,1");
+  EXPECT_EQ(text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "failed");
+  EXPECT_EQ(text("SELECT status FROM agentcron.agent_tasks WHERE id = 3"), "running");
+  EXPECT_EQ(text("SELECT last_error FROM agentcron.agent_tasks WHERE id = 1"), "lease expired: worker dead-worker stopped renewing it");
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE outcome = 'rescued' AND worker = 'dead-worker'"), 2);
+}
+
+TEST_F(StoreTest, DeleteFinishedHonoursRetentionInBatches) {
+  db.exec(
+      "INSERT INTO agentcron.agent_tasks (kind, status, finished_at) SELECT 'noop', 'succeeded', now() - interval '8 days' "
+      "FROM generate_series(1, 30)");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) VALUES ('noop', 'succeeded', now()), "
+          "('noop', 'failed', now() - interval '8 days'), ('noop', 'failed', now() - interval '31 days')");
+  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 20);
+  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 11);
+  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 0);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks"), 2);
+}
+
+TEST_F(StoreTest, EnqueueWithDedupKeyAndStatus) {
+  EnqueueParams p;
+  p.kind = "noop";
+  p.payload = "{\"x\":1}";
+  p.dedup_key = "daily-report";
+  EnqueueResult a = store->enqueue(p);
+  EnqueueResult b = store->enqueue(p);
+  EXPECT_FALSE(a.deduplicated);
+  EXPECT_TRUE(b.deduplicated);
+  EXPECT_EQ(a.id, b.id);
+  p.dedup_key.reset();
+  p.in = 1h;
+  store->enqueue(p);
+  QueueStatus s = store->status();
+  EXPECT_EQ(s.by_status[0].second, 2);  // pending
+  EXPECT_EQ(s.due_now, 1);
+  ASSERT_TRUE(s.oldest_due_seconds);
+  EXPECT_GE(*s.oldest_due_seconds, 0.0);
+  EXPECT_GE(s.agentcron_connections, 1);
+  EXPECT_GT(s.max_connections, 0);
+}
+
+TEST_F(StoreTest, InsertingDueTasksNotifiesOncePerStatement) {
+  pqxx::connection listener(db.conninfo());
+  struct Counter : pqxx::notification_receiver {
+    using pqxx::notification_receiver::notification_receiver;
+    void operator()(const std::string&, int) override { ++n; }
+    int n = 0;
+  } counter(listener, "agentcron_due");
+  db.insert_due(500);
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) VALUES ('noop', now() + interval '1 hour')");
+  ASSERT_TRUE(testing::eventually([&] {
+    listener.get_notifs();
+    return counter.n >= 1;
+  }, 5s));
+  listener.await_notification(0, 200000);
+  EXPECT_EQ(counter.n, 1);  // 500 rows, one statement, one NOTIFY; the future task none
+}
+
+TEST_F(StoreTest, ClaimBlockedByALockFailsWithinTheLockTimeoutAndLeavesNothingIdleInTransaction) {
+  Config c = config;
+  c.timeouts.lock = 300ms;
+  open(c);
+  db.insert_due(5);
+  pqxx::connection blocker(db.conninfo());
+  pqxx::work hold(blocker);
+  hold.exec("LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE");
+  auto start = std::chrono::steady_clock::now();
+  try {
+    store->claim_due(claim(5));
+    FAIL() << "claim went through a table lock";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+    EXPECT_TRUE(e.is_transient());
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  hold.abort();
+  EXPECT_EQ(store->claim_due(claim(5)).size(), 5u);  // the pool is healthy afterwards
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"), 0);
+}
+
+TEST_F(StoreTest, StatementOutlivingItsTimeoutIsCancelledByTheServer) {
+  Config c = config;
+  c.timeouts.update = 300ms;
+  open(c);
+  // A slow trigger stands in for a slow query: pg_sleep far beyond the statement timeout.
+  db.exec("CREATE FUNCTION agentcron.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$");
+  db.exec("CREATE TRIGGER slow BEFORE INSERT ON agentcron.agent_tasks FOR EACH ROW EXECUTE FUNCTION agentcron.slow()");
+  EnqueueParams p;
+  p.kind = "noop";
+  auto start = std::chrono::steady_clock::now();
+  try {
+    store->enqueue(p);
+    FAIL() << "pg_sleep(30) finished under a 300ms statement timeout";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "57014") << e.what();
+    EXPECT_TRUE(e.is_transient());
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  db.exec("DROP TRIGGER slow ON agentcron.agent_tasks");
+  EXPECT_GT(store->enqueue(p).id, 0);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"), 0);
+}
+
+}  // namespace
+}  // namespace agentcron

@@ -1,0 +1,186 @@
+// Executor: failure isolation (exceptions, catch(...), timeouts, bad rows), slot accounting and
+// cancellation — with recording handlers, no database.
+#include "agentcron/executor.hpp"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <condition_variable>
+#include <latch>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "agentcron/handlers/handler.hpp"
+#include "agentcron/log.hpp"
+#include "support/test_db.hpp"
+
+namespace agentcron {
+namespace {
+
+using namespace std::chrono_literals;
+
+class FnHandler final : public Handler {
+ public:
+  explicit FnHandler(std::function<TaskOutcome(const Task&, const HandlerContext&)> f) : f_(std::move(f)) {}
+  TaskOutcome run(const Task& t, const HandlerContext& c) override { return f_(t, c); }
+
+ private:
+  std::function<TaskOutcome(const Task&, const HandlerContext&)> f_;
+};
+
+class ExecutorTest : public ::testing::Test {
+ protected:
+  std::ostringstream logs;
+  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
+  HandlerRegistry handlers;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::int64_t, FinishedRun> results;
+
+  OutcomeSink sink() {
+    return [this](FinishedRun&& r) {
+      std::lock_guard lock(mu);
+      results.emplace(r.task.id, std::move(r));
+      cv.notify_all();
+    };
+  }
+  bool wait_results(std::size_t n, std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return results.size() >= n; });
+  }
+  static Task task(std::int64_t id, std::string kind, std::string payload = "{}") {
+    Task t;
+    t.id = id;
+    t.kind = std::move(kind);
+    t.payload = std::move(payload);
+    return t;
+  }
+  void add(const std::string& kind, std::function<TaskOutcome(const Task&, const HandlerContext&)> f) {
+    handlers.add(kind, std::make_shared<FnHandler>(std::move(f)));
+  }
+};
+
+TEST_F(ExecutorTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInTheirBatch) {
+  add("ok", [](const Task&, const HandlerContext&) { return TaskOutcome::success(); });
+  add("throws", [](const Task&, const HandlerContext&) -> TaskOutcome { throw std::runtime_error("kaboom"); });
+  add("throws_int", [](const Task&, const HandlerContext&) -> TaskOutcome { throw 42; });
+  add("hangs", [](const Task&, const HandlerContext& c) {
+    std::mutex m;
+    std::condition_variable_any cv2;
+    std::unique_lock lock(m);
+    cv2.wait(lock, c.stop, [] { return false; });  // until the executor asks it to stop
+    return TaskOutcome::success("should not count");
+  });
+  Executor ex({8, 200ms}, handlers, sink(), log);
+  std::vector<Task> batch;
+  for (int i = 1; i <= 5; ++i) batch.push_back(task(i, "ok"));
+  batch.push_back(task(6, "throws"));
+  batch.push_back(task(7, "throws_int"));
+  batch.push_back(task(8, "hangs"));
+  ex.submit(std::move(batch));
+  ASSERT_TRUE(wait_results(8));
+  for (int i = 1; i <= 5; ++i) EXPECT_EQ(results[i].outcome.kind, TaskOutcome::Kind::succeeded) << i;
+  EXPECT_EQ(results[6].outcome.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(results[6].outcome.message, "handler threw: kaboom");
+  EXPECT_EQ(results[7].outcome.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(results[7].outcome.message, "handler threw a non-standard exception");
+  EXPECT_EQ(results[8].outcome.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(results[8].outcome.message, "timed out after 200ms");
+  EXPECT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 5s));
+  std::string l = logs.str();
+  EXPECT_NE(l.find("handler threw task_id=6 kind=throws attempt=1 error=kaboom"), std::string::npos) << l;
+  EXPECT_NE(l.find("task timed out task_id=8 kind=hangs"), std::string::npos) << l;
+}
+
+TEST_F(ExecutorTest, RowTimeoutOverridesTheDefault) {
+  add("slow", [](const Task&, const HandlerContext& c) {
+    std::mutex m;
+    std::condition_variable_any cv2;
+    std::unique_lock lock(m);
+    cv2.wait(lock, c.stop, [] { return false; });
+    return TaskOutcome::success();
+  });
+  Executor ex({2, std::chrono::minutes(5)}, handlers, sink(), log);
+  Task t = task(1, "slow");
+  t.timeout_ms = 50;
+  ex.submit({t});
+  ASSERT_TRUE(wait_results(1));
+  EXPECT_EQ(results[1].outcome.message, "timed out after 50ms");
+}
+
+TEST_F(ExecutorTest, BadRowsFailWithoutRunningTheHandler) {
+  std::atomic<int> ran{0};
+  add("ok", [&](const Task&, const HandlerContext&) {
+    ++ran;
+    return TaskOutcome::success();
+  });
+  Executor ex({4, 1s}, handlers, sink(), log);
+  Task bad_cron = task(3, "ok");
+  bad_cron.cron = "61 * * * *";
+  Task bad_zone = task(4, "ok");
+  bad_zone.cron = "* * * * *";
+  bad_zone.timezone = "Nowhere/Special";
+  ex.submit({task(1, "ok", "[1,2]"), task(2, "unknown"), bad_cron, bad_zone, task(5, "ok", " {\"a\":1}")});
+  ASSERT_TRUE(wait_results(5));
+  EXPECT_EQ(results[1].outcome.kind, TaskOutcome::Kind::failed);
+  EXPECT_EQ(results[1].outcome.message, "payload must be a JSON object, got array");
+  EXPECT_EQ(results[2].outcome.message, "no handler for kind \"unknown\" in this worker");
+  EXPECT_NE(results[3].outcome.message.find("field 1 (minute): 61 is out of range"), std::string::npos);
+  EXPECT_NE(results[4].outcome.message.find("unknown time zone"), std::string::npos);
+  EXPECT_EQ(results[5].outcome.kind, TaskOutcome::Kind::succeeded);
+  EXPECT_EQ(ran, 1);
+}
+
+TEST_F(ExecutorTest, NeverRunsMoreHandlersThanSlots) {
+  std::atomic<int> now_running{0}, peak{0};
+  std::latch release(1);
+  add("k", [&](const Task&, const HandlerContext&) {
+    int n = ++now_running;
+    int p = peak;
+    while (n > p && !peak.compare_exchange_weak(p, n)) {
+    }
+    release.wait();
+    --now_running;
+    return TaskOutcome::success();
+  });
+  Executor ex({3, 10s}, handlers, sink(), log);
+  EXPECT_EQ(ex.free_slots(), 3);
+  std::vector<Task> batch;
+  for (int i = 1; i <= 10; ++i) batch.push_back(task(i, "k"));
+  ex.submit(std::move(batch));
+  EXPECT_EQ(ex.free_slots(), 0);
+  ASSERT_TRUE(agentcron::testing::eventually([&] { return now_running == 3; }));
+  release.count_down();
+  ASSERT_TRUE(wait_results(10));
+  EXPECT_EQ(peak, 3);
+  EXPECT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 5s));
+  EXPECT_EQ(ex.free_slots(), 3);
+}
+
+TEST_F(ExecutorTest, CancelAllReleasesRunningTasksEvenIfTheirHandlerIgnoresStop) {
+  std::latch started(2);
+  std::latch let_go(1);
+  add("stubborn", [&](const Task&, const HandlerContext&) {
+    started.count_down();
+    let_go.wait();  // ignores its stop token
+    return TaskOutcome::success();
+  });
+  Executor ex({2, 1min}, handlers, sink(), log);
+  ex.submit({task(1, "stubborn"), task(2, "stubborn"), task(3, "stubborn")});
+  started.wait();
+  EXPECT_EQ(ex.running_ids().size(), 3u);  // two running, one queued
+  EXPECT_EQ(ex.cancel_all("shutdown"), 3);
+  ASSERT_TRUE(wait_results(3));
+  for (int i = 1; i <= 3; ++i) EXPECT_TRUE(results[i].outcome.cancelled) << i;
+  EXPECT_TRUE(ex.running_ids().empty());
+  EXPECT_FALSE(ex.all_handlers_returned());
+  let_go.count_down();
+  ASSERT_TRUE(agentcron::testing::eventually([&] { return ex.all_handlers_returned(); }));
+  // The late successes were not delivered: each task has exactly its release.
+  std::lock_guard lock(mu);
+  EXPECT_EQ(results.size(), 3u);
+}
+
+}  // namespace
+}  // namespace agentcron

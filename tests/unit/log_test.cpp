@@ -1,0 +1,81 @@
+// Logger: JSON escaping and the three output formats.
+#include "agentcron/log.hpp"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <sstream>
+
+namespace agentcron {
+namespace {
+
+std::string escaped(std::string_view s) {
+  std::string out;
+  append_json_escaped(out, s);
+  return out;
+}
+
+TEST(JsonEscaping, QuotesBackslashesAndControls) {
+  EXPECT_EQ(escaped("a\"b\\c"), "a\\\"b\\\\c");
+  EXPECT_EQ(escaped("line\nnext\ttab\r"), "line\\nnext\\ttab\\r");
+  EXPECT_EQ(escaped(std::string_view("\x01\x1f\x7f", 3)), "\\u0001\\u001f\\u007f");
+  EXPECT_EQ(escaped(std::string_view("nul\0byte", 8)), "nul\\u0000byte");
+}
+
+TEST(JsonEscaping, KeepsValidUtf8AndReplacesInvalid) {
+  EXPECT_EQ(escaped("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"), "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  EXPECT_EQ(escaped("bad\xFF"), "bad\xEF\xBF\xBD");
+  EXPECT_EQ(escaped("trunc\xE2\x82"), "trunc\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(escaped("overlong\xC0\xAF"), "overlong\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(escaped("surrogate\xED\xA0\x80"), "surrogate\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+TEST(JsonLine, HasTsLevelMsgAndFields) {
+  auto ts = std::chrono::system_clock::time_point(std::chrono::milliseconds(1772899200123));  // 2026-03-07T16:00:00.123Z
+  std::string line = render_json_line(ts, LogLevel::warn, "task \"x\" failed",
+                                      {{"task_id", 42}, {"kind", "mail"}, {"ok", false}, {"ratio", 0.5}});
+  EXPECT_EQ(line,
+            "{\"ts\":\"2026-03-07T16:00:00.123Z\",\"level\":\"warn\",\"msg\":\"task \\\"x\\\" failed\","
+            "\"task_id\":42,\"kind\":\"mail\",\"ok\":false,\"ratio\":0.5}");
+}
+
+TEST(TextMessage, QuotesValuesThatNeedIt) {
+  EXPECT_EQ(render_text_message("claimed", {{"task_id", 7}, {"kind", "two words"}, {"empty", ""}}),
+            "claimed task_id=7 kind=\"two words\" empty=\"\"");
+}
+
+TEST(Logger, JsonFormatWritesOneObjectPerLineAndFiltersLevels) {
+  std::ostringstream out;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+  Logger log(LogFormat::json, LogLevel::info, sink);
+  log.debug("hidden");
+  log.info("shown", {{"task_id", 1}});
+  log.error("multi\nline");
+  std::string s = out.str();
+  EXPECT_EQ(s.find("hidden"), std::string::npos);
+  EXPECT_NE(s.find("\"msg\":\"shown\",\"task_id\":1}\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("\"msg\":\"multi\\nline\"}\n"), std::string::npos) << s;
+  EXPECT_EQ(std::count(s.begin(), s.end(), '\n'), 2);
+  log.set_level(LogLevel::debug);
+  log.debug("now shown");
+  EXPECT_NE(out.str().find("now shown"), std::string::npos);
+}
+
+TEST(Logger, JournalFormatCarriesSyslogPriority) {
+  std::ostringstream out;
+  Logger log(LogFormat::journal, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  log.warn("careful", {{"task_id", 3}});
+  log.error("broken");
+  EXPECT_EQ(out.str(), "<4>careful task_id=3\n<3>broken\n");
+}
+
+TEST(LogFormat, AutoPicksJournalThenTerminalThenJson) {
+  EXPECT_EQ(resolve_log_format("auto", true, true), LogFormat::journal);
+  EXPECT_EQ(resolve_log_format("auto", true, false), LogFormat::text);
+  EXPECT_EQ(resolve_log_format("auto", false, false), LogFormat::json);
+  EXPECT_EQ(resolve_log_format("json", true, true), LogFormat::json);
+  EXPECT_FALSE(resolve_log_format("xml", false, false));
+}
+
+}  // namespace
+}  // namespace agentcron
