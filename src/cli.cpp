@@ -42,6 +42,7 @@ class UsageError : public std::runtime_error {
 struct Globals {
   ConfigSources sources;
   std::string command;
+  bool command_given = false;     // false: `run` by default
   std::vector<std::string> args;  // the command's own arguments
 };
 
@@ -116,6 +117,7 @@ std::optional<Globals> parse_globals(int argc, char** argv, bool& help, bool& ve
   std::vector<std::string> rest = po::collect_unrecognized(parsed.options, po::include_positional);
   if (!rest.empty() && !rest.front().starts_with("-")) {
     gl.command = rest.front();
+    gl.command_given = true;
     rest.erase(rest.begin());
   }
   if (gl.command.empty()) gl.command = "run";
@@ -397,7 +399,7 @@ int run_cli(int argc, char** argv) {
       std::cout << "agentcron " << AGENTCRON_VERSION << "\n";
       return kExitOk;
     }
-    if (help && (g->args.empty() || g->command == "run")) {
+    if (help && !g->command_given) {
       std::cout << kUsage << "\n" << global_options() << "\n";
       return kExitOk;
     }

@@ -82,7 +82,7 @@ std::vector<std::int64_t> Executor::running_ids() const {
 
 bool Executor::wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
   std::unique_lock lock(mu_);
-  return cv_.wait_until(lock, cut, deadline, [&] { return running_.empty(); });
+  return cv_.wait_until(lock, cut, deadline, [&] { return running_.empty() && busy_ == 0; });
 }
 
 bool Executor::wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut) {

@@ -321,7 +321,7 @@ WITH ins AS (
 SELECT id, false FROM ins
 UNION ALL
 SELECT id, true FROM agentcron.agent_tasks
-WHERE $10::text IS NOT NULL AND dedup_key = $10 AND status IN ('pending', 'running') AND NOT EXISTS (SELECT 1 FROM ins)
+WHERE $11::text IS NOT NULL AND dedup_key = $11 AND status IN ('pending', 'running') AND NOT EXISTS (SELECT 1 FROM ins)
 LIMIT 1
 )SQL";
 

@@ -186,7 +186,10 @@ CompleterStats Worker::shutdown_services() {
   for (auto& p : s.periodic) p->request_stop();
   for (auto& p : s.periodic) p->wait();
   s.completer->stop(std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5)));
-  bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(1)) &&
+  // Cancelled exec handlers need up to kill_after to stop their process groups.
+  Millis stop_time = std::chrono::seconds(1);
+  for (const auto& h : config_.handlers) stop_time = std::max(stop_time, h.kill_after + std::chrono::seconds(1));
+  bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + stop_time) &&
                        s.executor->all_handlers_returned();
   s.pool->close(std::chrono::steady_clock::now() + std::chrono::seconds(5));
   auto st = s.completer->stats();

@@ -2,6 +2,7 @@
 #include "agentcron/handlers/handler.hpp"
 
 #include "agentcron/config.hpp"
+#include "agentcron/handlers/exec.hpp"
 #include "agentcron/log.hpp"
 
 namespace agentcron {
@@ -38,14 +39,16 @@ std::vector<std::string> HandlerRegistry::kinds() const {
   return out;
 }
 
-HandlerRegistry HandlerRegistry::from_config(const Config& config, Logger&) {
+HandlerRegistry HandlerRegistry::from_config(const Config& config, Logger& log) {
   HandlerRegistry r;
   for (const auto& h : config.handlers) {
     if (h.type == "notify") {
       r.add(h.kind, std::make_shared<NotifyHandler>(h.channel));
+    } else if (h.type == "exec") {
+      r.add(h.kind, std::make_shared<ExecHandler>(ExecOptions{h.command, h.working_dir, h.env, h.timeout, h.kill_after}, log));
     } else {
       throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".type \"" + h.type +
-                        "\" is not available in this build yet (only notify)");
+                        "\" is not available in this build yet (notify and exec are)");
     }
   }
   return r;

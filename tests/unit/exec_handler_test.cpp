@@ -1,0 +1,166 @@
+// ExecHandler with real child processes: exit codes, stdin, environment, process groups,
+// SIGTERM/SIGKILL, grandchildren holding the output, zombies and leaked descriptors.
+#include "agentcron/handlers/exec.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "agentcron/log.hpp"
+#include "support/test_db.hpp"
+
+namespace agentcron {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ExecTest : public ::testing::Test {
+ protected:
+  std::ostringstream logs;
+  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
+  std::stop_source stop;
+
+  TaskOutcome run(std::vector<std::string> cmd, std::string payload = "{\"n\":1}", Millis timeout = 10s,
+                  Millis kill_after = 5s) {
+    ExecHandler h(ExecOptions{std::move(cmd), "", {{"EXTRA", "yes"}}, timeout, kill_after}, log);
+    Task t;
+    t.id = 77;
+    t.kind = "script";
+    t.attempt = 2;
+    t.agent_id = "agent-9";
+    t.payload = std::move(payload);
+    return h.run(t, HandlerContext{stop.get_token(), std::chrono::steady_clock::now() + 1h});
+  }
+  static std::vector<std::string> sh(const std::string& script) { return {"/bin/sh", "-c", script}; }
+
+  // Children of this process that are zombies (state Z in /proc).
+  static int zombie_children() {
+    int n = 0;
+    DIR* d = ::opendir("/proc");
+    while (dirent* e = ::readdir(d)) {
+      if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+      std::ifstream st(std::string("/proc/") + e->d_name + "/stat");
+      std::string line;
+      std::getline(st, line);
+      auto close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(line.substr(close + 2));
+      char state;
+      int ppid;
+      rest >> state >> ppid;
+      if (state == 'Z' && ppid == ::getpid()) ++n;
+    }
+    ::closedir(d);
+    return n;
+  }
+};
+
+TEST_F(ExecTest, ExitZeroSucceeds) {
+  EXPECT_EQ(run({"/bin/true"}).kind, TaskOutcome::Kind::succeeded);
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+TEST_F(ExecTest, ExitSeventyFiveRetriesOthersFailWithTheOutputTail) {
+  auto r75 = run(sh("echo busy; exit 75"));
+  EXPECT_EQ(r75.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(r75.message, "exit 75 (temporary failure): busy\n");
+  auto r1 = run(sh("echo to-out; echo to-err >&2; exit 1"));
+  EXPECT_EQ(r1.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(r1.message, "exit 1: to-out\nto-err\n");
+}
+
+TEST_F(ExecTest, DeathBySignalFails) {
+  auto r = run(sh("kill -9 $$"));
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::retry);
+  EXPECT_NE(r.message.find("killed by signal 9"), std::string::npos) << r.message;
+}
+
+TEST_F(ExecTest, OnlyTheLastFourKilobytesOfOutputAreKept) {
+  auto r = run(sh("head -c 100000 /dev/zero | tr '\\0' 'a'; echo END; exit 3"));
+  EXPECT_LE(r.message.size(), std::string("exit 3: ").size() + 4096);
+  EXPECT_NE(r.message.find("aEND\n"), std::string::npos);
+}
+
+TEST_F(ExecTest, PayloadOnStdinAndTaskFieldsInTheEnvironment) {
+  auto r = run(sh("cat; echo; echo $AGENTCRON_TASK_ID $AGENTCRON_KIND $AGENTCRON_ATTEMPT $AGENTCRON_AGENT_ID $EXTRA; exit 9"),
+               "{\"to\":\"inbox\"}");
+  EXPECT_EQ(r.message, "exit 9: {\"to\":\"inbox\"}\n77 script 2 agent-9 yes\n");
+}
+
+TEST_F(ExecTest, ALargePayloadIsNotADeadlock) {
+  std::string big = "{\"blob\":\"" + std::string(1 << 20, 'x') + "\"}";
+  auto r = run(sh("wc -c; exit 4"), big);
+  EXPECT_EQ(r.message, "exit 4: " + std::to_string(big.size()) + "\n");
+}
+
+TEST_F(ExecTest, NoShellEver) {
+  auto r = run({"/bin/echo", "$HOME;", "rm", "-rf", "/"});
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::succeeded);
+}
+
+TEST_F(ExecTest, MissingProgramFailsPermanently) {
+  auto r = run({"/nonexistent/program"});
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::failed);
+  EXPECT_EQ(r.message, "cannot run /nonexistent/program: No such file or directory");
+}
+
+TEST_F(ExecTest, ChildSeesNoDescriptorBeyondTheStandardThree) {
+  int leak = ::open("/dev/null", O_RDONLY);  // no O_CLOEXEC: would leak without close_range
+  ASSERT_GE(leak, 3);
+  auto r = run(sh("ls /proc/self/fd; exit 5"));
+  ::close(leak);
+  // `ls` itself opens one descriptor for the directory it lists.
+  std::istringstream fds(r.message.substr(std::string("exit 5: ").size()));
+  std::string fd;
+  int beyond = 0;
+  while (fds >> fd)
+    if (std::stoi(fd) > 3) ++beyond;
+  EXPECT_EQ(beyond, 0) << r.message;
+}
+
+TEST_F(ExecTest, TimeoutSendsSigtermToTheGroup) {
+  auto start = std::chrono::steady_clock::now();
+  auto r = run(sh("sleep 30"), "{}", 200ms);
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(r.message.rfind("timed out after 200ms", 0), 0u) << r.message;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+TEST_F(ExecTest, AProgramIgnoringSigtermIsKilledAfterKillAfter) {
+  auto start = std::chrono::steady_clock::now();
+  auto r = run(sh("trap '' TERM; echo armed; while :; do sleep 0.05; done"), "{}", 200ms, 300ms);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::retry);
+  EXPECT_GE(took, 500ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_NE(logs.str().find("ignored SIGTERM; sending SIGKILL"), std::string::npos);
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+TEST_F(ExecTest, AGrandchildHoldingStdoutDoesNotHangTheWorker) {
+  auto start = std::chrono::steady_clock::now();
+  auto r = run(sh("(sleep 30 &) ; echo parent-done; exit 0"));
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::succeeded);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+TEST_F(ExecTest, StopRequestTerminatesAndReportsRelease) {
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(100ms);  // let the child start
+    stop.request_stop();
+  });
+  auto r = run(sh("sleep 30"));
+  stopper.join();
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+}  // namespace
+}  // namespace agentcron
