@@ -206,8 +206,15 @@ CompleterStats Worker::shutdown_services() {
     ::_exit(0);
   }
   std::lock_guard lock(mu_);
+  final_stats_ = WorkerStats{s.poller->stats(), st};
   s_.reset();
   return st;
+}
+
+WorkerStats Worker::stats() const {
+  std::lock_guard lock(mu_);
+  if (s_) return WorkerStats{s_->poller->stats(), s_->completer->stats()};
+  return final_stats_;
 }
 
 int Worker::run(const WorkerRunOptions& opts) {

@@ -8,13 +8,14 @@
 #include <stop_token>
 #include <string>
 
+#include "agentcron/completer.hpp"
 #include "agentcron/config.hpp"
+#include "agentcron/poller.hpp"
 #include "agentcron/handlers/handler.hpp"
 
 namespace agentcron {
 
 class Logger;
-struct CompleterStats;
 
 // hostname:pid — unique among the workers on one database, readable in pg_stat_activity.
 std::string default_worker_id();
@@ -23,6 +24,11 @@ struct WorkerRunOptions {
   bool migrate = false;     // apply pending migrations first
   bool drain = false;       // once: until nothing is due
   int max_tasks = 0;        // once: at most this many (0: one batch, or no limit with drain)
+};
+
+struct WorkerStats {
+  PollerStats poller;
+  CompleterStats completer;
 };
 
 class Worker {
@@ -43,6 +49,8 @@ class Worker {
   void reload(const Config& next);
 
   const std::string& id() const { return id_; }
+  // Live while running; after shutdown, the final counts.
+  WorkerStats stats() const;
 
  private:
   struct Services;
@@ -54,7 +62,8 @@ class Worker {
   Logger& log_;
   std::string id_;
   std::unique_ptr<Services> s_;
-  std::mutex mu_;
+  WorkerStats final_stats_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<int> shutdown_requests_{0};
   std::stop_source skip_grace_;

@@ -79,8 +79,29 @@ std::string with_tail(std::string what, const std::string& tail) {
 
 }  // namespace
 
+// Blocks SIGPIPE in this thread while it lives: writing the payload to a child that already exited
+// must be an EPIPE, not the death of the worker (or of a test). A SIGPIPE left pending is consumed.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeGuard() {
+    timespec zero{0, 0};
+    while (sigtimedwait(&pipe_, nullptr, &zero) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t pipe_, old_;
+};
+
 TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
   const ExecOptions& o = options_;
+  SigpipeGuard no_sigpipe;
   std::vector<std::string> env = child_environment(task, o);
   std::vector<std::string> args = o.command;
   std::vector<char*> argv, envp;
