@@ -174,13 +174,14 @@ bool Completer::write_some() {
     else ++ok;
     if (!is_retry && !is_failure) {
       log_.info("task succeeded", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+    } else if (is_retry) {
+      log_.warn("task failed, will retry", {{"task_id", t.id},
+                                            {"kind", t.kind},
+                                            {"attempt", t.attempt},
+                                            {"error", c.error},
+                                            {"retry_in_ms", static_cast<std::int64_t>(c.retry_delay->count())}});
     } else {
-      log_.log(is_retry ? LogLevel::warn : LogLevel::error, is_retry ? "task failed, will retry" : "task failed",
-               {{"task_id", t.id},
-                {"kind", t.kind},
-                {"attempt", t.attempt},
-                {"error", c.error},
-                {"retry_in_ms", c.retry_delay ? static_cast<std::int64_t>(c.retry_delay->count()) : std::int64_t{-1}}});
+      log_.error("task failed", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}, {"error", c.error}});
     }
   }
   std::lock_guard lock(mu_);

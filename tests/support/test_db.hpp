@@ -30,6 +30,7 @@ class TestDatabase {
 
   // Direct SQL for assertions (a connection of the test's own).
   pqxx::connection& sql();
+  void reconnect() { sql_.reset(); }  // after a server restart
   std::int64_t scalar(const std::string& query);
   void exec(const std::string& query);
   // Inserts `n` due tasks of `kind` in one statement.
