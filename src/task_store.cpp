@@ -7,6 +7,7 @@
 #include "agentcron/task_store.hpp"
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -20,10 +21,14 @@
 
 namespace agentcron {
 
-// Cancels statements that outlive their deadline on the client side.
+// Cancels statements that outlive their deadline on the client side, in two stages: first a
+// cancel request (the server may just be slow to notice its own timeout), then, if the statement
+// still has not returned after another grace, the socket is shut down so that the blocked call
+// fails as a broken connection and the connection is discarded — a hung server or a dead network
+// must not hold a pooled connection forever.
 class StatementWatchdog {
  public:
-  StatementWatchdog(ConnectionPool& pool, Logger& log) : pool_(pool), log_(log) {
+  StatementWatchdog(ConnectionPool& pool, Logger& log, Millis grace) : pool_(pool), log_(log), grace_(grace) {
     thread_ = std::jthread([this](std::stop_token st) { loop(st); });
   }
   ~StatementWatchdog() {
@@ -33,7 +38,7 @@ class StatementWatchdog {
   std::uint64_t watch(Connection& c, std::chrono::steady_clock::time_point deadline) {
     std::lock_guard lock(mu_);
     std::uint64_t id = ++next_id_;
-    watched_[id] = {deadline, &c};
+    watched_[id] = Watched{deadline, &c, false};
     ++generation_;
     cv_.notify_all();
     return id;
@@ -44,19 +49,33 @@ class StatementWatchdog {
   }
 
  private:
+  struct Watched {
+    std::chrono::steady_clock::time_point deadline;
+    Connection* conn;
+    bool cancelled;  // the cancel request went out; next comes the socket
+  };
+
   void loop(std::stop_token st) {
     std::unique_lock lock(mu_);
     while (!st.stop_requested()) {
       auto now = std::chrono::steady_clock::now();
       auto earliest = std::chrono::steady_clock::time_point::max();
       for (auto it = watched_.begin(); it != watched_.end();) {
-        if (it->second.first <= now) {
-          log_.warn("statement outlived its timeout and the server did not cancel it; cancelling and discarding the connection");
-          pool_.cancel(*it->second.second);
-          it = watched_.erase(it);
-        } else {
-          earliest = std::min(earliest, it->second.first);
+        Watched& w = it->second;
+        if (w.deadline > now) {
+          earliest = std::min(earliest, w.deadline);
           ++it;
+        } else if (!w.cancelled) {
+          log_.warn("statement outlived its timeout and the server did not cancel it; cancelling it");
+          pool_.cancel(*w.conn);
+          w.cancelled = true;
+          w.deadline = now + grace_;
+          earliest = std::min(earliest, w.deadline);
+          ++it;
+        } else {
+          log_.warn("the server did not answer the cancel either; closing the connection's socket");
+          ::shutdown(w.conn->raw().sock(), SHUT_RDWR);
+          it = watched_.erase(it);
         }
       }
       // Sleep until the earliest deadline, or until a new watch (maybe an earlier one) arrives.
@@ -69,9 +88,10 @@ class StatementWatchdog {
 
   ConnectionPool& pool_;
   Logger& log_;
+  Millis grace_;
   std::mutex mu_;
   std::condition_variable_any cv_;
-  std::map<std::uint64_t, std::pair<std::chrono::steady_clock::time_point, Connection*>> watched_;
+  std::map<std::uint64_t, Watched> watched_;
   std::uint64_t next_id_ = 0;
   std::uint64_t generation_ = 0;
   std::jthread thread_;
@@ -363,7 +383,7 @@ StoreOptions StoreOptions::from_config(const Config& c) {
 }
 
 TaskStore::TaskStore(ConnectionPool& pool, StoreOptions options, Logger& log)
-    : pool_(pool), options_(std::move(options)), log_(log), watchdog_(std::make_unique<StatementWatchdog>(pool, log)) {}
+    : pool_(pool), options_(std::move(options)), log_(log), watchdog_(std::make_unique<StatementWatchdog>(pool, log, options_.client_grace)) {}
 
 TaskStore::~TaskStore() = default;
 

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <signal.h>
+
 #include <set>
 #include <sstream>
 #include <thread>
@@ -291,6 +293,43 @@ TEST_F(StoreTest, StatementOutlivingItsTimeoutIsCancelledByTheServer) {
   db.exec("DROP TRIGGER slow ON agentcron.agent_tasks");
   EXPECT_GT(store->enqueue(p).id, 0);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"), 0);
+}
+
+}  // namespace
+}  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+TEST_F(StoreTest, AServerThatStopsAnsweringIsCutOffByTheClientAndTheConnectionDiscarded) {
+  Config c = config;
+  c.timeouts.claim = 200ms;
+  open(c);
+  // A tighter client grace than the default, so the test does not wait seconds.
+  StoreOptions so = StoreOptions::from_config(c);
+  so.client_grace = 300ms;
+  store.reset();
+  pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, "w1"), log);
+  store = std::make_unique<TaskStore>(*pool, so, log);
+  store->now();  // opens the pooled connection
+  std::int64_t backend = db.scalar("SELECT pid FROM pg_stat_activity WHERE application_name = 'agentcron/w1'");
+  // A backend that cannot answer at all: stopped. Only root may stop another user's process.
+  if (::kill(static_cast<pid_t>(backend), SIGSTOP) != 0) GTEST_SKIP() << "cannot SIGSTOP the backend (needs root)";
+  auto start = std::chrono::steady_clock::now();
+  try {
+    store->claim_due(claim(5));
+    ADD_FAILURE() << "a stopped server answered";
+  } catch (const DatabaseError& e) {
+    EXPECT_TRUE(e.is_transient()) << e.what();
+  }
+  auto took = std::chrono::steady_clock::now() - start;
+  ::kill(static_cast<pid_t>(backend), SIGCONT);
+  EXPECT_GE(took, 200ms + 300ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_NE(logs.str().find("closing the connection's socket"), std::string::npos) << logs.str();
+  EXPECT_GE(pool->stats().discarded, 1u);
+  db.insert_due(2);
+  EXPECT_EQ(store->claim_due(claim(5)).size(), 2u);  // a fresh connection works
 }
 
 }  // namespace
