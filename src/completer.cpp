@@ -62,6 +62,7 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
     } else {
       c.status = Completion::Status::succeeded;  // a one-off task's own row is its record
     }
+    c.result = clean(o.message);  // what the handler returned, e.g. a JSON response body
     if (run.notify) {
       c.notify_channel = run.notify->first;
       c.notify_payload = run.notify->second;
@@ -194,7 +195,15 @@ bool Completer::write_some() {
 
 bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
   int attempt = 0;
-  while (pending() > 0) {
+  while (true) {
+    if (pending() == 0) {
+      // The queue is empty, but the background writer may still be writing the last batch it
+      // took: its lock is held for the whole write. Once it is free, look again (a failed write
+      // puts its batch back).
+      std::lock_guard writer(write_mu_);
+      if (pending() == 0) return true;
+      continue;
+    }
     if (write_some()) {
       attempt = 0;
       continue;
@@ -203,7 +212,6 @@ bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
         options_.db_retry.cap(++attempt), deadline - std::chrono::steady_clock::now()));
   }
-  return true;
 }
 
 bool Completer::stop(std::chrono::steady_clock::time_point deadline) {

@@ -271,6 +271,8 @@ void apply(Config& c, const KeySpec& k, const Raw& raw) {
           if (!d) fail(raw.where, key, "must be a duration such as \"250ms\", \"15s\", \"5m\": " + why + ", got " + got_text(*s));
           if (d->count() < k.min)
             fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
+          // Far beyond any sensible setting, and safe from overflow when added to a clock.
+          if (*d > std::chrono::days(3650)) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
           slot = *d;
         } else {
           auto* s = std::get_if<std::string>(&raw.value);
@@ -328,7 +330,8 @@ Millis expect_duration(const std::string& file, const std::string& key, const to
   std::string s = expect_string(file, key, n);
   std::string why;
   auto d = parse_duration(s, &why);
-  if (!d || d->count() <= 0) fail(where_in(file, n), key, "must be a duration > 0 such as \"30s\", got \"" + s + "\"");
+  if (!d || d->count() <= 0 || *d > std::chrono::days(3650))
+    fail(where_in(file, n), key, "must be a duration > 0 (and at most 3650d) such as \"30s\", got \"" + s + "\"");
   return *d;
 }
 

@@ -168,6 +168,7 @@ CronSchedule CronSchedule::parse(std::string_view text) {
       auto d = parse_duration(arg, &why);
       if (!d) throw CronError("cron: @every needs a duration such as 30s or 5m (" + why + ") in " + quoted);
       if (d->count() <= 0) throw CronError("cron: @every needs a duration > 0 in " + quoted);
+      if (*d > std::chrono::days(366)) throw CronError("cron: @every is at most 366d in " + quoted);
       s.every_ = *d;
       return s;
     }

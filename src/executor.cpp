@@ -82,12 +82,13 @@ std::vector<std::int64_t> Executor::running_ids() const {
 
 bool Executor::wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
   std::unique_lock lock(mu_);
-  return cv_.wait_until(lock, cut, deadline, [&] { return running_.empty() && busy_ == 0; });
+  return cv_.wait_until(lock, cut, deadline, [&] { return running_.empty() && busy_ == 0 && delivering_ == 0; });
 }
 
 bool Executor::wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
   std::unique_lock lock(mu_);
-  return cv_.wait_until(lock, cut, deadline, [&] { return capacity_ - busy_ >= n || running_.empty(); });
+  return cv_.wait_until(lock, cut, deadline,
+                        [&] { return capacity_ - busy_ >= n || (running_.empty() && delivering_ == 0); });
 }
 
 bool Executor::all_handlers_returned() const {
@@ -114,10 +115,13 @@ void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, st
   if (run.outcome.kind == TaskOutcome::Kind::succeeded)
     if (Handler* h = handlers_.find(r->task.kind)) run.notify = h->completion_notify(r->task);
   if (run.started_at == SysTime{}) run.started_at = run.finished_at;
+  // Outside the lock (the sink takes its own), but counted: idle means every outcome handed over.
+  ++delivering_;
   lock.unlock();
-  cv_.notify_all();
   sink_(std::move(run));
   lock.lock();
+  --delivering_;
+  cv_.notify_all();
 }
 
 int Executor::cancel_all(const std::string& why) {

@@ -241,9 +241,10 @@ RETURNING t.id, t.agent_id, t.kind, t.payload::text, t.attempts, t.max_attempts,
 constexpr const char* kCompleteSql = R"SQL(
 WITH o AS (
   SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::double precision[], $6::bool[],
-                       $7::text[], $8::text[], $9::double precision[], $10::double precision[], $11::text[], $12::text[])
+                       $7::text[], $8::text[], $9::double precision[], $10::double precision[], $11::text[], $12::text[],
+                       $14::text[])
     AS o(id, attempt, status, delay_ms, run_at, reset_attempts, error, run_outcome, started_at, finished_at,
-         channel, note)
+         channel, note, result)
 ), upd AS (
   UPDATE agentcron.agent_tasks t SET
     status = o.status,
@@ -252,15 +253,16 @@ WITH o AS (
                          ELSE t.scheduled_for END,
     attempts = CASE WHEN o.reset_attempts THEN 0 ELSE t.attempts END,
     last_error = NULLIF(o.error, ''),
+    result = NULLIF(o.result, ''),
     locked_by = NULL, locked_until = NULL, updated_at = now(),
     finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
   FROM o
   WHERE t.id = o.id AND t.status = 'running' AND t.locked_by = $13 AND t.attempts = o.attempt
   RETURNING t.id
 ), runs AS (
-  INSERT INTO agentcron.task_runs (task_id, attempt, worker, started_at, finished_at, outcome, error)
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, started_at, finished_at, outcome, error, result)
   SELECT o.id, o.attempt, $13, to_timestamp(o.started_at), to_timestamp(o.finished_at), o.run_outcome,
-         NULLIF(o.error, '')
+         NULLIF(o.error, ''), NULLIF(o.result, '')
   FROM o JOIN upd ON upd.id = o.id WHERE o.run_outcome <> ''
   RETURNING 1
 ), notes AS (
@@ -438,11 +440,12 @@ std::int64_t TaskStore::complete_many(const std::vector<Completion>& outs, const
   std::string finished = array_literal(outs, text([](const C& c) { return iso(c.finished_at); }));
   std::string channels = array_literal(outs, text([](const C& c) { return c.notify_channel; }));
   std::string notes = array_literal(outs, text([](const C& c) { return c.notify_payload; }));
+  std::string results = array_literal(outs, text([](const C& c) { return c.result; }));
   return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "complete tasks",
                         [&](pqxx::transaction_base& tx, Connection& c) {
                           pqxx::result r = run(tx, c, options_.pgbouncer, "agentcron_complete", kCompleteSql, ids,
                                                attempts, statuses, delays, run_ats, resets, errors, run_outcomes,
-                                               started, finished, channels, notes, worker);
+                                               started, finished, channels, notes, worker, results);
                           return r[0][0].as<std::int64_t>();
                         });
 }

@@ -92,6 +92,7 @@ class Executor {
   int capacity_;
   int busy_ = 0;  // queued + running handlers
   std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines
+  int delivering_ = 0;            // outcomes settled but not yet handed to the sink
   std::function<void()> on_slot_freed_;
   std::vector<std::jthread> slots_;
   std::jthread supervisor_;

@@ -54,6 +54,7 @@ struct Completion {
   std::string run_outcome;                // task_runs.outcome, "" for no run row
   SysTime started_at{};
   SysTime finished_at{};
+  std::string result;                     // a handler's result on success (response body), "" for none
   std::string notify_channel;             // notify handler: pg_notify in the same transaction
   std::string notify_payload;
 };

@@ -3,6 +3,7 @@
 
 #include "agentcron/config.hpp"
 #include "agentcron/handlers/exec.hpp"
+#include "agentcron/handlers/http.hpp"
 #include "agentcron/log.hpp"
 
 namespace agentcron {
@@ -46,9 +47,21 @@ HandlerRegistry HandlerRegistry::from_config(const Config& config, Logger& log) 
       r.add(h.kind, std::make_shared<NotifyHandler>(h.channel));
     } else if (h.type == "exec") {
       r.add(h.kind, std::make_shared<ExecHandler>(ExecOptions{h.command, h.working_dir, h.env, h.timeout, h.kill_after}, log));
+    } else if (h.type == "http") {
+      HttpOptions o{h.url, h.method, {}, h.timeout, h.tls_verify};
+      for (const auto& [name, value] : h.headers) {
+        try {
+          o.headers.emplace_back(name, expand_env(value));
+        } catch (const std::runtime_error& e) {
+          // The message names the variable, never a value.
+          throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".headers." + name +
+                            ": " + e.what());
+        }
+      }
+      r.add(h.kind, std::make_shared<HttpHandler>(std::move(o)));
     } else {
       throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".type \"" + h.type +
-                        "\" is not available in this build yet (notify and exec are)");
+                        "\" is not a handler type");
     }
   }
   return r;

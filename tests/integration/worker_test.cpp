@@ -89,7 +89,15 @@ TEST_F(WorkerTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInOneTick) {
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE kind = 'ok' AND status = 'succeeded'"), 7);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE kind <> 'ok' AND status = 'pending' AND attempts = 1 "
                       "AND last_error IS NOT NULL AND scheduled_for > created_at"),
-            3);
+            3)
+      << [&] {
+           pqxx::nontransaction tx(db.sql());
+           std::string rows;
+           for (const auto& r : tx.exec("SELECT id, kind, status, attempts, last_error, scheduled_for - created_at "
+                                        "FROM agentcron.agent_tasks WHERE kind <> 'ok'"))
+             for (const auto& f : r) rows += (f.is_null() ? "NULL" : f.c_str()) + std::string(f.num() + 1 == r.size() ? "\n" : " | ");
+           return rows;
+         }();
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE outcome = 'retry'"), 3);
   pqxx::nontransaction tx(db.sql());
   EXPECT_EQ(tx.exec1("SELECT last_error FROM agentcron.agent_tasks WHERE kind = 'hangs'")[0].as<std::string>(),

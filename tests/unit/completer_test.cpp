@@ -126,3 +126,23 @@ TEST_F(DecideTest, NulBytesAreStrippedFromErrors) {
 
 }  // namespace
 }  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+// flush() must not return while the background writer is still writing the batch it took. A
+// store stand-in is not possible (TaskStore is concrete), so this is checked against a real
+// database in tests/integration/worker_test.cpp; here only decide() is pure.
+TEST(CompleterContract, DecideIsDeterministicForAGivenSeed) {
+  FinishedRun r;
+  r.task.id = 1;
+  r.task.attempt = 2;
+  r.outcome = TaskOutcome::retry("x");
+  std::mt19937_64 a(5), b(5);
+  Backoff bo{Millis(1000), Millis(60000), 2};
+  auto now = std::chrono::system_clock::now();
+  EXPECT_EQ(Completer::decide(r, bo, now, a).retry_delay, Completer::decide(r, bo, now, b).retry_delay);
+}
+
+}  // namespace
+}  // namespace agentcron

@@ -147,6 +147,7 @@ TEST_F(ConfigTest, EveryBadFileValueNamesKeyFileAndLine) {
       {"[database]\npool_timeout = \"10\"\n", ":2: database.pool_timeout must be a duration such as"},
       {"[database]\npool_timeout = \"0s\"\n", ":2: database.pool_timeout must be > 0"},
       {"[database]\npool_timeout = \"10 parsecs\"\n", ":2: database.pool_timeout must be a duration"},
+      {"[retention]\nfailed = \"99999d\"\n", ":2: retention.failed must be at most 3650d, got \"99999d\""},
       {"[database]\npgbouncer = \"yes\"\n", ":2: database.pgbouncer must be true or false, got a string"},
       {"[database]\nurl = \"mysql://u:pw@h/db\"\n", ":2: database.url is not a valid connection string"},
       {"[database]\nurl = \"postgres://h/db?bogus=1\"\n", ":2: database.url is not a valid connection string: database url: unknown connection parameter \"bogus\""},

@@ -164,6 +164,7 @@ TEST(CronErrors, NameTheFieldTheTextAndWhy) {
       {"@every", "cron: @every needs a duration"},
       {"@every 10parsecs", "cron: @every needs a duration"},
       {"@daily 5", "@daily takes no arguments"},
+      {"@every 99999999d", "cron: @every is at most 366d"},
       {"? * * * *", "field 1 (minute): \"?\" is not a number"},
   };
   for (const auto& c : cases) {

@@ -1,0 +1,149 @@
+// The http handler over cpp-httplib (see handlers/http.hpp). A stop request (timeout or shutdown)
+// aborts the request in flight: Client::stop() closes its socket from the stop callback.
+#include "agentcron/handlers/http.hpp"
+
+#include <httplib.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <ctime>
+#include <iomanip>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+
+#include "agentcron/log.hpp"
+
+namespace agentcron {
+namespace {
+
+std::string truncate(std::string s, std::size_t n) {
+  if (s.size() > n) {
+    s.resize(n);
+    s += "…";
+  }
+  return s;
+}
+
+bool looks_like_json(const httplib::Response& r) {
+  return r.get_header_value("Content-Type").find("json") != std::string::npos;
+}
+
+const char* describe(httplib::Error e) {
+  switch (e) {
+    case httplib::Error::Connection: return "connection failed";
+    case httplib::Error::Read: return "connection closed while reading the response";
+    case httplib::Error::Write: return "connection closed while sending the request";
+    case httplib::Error::ConnectionTimeout: return "connect timed out";
+    case httplib::Error::Canceled: return "request cancelled";
+    case httplib::Error::SSLConnection: return "TLS connection failed";
+    case httplib::Error::SSLServerVerification: return "TLS certificate verification failed";
+    default: return "request failed";
+  }
+}
+
+}  // namespace
+
+std::optional<SysTime> parse_retry_after(const std::string& value, SysTime now) {
+  std::string v = value;
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.pop_back();
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.erase(v.begin());
+  if (v.empty()) return std::nullopt;
+  if (std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    if (v.size() > 9) return std::nullopt;
+    return now + std::chrono::seconds(std::stoll(v));
+  }
+  std::tm tm{};
+  std::istringstream in(v);
+  in.imbue(std::locale::classic());
+  in >> std::get_time(&tm, "%a, %d %b %Y %H:%M:%S GMT");
+  if (in.fail()) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+std::string expand_env(const std::string& value) {
+  std::string out;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '$' && i + 1 < value.size() && value[i + 1] == '{') {
+      std::size_t end = value.find('}', i + 2);
+      if (end == std::string::npos) throw std::runtime_error("unterminated ${ in header value");
+      std::string name = value.substr(i + 2, end - i - 2);
+      const char* v = std::getenv(name.c_str());
+      if (!v) throw std::runtime_error("environment variable " + name + " is not set");
+      out += v;
+      i = end;
+    } else {
+      out += value[i];
+    }
+  }
+  return out;
+}
+
+HttpHandler::HttpHandler(HttpOptions options) : options_(std::move(options)) {
+  const std::string& u = options_.url;
+  std::size_t scheme_end = u.find("://");
+  std::size_t path_start = scheme_end == std::string::npos ? std::string::npos : u.find('/', scheme_end + 3);
+  base_ = path_start == std::string::npos ? u : u.substr(0, path_start);
+  path_ = path_start == std::string::npos ? "/" : u.substr(path_start);
+}
+
+std::string HttpHandler::request_body(const Task& t) {
+  std::string b = "{\"task_id\":" + std::to_string(t.id) + ",\"agent_id\":";
+  if (t.agent_id) {
+    b += '"';
+    append_json_escaped(b, *t.agent_id);
+    b += '"';
+  } else {
+    b += "null";
+  }
+  b += ",\"kind\":\"";
+  append_json_escaped(b, t.kind);
+  b += "\",\"attempt\":" + std::to_string(t.attempt) + ",\"payload\":" + t.payload + "}";
+  return b;
+}
+
+TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
+  httplib::Client client(base_);
+  auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(options_.timeout);
+  client.set_connection_timeout(timeout);
+  client.set_read_timeout(timeout);
+  client.set_write_timeout(timeout);
+  client.set_keep_alive(false);
+  client.enable_server_certificate_verification(options_.tls_verify);
+
+  httplib::Request req;
+  req.method = options_.method;
+  req.path = path_;
+  req.body = request_body(task);
+  for (const auto& [k, v] : options_.headers) req.headers.emplace(k, v);
+  req.headers.emplace("Content-Type", "application/json");
+  req.headers.emplace("Idempotency-Key", "agentcron-" + std::to_string(task.id) + "-" + std::to_string(task.attempt));
+  req.headers.emplace("User-Agent", "agentcron/" AGENTCRON_VERSION);
+  std::stop_token stop = ctx.stop;
+  req.progress = [stop](std::uint64_t, std::uint64_t) { return !stop.stop_requested(); };
+
+  std::stop_callback abort_in_flight(ctx.stop, [&client] { client.stop(); });
+  httplib::Result res = client.send(req);
+  if (ctx.stop.stop_requested()) return TaskOutcome::released("request aborted");
+  if (!res) {
+    // httplib reports a read timeout as a read error: either way the server may answer next time.
+    std::string why = describe(res.error());
+    if (res.error() == httplib::Error::SSLServerVerification) return TaskOutcome::failure("http: " + why);
+    return TaskOutcome::retry("http: " + why + " (" + options_.method + " " + base_ + path_ + ")");
+  }
+  const httplib::Response& r = *res;
+  std::string status = "HTTP " + std::to_string(r.status);
+  if (r.status >= 200 && r.status < 300) {
+    return TaskOutcome::success(looks_like_json(r) ? truncate(r.body, options_.keep_body) : std::string());
+  }
+  std::string detail = status + (r.body.empty() ? "" : ": " + truncate(r.body, 512));
+  if (r.status == 408 || r.status == 429 || r.status >= 500) {
+    std::optional<SysTime> not_before;
+    if (r.has_header("Retry-After"))
+      not_before = parse_retry_after(r.get_header_value("Retry-After"), std::chrono::system_clock::now());
+    return TaskOutcome::retry(detail, not_before);
+  }
+  return TaskOutcome::failure(detail);
+}
+
+}  // namespace agentcron

@@ -1,0 +1,97 @@
+// The http and exec handlers inside the built worker: results recorded, and under SIGTERM the
+// in-flight requests and processes stopped after the grace with their tasks back to pending.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "support/process.hpp"
+#include "support/raw_server.hpp"
+#include "support/test_db.hpp"
+
+namespace agentcron {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+using testing::Process;
+using testing::RawServer;
+using testing::TestDatabase;
+
+class HandlersE2E : public ::testing::Test {
+ protected:
+  TestDatabase db;
+  std::string config_path = "/tmp/agentcron-e2e-handlers-" + std::to_string(::getpid()) + "-" +
+                            ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".toml";
+  void TearDown() override { ::unlink(config_path.c_str()); }
+  std::int64_t count(const std::string& where) {
+    return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE " + where);
+  }
+};
+
+TEST_F(HandlersE2E, HttpSuccessKeepsTheJsonBodyAndTheTokenComesFromTheEnvironment) {
+  httplib::Server server;
+  std::string seen_auth;
+  server.Post("/run", [&](const httplib::Request& req, httplib::Response& res) {
+    seen_auth = req.get_header_value("Authorization");
+    res.set_content("{\"run\":\"r-" + req.get_header_value("Idempotency-Key") + "\"}", "application/json");
+  });
+  int port = server.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { server.listen_after_bind(); });
+  std::ofstream(config_path) << "[database]\nurl = \"" << db.url() << "\"\n[scheduler]\nschedule = \"@every 200ms\"\n"
+                             << "[handlers.call_agent]\ntype = \"http\"\nurl = \"http://127.0.0.1:" << port << "/run\"\n"
+                             << "headers = { Authorization = \"Bearer ${AGENT_TOKEN}\" }\n";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, payload) VALUES ('call_agent', '{\"q\":1}')");
+  Process w({"--config", config_path, "run"}, {{"AGENT_TOKEN", "tok-123"}});
+  bool done = eventually([&] { return count("status = 'succeeded'") == 1; }, 20s);
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(10s), 0);
+  server.stop();
+  t.join();
+  ASSERT_TRUE(done) << w.err();
+  EXPECT_EQ(seen_auth, "Bearer tok-123");
+  EXPECT_EQ(count("result = '{\"run\":\"r-agentcron-1-1\"}'"), 1);
+  EXPECT_EQ(w.err().find("tok-123"), std::string::npos);
+}
+
+TEST_F(HandlersE2E, MissingHeaderVariableIsAConfigError) {
+  std::ofstream(config_path) << "[database]\nurl = \"" << db.url() << "\"\n"
+                             << "[handlers.call_agent]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/run\"\n"
+                             << "headers = { Authorization = \"Bearer ${AGENTCRON_E2E_NOT_SET}\" }\n";
+  auto r = testing::run_agentcron({"--config", config_path, "config", "check"});
+  EXPECT_EQ(r.code, 78);
+  EXPECT_EQ(r.err, "agentcron: config error: " + config_path +
+                       ":3: handlers.call_agent.headers.Authorization: environment variable AGENTCRON_E2E_NOT_SET is not set\n");
+}
+
+TEST_F(HandlersE2E, SigtermStopsInFlightRequestsAndProcessesAfterTheGraceAndReleasesTheirTasks) {
+  RawServer silent(RawServer::Mode::never_answer);
+  std::ofstream(config_path) << "[database]\nurl = \"" << db.url() << "\"\n"
+                             << "[scheduler]\nschedule = \"@every 200ms\"\nconcurrency = 8\n"
+                             << "[shutdown]\ngrace = \"1s\"\n"
+                             << "[handlers.call_agent]\ntype = \"http\"\ntimeout = \"5m\"\nurl = \"http://127.0.0.1:"
+                             << silent.port() << "/run\"\n"
+                             << "[handlers.script]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"trap '' TERM; sleep 313\"]\n"
+                             << "kill_after = \"1s\"\ntimeout = \"5m\"\n";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind) SELECT k FROM unnest(ARRAY['call_agent','call_agent','script','script']) k");
+  Process w({"--config", config_path, "run"});
+  ASSERT_TRUE(eventually([&] { return count("status = 'running'") == 4 && silent.accepted() == 2; }, 20s)) << w.err();
+  // (The [3] keeps pgrep from matching the command line of the shell that runs it.)
+  ASSERT_TRUE(eventually([&] { return std::system("pgrep -f 'sleep 31[3]' >/dev/null") == 0; }, 10s));
+  w.signal(SIGTERM);
+  auto start = std::chrono::steady_clock::now();
+  auto code = w.wait(15s);
+  ASSERT_TRUE(code) << w.err();
+  EXPECT_EQ(*code, 0) << w.err();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s + 1s + 2s);  // grace + kill_after + margin
+  EXPECT_EQ(count("status = 'pending' AND attempts = 0"), 4);
+  EXPECT_EQ(count("status = 'running'"), 0);
+  // The scripts ignored SIGTERM; they were SIGKILLed with their process group.
+  EXPECT_TRUE(eventually([&] { return std::system("pgrep -f 'sleep 31[3]' >/dev/null") != 0; }, 5s));
+}
+
+}  // namespace
+}  // namespace agentcron
