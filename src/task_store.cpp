@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -154,43 +155,54 @@ const char* status_text(Completion::Status s) {
   return "failed";
 }
 
-// Runs `body` in one short transaction on a pooled connection, translating libpqxx errors into
-// DatabaseError. A broken connection is discarded; an error during COMMIT is in doubt.
+// The SET LOCALs that start every transaction of a query class.
+std::string set_local(const QueryTimeouts& t) {
+  return "SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
+         "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
+         "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()) + "; ";
+}
+
+// Runs `body` on a pooled connection, translating libpqxx errors into DatabaseError; a broken
+// connection is discarded. `implicit`: the body sends one multi-statement query, which PostgreSQL
+// runs as one implicit transaction (timeouts, statement and commit in a single round trip);
+// otherwise the body runs between BEGIN (with the timeouts) and COMMIT, and an error during the
+// COMMIT is in doubt.
 template <class Body>
 auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const QueryTimeouts& t, Millis grace,
-                    const char* what, Body&& body) {
+                    const char* what, bool implicit, Body&& body) {
   Lease lease = pool.acquire();
   Connection& c = lease.connection();
-  std::string stage = "begin";
+  std::string stage = implicit ? "statement" : "begin";
   try {
     Watch watch(watchdog, c, t.statement + grace);
     pqxx::nontransaction tx(c.raw());
-    tx.exec("BEGIN; SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
-            "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
-            "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()));
+    if (!implicit) tx.exec("BEGIN; " + set_local(t));
     stage = "statement";
     auto result = body(tx, c);
-    stage = "commit";
-    tx.exec("COMMIT");
+    if (!implicit) {
+      stage = "commit";
+      tx.exec("COMMIT");
+    }
     return result;
   } catch (const pqxx::sql_error& e) {
     std::string state = e.sqlstate();
-    if (!c.poisoned) {
+    if (c.poisoned) {
+      lease.discard();
+    } else if (!implicit) {
       try {
         pqxx::nontransaction rb(c.raw());
         rb.exec("ROLLBACK");
       } catch (const pqxx::failure&) {
         lease.discard();
       }
-    } else {
-      lease.discard();
-    }
+    }  // an implicit transaction ended with its error: the connection is idle again
     if (state.empty()) state = c.poisoned ? "57014" : "";
     ErrorClass cls = state.empty() ? ErrorClass::permanent : classify_sqlstate(state);
     throw DatabaseError(std::string(what) + ": " + one_line(e.what()), state, cls);
   } catch (const pqxx::broken_connection& e) {
     lease.discard();
-    // Never retry here: the commit may have happened.
+    // Never retry here: the commit may have happened. (Every write of the task store is guarded
+    // by the lease holder and attempt, so the callers that do retry cannot apply one twice.)
     ErrorClass cls = stage == "commit" ? ErrorClass::in_doubt : ErrorClass::transient;
     throw DatabaseError(std::string(what) + ": connection lost" + (stage == "commit" ? " during COMMIT" : "") + ": " +
                             one_line(e.what()),
@@ -204,16 +216,60 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
   }
 }
 
-// Runs a statement: prepared by name on this connection, or unnamed in pgbouncer mode.
+// SQL literals of statement parameters.
+std::string literal(pqxx::transaction_base& tx, const std::string& v) { return tx.quote(v); }
+template <class I, class = std::enable_if_t<std::is_integral_v<I>>>
+std::string literal(pqxx::transaction_base&, I v) {
+  return std::to_string(v);
+}
+template <class T>
+std::string literal(pqxx::transaction_base& tx, const std::optional<T>& v) {
+  return v ? literal(tx, *v) : std::string("NULL");
+}
+
+// `sql` with $1…$N replaced by the literals (our statements have no $ in strings or bodies).
+std::string inline_params(const char* sql, const std::vector<std::string>& lits) {
+  std::string out;
+  for (const char* p = sql; *p;) {
+    if (*p == '$' && std::isdigit(static_cast<unsigned char>(p[1]))) {
+      std::size_t n = 0;
+      ++p;
+      while (std::isdigit(static_cast<unsigned char>(*p))) n = n * 10 + static_cast<std::size_t>(*p++ - '0');
+      out += "(" + lits.at(n - 1) + ")";
+    } else {
+      out += *p++;
+    }
+  }
+  return out;
+}
+
+// Runs one statement as a whole transaction in one round trip: the query class's SET LOCALs,
+// then EXECUTE of the statement prepared (once per connection, by SQL PREPARE) — or, in
+// pgbouncer mode, the statement itself with its parameters inlined: nothing session-scoped.
 template <class... Args>
-pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, const char* name, const char* sql,
-                 Args&&... args) {
-  if (pgbouncer) return tx.exec_params(sql, std::forward<Args>(args)...);
-  if (!c.prepared.count(name)) {
-    c.raw().prepare(name, sql);
+pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, const QueryTimeouts& t, const char* name,
+                 const char* sql, Args&&... args) {
+  std::vector<std::string> lits{literal(tx, args)...};
+  if (pgbouncer) return tx.exec(set_local(t) + inline_params(sql, lits));
+  std::string q = set_local(t);
+  bool first_use = !c.prepared.count(name);
+  // PREPARE analyses the statement and so takes its locks: it runs under the same timeouts.
+  if (first_use) q += std::string("PREPARE ") + name + " AS " + sql + "; ";
+  q += "EXECUTE " + std::string(name);
+  if (!lits.empty()) {
+    q += "(";
+    for (std::size_t i = 0; i < lits.size(); ++i) q += (i ? ", " : "") + lits[i];
+    q += ")";
+  }
+  // Should this first use fail, whether the statement got prepared is unknown: the connection
+  // is then discarded rather than guessed about.
+  if (first_use) c.poisoned = true;
+  pqxx::result r = tx.exec(q);
+  if (first_use) {
+    c.poisoned = false;
     c.prepared.insert(name);
   }
-  return tx.exec_prepared(name, std::forward<Args>(args)...);
+  return r;
 }
 
 std::optional<std::string> opt_text(const pqxx::field& f) {
@@ -392,9 +448,9 @@ TaskStore::~TaskStore() = default;
 std::vector<Task> TaskStore::claim_due(const ClaimParams& p) {
   if (p.limit <= 0 || p.kinds.empty()) return {};
   std::string kinds = array_literal(p.kinds, [](const std::string& k) { return std::optional<std::string>(k); });
-  return in_transaction(pool_, *watchdog_, options_.claim, options_.client_grace, "claim due tasks",
+  return in_transaction(pool_, *watchdog_, options_.claim, options_.client_grace, "claim due tasks", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          pqxx::result r = run(tx, c, options_.pgbouncer, "agentcron_claim", kClaimSql, kinds, p.limit,
+                          pqxx::result r = run(tx, c, options_.pgbouncer, options_.claim, "agentcron_claim", kClaimSql, kinds, p.limit,
                                                p.worker, static_cast<std::int64_t>(p.lease.count()));
                           std::vector<Task> tasks;
                           tasks.reserve(r.size());
@@ -441,9 +497,9 @@ std::int64_t TaskStore::complete_many(const std::vector<Completion>& outs, const
   std::string channels = array_literal(outs, text([](const C& c) { return c.notify_channel; }));
   std::string notes = array_literal(outs, text([](const C& c) { return c.notify_payload; }));
   std::string results = array_literal(outs, text([](const C& c) { return c.result; }));
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "complete tasks",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "complete tasks", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          pqxx::result r = run(tx, c, options_.pgbouncer, "agentcron_complete", kCompleteSql, ids,
+                          pqxx::result r = run(tx, c, options_.pgbouncer, options_.update, "agentcron_complete", kCompleteSql, ids,
                                                attempts, statuses, delays, run_ats, resets, errors, run_outcomes,
                                                started, finished, channels, notes, worker, results);
                           return r[0][0].as<std::int64_t>();
@@ -454,10 +510,10 @@ std::int64_t TaskStore::release_many(const std::vector<std::int64_t>& ids, const
                                      const std::string& why) {
   if (ids.empty()) return 0;
   std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
-  auto n = in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "release tasks",
+  auto n = in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "release tasks", true,
                           [&](pqxx::transaction_base& tx, Connection& c) {
                             return static_cast<std::int64_t>(
-                                run(tx, c, options_.pgbouncer, "agentcron_release", kReleaseSql, arr, worker)
+                                run(tx, c, options_.pgbouncer, options_.update, "agentcron_release", kReleaseSql, arr, worker)
                                     .affected_rows());
                           });
   log_.info("released tasks back to pending", {{"count", n}, {"reason", why}});
@@ -467,9 +523,9 @@ std::int64_t TaskStore::release_many(const std::vector<std::int64_t>& ids, const
 std::int64_t TaskStore::extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease) {
   if (ids.empty()) return 0;
   std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "extend leases",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "extend leases", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          return static_cast<std::int64_t>(run(tx, c, options_.pgbouncer, "agentcron_extend",
+                          return static_cast<std::int64_t>(run(tx, c, options_.pgbouncer, options_.update, "agentcron_extend",
                                                                kExtendSql, arr, worker,
                                                                static_cast<std::int64_t>(lease.count()))
                                                                .affected_rows());
@@ -477,17 +533,17 @@ std::int64_t TaskStore::extend_leases(const std::vector<std::int64_t>& ids, cons
 }
 
 RescueResult TaskStore::rescue_expired(int limit) {
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "rescue expired leases",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "rescue expired leases", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          auto r = run(tx, c, options_.pgbouncer, "agentcron_rescue", kRescueSql, limit);
+                          auto r = run(tx, c, options_.pgbouncer, options_.update, "agentcron_rescue", kRescueSql, limit);
                           return RescueResult{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>()};
                         });
 }
 
 std::int64_t TaskStore::delete_finished(Millis succeeded_after, Millis failed_after, int limit) {
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "delete finished tasks",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "delete finished tasks", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          auto r = run(tx, c, options_.pgbouncer, "agentcron_janitor", kDeleteFinishedSql,
+                          auto r = run(tx, c, options_.pgbouncer, options_.update, "agentcron_janitor", kDeleteFinishedSql,
                                        static_cast<std::int64_t>(succeeded_after.count()),
                                        static_cast<std::int64_t>(failed_after.count()), limit);
                           return r[0][0].as<std::int64_t>();
@@ -499,9 +555,9 @@ EnqueueResult TaskStore::enqueue(const EnqueueParams& p) {
   if (p.at) at = iso(*p.at);
   std::optional<std::int64_t> in;
   if (p.in) in = p.in->count();
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "enqueue task",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "enqueue task", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          auto r = run(tx, c, options_.pgbouncer, "agentcron_enqueue", kEnqueueSql, p.agent_id, p.kind,
+                          auto r = run(tx, c, options_.pgbouncer, options_.update, "agentcron_enqueue", kEnqueueSql, p.agent_id, p.kind,
                                        p.payload, at, in, p.cron, p.timezone, p.priority, p.max_attempts, p.timeout_ms,
                                        p.dedup_key, p.approval);
                           return EnqueueResult{r[0][0].as<std::int64_t>(), r[0][1].as<bool>()};
@@ -509,9 +565,9 @@ EnqueueResult TaskStore::enqueue(const EnqueueParams& p) {
 }
 
 QueueStatus TaskStore::status() {
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "queue status",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "queue status", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          auto row = run(tx, c, options_.pgbouncer, "agentcron_status", kStatusSql)[0];
+                          auto row = run(tx, c, options_.pgbouncer, options_.update, "agentcron_status", kStatusSql)[0];
                           QueueStatus s;
                           const char* names[] = {"pending", "running", "succeeded", "failed", "cancelled"};
                           for (int i = 0; i < 5; ++i) s.by_status.emplace_back(names[i], row[i].as<std::int64_t>());
@@ -525,9 +581,9 @@ QueueStatus TaskStore::status() {
 }
 
 SysTime TaskStore::now() {
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "read database clock",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "read database clock", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          auto r = run(tx, c, options_.pgbouncer, "agentcron_now",
+                          auto r = run(tx, c, options_.pgbouncer, options_.update, "agentcron_now",
                                        "SELECT (extract(epoch FROM now()) * 1000000)::bigint");
                           return from_epoch_us(r[0][0].as<std::int64_t>());
                         });
@@ -537,7 +593,7 @@ bool TaskStore::apply_migration(int version, const std::string& name, const std:
                                 const std::string& checksum) {
   // Migrations may run long and wait for a concurrent migrate's lock: generous limits.
   QueryTimeouts t{std::chrono::minutes(10), std::chrono::minutes(2), std::chrono::minutes(10)};
-  return in_transaction(pool_, *watchdog_, t, options_.client_grace, "migrate",
+  return in_transaction(pool_, *watchdog_, t, options_.client_grace, "migrate", false,
                         [&](pqxx::transaction_base& tx, Connection&) {
                           tx.exec(kMigrationLockSql);
                           tx.exec(kMigrationTableSql);
@@ -560,7 +616,7 @@ bool TaskStore::apply_migration(int version, const std::string& name, const std:
 }
 
 std::vector<AppliedMigration> TaskStore::applied_migrations() {
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "list migrations",
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "list migrations", false,
                         [&](pqxx::transaction_base& tx, Connection&) {
                           std::vector<AppliedMigration> out;
                           if (tx.exec("SELECT to_regclass('agentcron.schema_migrations') IS NULL")[0][0].as<bool>())
