@@ -2,6 +2,7 @@
 // own options. Errors are one line on stderr and a sysexits code.
 #include "agentcron/cli.hpp"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -352,7 +353,7 @@ int cmd_status(const Globals& g) {
   return kExitOk;
 }
 
-int cmd_worker(const Globals& g, bool one_shot) {
+int cmd_worker(const Globals& g, bool one_shot, const std::function<void(HandlerRegistry&)>& extra) {
   po::options_description d(one_shot ? "once options" : "run options");
   d.add_options()("migrate", "apply pending migrations before starting");
   if (one_shot)
@@ -371,9 +372,13 @@ int cmd_worker(const Globals& g, bool one_shot) {
     }
   }
   block_signals();  // before any thread starts: only the signal watcher receives them
+  // A handful of threads do short allocations: two malloc arenas are plenty, and each arena a
+  // thread would otherwise create costs resident memory for as long as the process lives.
+  mallopt(M_ARENA_MAX, 2);
   Config c = load(g);
   auto log = make_logger(c);
   HandlerRegistry handlers = HandlerRegistry::from_config(c, *log);
+  if (extra) extra(handlers);
   Worker worker(c, std::move(handlers), *log);
   SignalWatcher signals([&](int n) { worker.request_shutdown(n); },
                         [&] {
@@ -391,7 +396,7 @@ int cmd_worker(const Globals& g, bool one_shot) {
 
 }  // namespace
 
-int run_cli(int argc, char** argv) {
+int run_cli(int argc, char** argv, const std::function<void(HandlerRegistry&)>& register_handlers) {
   try {
     bool help = false, version = false;
     auto g = parse_globals(argc, argv, help, version);
@@ -405,8 +410,8 @@ int run_cli(int argc, char** argv) {
     }
     if (help) g->args.push_back("--help");
     const std::string& cmd = g->command;
-    if (cmd == "run") return cmd_worker(*g, false);
-    if (cmd == "once") return cmd_worker(*g, true);
+    if (cmd == "run") return cmd_worker(*g, false, register_handlers);
+    if (cmd == "once") return cmd_worker(*g, true, register_handlers);
     if (cmd == "migrate") return cmd_migrate(*g);
     if (cmd == "enqueue") return cmd_enqueue(*g);
     if (cmd == "status") return cmd_status(*g);

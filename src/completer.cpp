@@ -92,11 +92,14 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
 }
 
 void Completer::add(FinishedRun&& run) {
+  bool wake;
   {
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(run));
+    // The writer needs waking only to start gathering, or when a full batch is ready.
+    wake = queue_.size() == 1 || queue_.size() >= static_cast<std::size_t>(options_.max_batch);
   }
-  cv_.notify_all();
+  if (wake) cv_.notify_all();
 }
 
 std::size_t Completer::pending() const {

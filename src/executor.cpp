@@ -32,15 +32,32 @@ std::string_view json_type(const std::string& s) {
 
 Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log)
     : options_(options), handlers_(handlers), sink_(std::move(sink)), log_(log), capacity_(options.concurrency) {
-  for (int i = 0; i < capacity_; ++i) slots_.emplace_back([this](std::stop_token st) { slot_loop(st); });
   supervisor_ = std::jthread([this](std::stop_token st) { supervise(st); });
+}
+
+void Executor::grow_locked(int limit) {
+  // Slot threads start on demand, never more than the capacity: at once only for tasks no idle
+  // thread can take (and no more than `limit`); beyond that the supervisor adds one a
+  // millisecond for as long as tasks keep waiting. Quick handlers drain a batch with a few
+  // threads; slow ones get a thread each within milliseconds.
+  int want = std::min(limit, static_cast<int>(queue_.size()) - idle_threads_);
+  while (want-- > 0 && static_cast<int>(slots_.size()) < capacity_) {
+    ++idle_threads_;  // idle from its creation: it will take a waiting task as soon as it runs
+    slots_.emplace_back([this](std::stop_token st) { slot_loop(st); });
+  }
+}
+
+bool Executor::starved_locked() const {
+  return !queue_.empty() && idle_threads_ == 0 && static_cast<int>(slots_.size()) < capacity_;
 }
 
 Executor::~Executor() {
   cancel_all("executor destroyed");
   supervisor_.request_stop();
   for (auto& s : slots_) s.request_stop();
-  cv_.notify_all();
+  work_cv_.notify_all();
+  state_cv_.notify_all();
+  supervisor_cv_.notify_all();
   // A handler that ignores its stop token would block this join forever: the worker exits the
   // process itself in that case (see Worker::shutdown).
 }
@@ -48,6 +65,11 @@ Executor::~Executor() {
 int Executor::free_slots() const {
   std::lock_guard lock(mu_);
   return std::max(0, capacity_ - busy_);
+}
+
+int Executor::threads() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int>(slots_.size());
 }
 
 int Executor::busy() const {
@@ -67,8 +89,10 @@ void Executor::submit(std::vector<Task> tasks) {
       queue_.push_back(std::move(r));
       ++busy_;
     }
+    grow_locked(std::max(0, kEagerThreads - static_cast<int>(slots_.size())));
+    if (starved_locked()) supervisor_cv_.notify_all();
   }
-  cv_.notify_all();
+  for (std::size_t i = 0; i < tasks.size(); ++i) work_cv_.notify_one();
 }
 
 std::vector<std::int64_t> Executor::running_ids() const {
@@ -82,13 +106,13 @@ std::vector<std::int64_t> Executor::running_ids() const {
 
 bool Executor::wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
   std::unique_lock lock(mu_);
-  return cv_.wait_until(lock, cut, deadline, [&] { return running_.empty() && busy_ == 0 && delivering_ == 0; });
+  return state_cv_.wait_until(lock, cut, deadline, [&] { return running_.empty() && busy_ == 0 && delivering_ == 0; });
 }
 
 bool Executor::wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
   std::unique_lock lock(mu_);
-  return cv_.wait_until(lock, cut, deadline,
-                        [&] { return capacity_ - busy_ >= n || (running_.empty() && delivering_ == 0); });
+  return state_cv_.wait_until(lock, cut, deadline,
+                              [&] { return capacity_ - busy_ >= n || (running_.empty() && delivering_ == 0); });
 }
 
 bool Executor::all_handlers_returned() const {
@@ -99,8 +123,8 @@ bool Executor::all_handlers_returned() const {
 void Executor::set_concurrency(int n) {
   std::lock_guard lock(mu_);
   capacity_ = n;
-  while (static_cast<int>(slots_.size()) < n) slots_.emplace_back([this](std::stop_token st) { slot_loop(st); });
-  // Surplus threads stay; free_slots() keeps busy_ under the new capacity.
+  if (starved_locked()) supervisor_cv_.notify_all();
+  // Surplus threads stay idle; free_slots() keeps busy_ under the new capacity.
 }
 
 void Executor::set_on_slot_freed(std::function<void()> cb) {
@@ -121,7 +145,7 @@ void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, st
   sink_(std::move(run));
   lock.lock();
   --delivering_;
-  cv_.notify_all();
+  state_cv_.notify_all();
 }
 
 int Executor::cancel_all(const std::string& why) {
@@ -140,7 +164,7 @@ int Executor::cancel_all(const std::string& why) {
     settle(r, TaskOutcome::released(why), lock);
   }
   lock.unlock();
-  cv_.notify_all();
+  state_cv_.notify_all();
   return static_cast<int>(victims.size());
 }
 
@@ -173,26 +197,33 @@ TaskOutcome Executor::run_one(Running& r) {
 
 void Executor::slot_loop(std::stop_token st) {
   std::unique_lock lock(mu_);
+  // A thread counts as idle from its creation and from the moment it finishes a task (under the
+  // same lock that frees the slot), so submit() never starts a thread an idle one would serve.
   while (true) {
-    if (!cv_.wait(lock, st, [&] { return !queue_.empty(); })) return;
+    bool got = work_cv_.wait(lock, st, [&] { return !queue_.empty(); });
+    --idle_threads_;
+    if (!got) return;
     std::shared_ptr<Running> r = std::move(queue_.front());
     queue_.pop_front();
     if (r->settled) {  // cancelled before it started
       --busy_;
+      ++idle_threads_;
       continue;
     }
     r->started_at = std::chrono::system_clock::now();
     r->deadline = std::chrono::steady_clock::now() + r->limit;  // the clock starts at the slot
-    ++generation_;
+    bool wake_supervisor = r->deadline < supervisor_wake_at_;  // an earlier deadline than it sleeps to
+    if (wake_supervisor) ++generation_;
     lock.unlock();
-    cv_.notify_all();
+    if (wake_supervisor) supervisor_cv_.notify_all();
     TaskOutcome outcome = run_one(*r);
     lock.lock();
     if (!r->settled) settle(r, std::move(outcome), lock);
     --busy_;
+    ++idle_threads_;
     auto cb = on_slot_freed_;
     lock.unlock();
-    cv_.notify_all();
+    state_cv_.notify_all();
     if (cb) cb();
     lock.lock();
   }
@@ -216,8 +247,14 @@ void Executor::supervise(std::stop_token st) {
       settle(r, TaskOutcome::retry("timed out after " + format_duration(r->limit)), lock);
     }
     if (!expired.empty()) continue;
+    if (starved_locked()) {
+      grow_locked(1);
+      work_cv_.notify_one();
+      earliest = std::min(earliest, now + std::chrono::milliseconds(1));
+    }
+    supervisor_wake_at_ = earliest;
     std::uint64_t seen = generation_;
-    cv_.wait_until(lock, st, earliest, [&] { return generation_ != seen; });
+    supervisor_cv_.wait_until(lock, st, earliest, [&] { return generation_ != seen || starved_locked(); });
   }
 }
 

@@ -118,7 +118,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
     for (const auto& m : migrator.status()) {
       if (!m.applied) {
         log_.error("the database schema is not migrated; run `agentcron migrate` (or pass --migrate)",
-                   {{"pending", std::to_string(m.version) + "_" + m.name}});
+                   {{"pending", migration_file_name(m.version, m.name)}});
         return 69;
       }
     }

@@ -1,7 +1,10 @@
 // The agentcron command line: global options, the commands of design.md, sysexits exit codes.
 #pragma once
+#include <functional>
 
 namespace agentcron {
+
+class HandlerRegistry;
 
 // Exit codes (sysexits.h).
 enum ExitCode : int {
@@ -14,7 +17,8 @@ enum ExitCode : int {
   kExitConfig = 78,
 };
 
-// Parses argv, runs the command, returns the process exit code. Never throws.
-int run_cli(int argc, char** argv);
+// Parses argv, runs the command, returns the process exit code. Never throws. A program that
+// embeds agentcron passes `register_handlers` to add its own C++ handlers to the configured ones.
+int run_cli(int argc, char** argv, const std::function<void(HandlerRegistry&)>& register_handlers = {});
 
 }  // namespace agentcron

@@ -49,6 +49,7 @@ class Executor {
   // Slots not running (or about to run) a handler. A timed-out handler that has not returned
   // yet still holds its slot.
   int free_slots() const;
+  int threads() const;  // slot threads started so far
   int busy() const;
   // Starts the tasks; beyond free_slots() they queue for the next free slot.
   void submit(std::vector<Task> tasks);
@@ -77,6 +78,9 @@ class Executor {
     bool settled = false;  // its outcome was handed to the sink (by the slot, timeout or cancel)
   };
   void slot_loop(std::stop_token st);
+  void grow_locked(int limit);   // starts up to `limit` slot threads for waiting tasks (mu_ held)
+  bool starved_locked() const;   // tasks wait, no thread is idle, and more threads are allowed
+  static constexpr int kEagerThreads = 4;  // threads a submit may start at once
   void supervise(std::stop_token st);
   void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
   TaskOutcome run_one(Running& r);
@@ -86,15 +90,19 @@ class Executor {
   OutcomeSink sink_;
   Logger& log_;
   mutable std::mutex mu_;
-  std::condition_variable_any cv_;       // work queued / slot freed / deadline changed
+  std::condition_variable_any work_cv_;        // slot threads: a task was queued
+  std::condition_variable_any state_cv_;       // waiters: a task settled, a slot freed
+  std::condition_variable_any supervisor_cv_;  // the supervisor: an earlier deadline, or starved slots
+  std::chrono::steady_clock::time_point supervisor_wake_at_ = std::chrono::steady_clock::time_point::max();
   std::deque<std::shared_ptr<Running>> queue_;
   std::map<std::int64_t, std::shared_ptr<Running>> running_;  // queued or running, by task id
   int capacity_;
   int busy_ = 0;  // queued + running handlers
   std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines
   int delivering_ = 0;            // outcomes settled but not yet handed to the sink
+  int idle_threads_ = 0;          // slot threads waiting for work
   std::function<void()> on_slot_freed_;
-  std::vector<std::jthread> slots_;
+  std::vector<std::jthread> slots_;  // started on demand, up to capacity_
   std::jthread supervisor_;
 };
 

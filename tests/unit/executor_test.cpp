@@ -156,6 +156,19 @@ TEST_F(ExecutorTest, NeverRunsMoreHandlersThanSlots) {
   EXPECT_EQ(peak, 3);
   EXPECT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 5s));
   EXPECT_EQ(ex.free_slots(), 3);
+  EXPECT_EQ(ex.threads(), 3);
+}
+
+TEST_F(ExecutorTest, SlotThreadsStartOnDemandNotUpFront) {
+  add("quick", [](const Task&, const HandlerContext&) { return TaskOutcome::success(); });
+  Executor ex({1000, 10s}, handlers, sink(), log);
+  EXPECT_EQ(ex.threads(), 0);
+  for (int round = 0; round < 20; ++round) {
+    ex.submit({task(round * 2 + 1, "quick"), task(round * 2 + 2, "quick")});
+    ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 5s));
+  }
+  ASSERT_TRUE(wait_results(40));
+  EXPECT_LE(ex.threads(), 2);  // two at a time, never a thousand
 }
 
 TEST_F(ExecutorTest, CancelAllReleasesRunningTasksEvenIfTheirHandlerIgnoresStop) {

