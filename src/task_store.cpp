@@ -159,7 +159,8 @@ const char* status_text(Completion::Status s) {
 std::string set_local(const QueryTimeouts& t) {
   return "SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
          "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
-         "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()) + "; ";
+         "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()) +
+         (t.async_commit ? "; SET LOCAL synchronous_commit = off; " : "; ");
 }
 
 // Runs `body` on a pooled connection, translating libpqxx errors into DatabaseError; a broken
@@ -434,7 +435,7 @@ CREATE TABLE IF NOT EXISTS agentcron.schema_migrations (
 
 StoreOptions StoreOptions::from_config(const Config& c) {
   StoreOptions o;
-  o.claim = {c.timeouts.claim, c.timeouts.lock, c.timeouts.idle_in_transaction};
+  o.claim = {c.timeouts.claim, c.timeouts.lock, c.timeouts.idle_in_transaction, true};
   o.update = {c.timeouts.update, c.timeouts.lock, c.timeouts.idle_in_transaction};
   o.pgbouncer = c.database.pgbouncer;
   return o;

@@ -22,6 +22,10 @@ struct QueryTimeouts {
   Millis statement = std::chrono::seconds(10);
   Millis lock = std::chrono::seconds(2);
   Millis idle_in_transaction = std::chrono::seconds(30);
+  // Commit without waiting for the WAL flush. Only for claims: a claim lost in a server crash
+  // leaves its tasks pending, to run again — exactly what a rescue does — while the handler
+  // starts a WAL flush sooner. Outcomes are always written durably.
+  bool async_commit = false;
 };
 
 struct StoreOptions {
