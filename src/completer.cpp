@@ -188,11 +188,14 @@ bool Completer::write_some() {
       log_.error("task failed", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}, {"error", c.error}});
     }
   }
-  std::lock_guard lock(mu_);
-  stats_.succeeded += ok;
-  stats_.retried += retried;
-  stats_.failed += failed;
-  stats_.released += releases.size();
+  {
+    std::lock_guard lock(mu_);
+    stats_.succeeded += ok;
+    stats_.retried += retried;
+    stats_.failed += failed;
+    stats_.released += releases.size();
+  }
+  if (on_written_) on_written_();
   return true;
 }
 

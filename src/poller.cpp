@@ -38,7 +38,7 @@ TickResult Poller::run_once(int max_tasks) {
     max_batches = options_.max_batches_per_tick;
   }
   while (r.batches < max_batches) {
-    int free = executor_.free_slots();
+    int free = executor_.free_slots() - (backlog_ ? backlog_() : 0);
     int n = std::min({batch_size, free, max_tasks - r.claimed});
     if (n <= 0) break;
     p.limit = n;
@@ -62,8 +62,11 @@ TickResult Poller::run_once(int max_tasks) {
       log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
     r.claimed += got;
     ++r.batches;
-    executor_.submit(std::move(tasks));
     r.more_due = got == n;
+    // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
+    // this batch must see that more is due, or its wake-up is lost until the next tick.
+    more_due_ = r.more_due;
+    executor_.submit(std::move(tasks));
     if (got < n) break;
   }
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -116,7 +119,7 @@ void Poller::on_slot_freed() {
     std::lock_guard lock(mu_);
     batch = options_.batch_size;
   }
-  int free = executor_.free_slots();
+  int free = executor_.free_slots() - (backlog_ ? backlog_() : 0);
   if (free >= std::max(1, std::min(batch, free + executor_.busy()) / 2)) wake();
 }
 

@@ -150,6 +150,8 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->poller = std::make_unique<Poller>(popts, *s->store, *s->executor, *s->breaker, log_);
   Poller* poller = s->poller.get();
   s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
+  s->poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
+  s->completer->set_on_written([poller] { poller->on_slot_freed(); });
 
   s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease);
   s->periodic.push_back(std::make_unique<Periodic>("extending leases", c.scheduler.lease / 3,
@@ -254,7 +256,13 @@ int Worker::once(const WorkerRunOptions& opts) {
       while (shutdown_requests_ == 0 && claimed < limit) {
         TickResult r = s.poller->run_once(limit - claimed);
         claimed += r.claimed;
-        if (r.claimed == 0) {
+        if (r.batches == 0) {
+          // No room (slots busy, or outcomes not yet written): make room, then claim again.
+          s.executor->wait_free(1, std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
+          s.completer->flush(std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5)));
+          continue;
+        }
+        if (r.claimed == 0) {  // a claim came back empty: nothing (more) is due
           if (s.executor->busy() == 0) break;
           s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
           continue;

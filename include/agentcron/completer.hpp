@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -54,6 +55,8 @@ class Completer {
 
   CompleterStats stats() const;
   std::size_t pending() const;
+  // Called (without locks held) after each successful write: the backlog shrank.
+  void set_on_written(std::function<void()> cb) { on_written_ = std::move(cb); }
 
   // The next state of a finished run (pure: tests call it directly). `db_now` is the
   // database's clock; `rng` feeds the retry jitter.
@@ -74,6 +77,7 @@ class Completer {
   std::mt19937_64 rng_{std::random_device{}()};
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
+  std::function<void()> on_written_;
   std::jthread thread_;
 };
 

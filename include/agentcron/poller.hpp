@@ -6,6 +6,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -63,6 +64,9 @@ class Poller {
   void wait();
   // Claims again soon if more is due (the executor calls this when a slot frees up).
   void on_slot_freed();
+  // Outcomes not yet written count against the free slots: when the database writes slowly, the
+  // poller stops claiming instead of piling up outcomes in memory.
+  void set_backlog(std::function<int()> backlog) { backlog_ = std::move(backlog); }
   // SIGHUP: the reloadable settings.
   void reconfigure(const CronSchedule& schedule, const TimeZone& zone, int batch_size);
 
@@ -87,6 +91,7 @@ class Poller {
   std::atomic<bool> listening_{false};
   std::atomic<std::int64_t> last_tick_ns_{0};
   int wake_fd_ = -1;  // eventfd: wake() and request_stop() end a wait early
+  std::function<int()> backlog_;
   std::jthread thread_;
 };
 

@@ -10,18 +10,24 @@ namespace agentcron {
 
 TaskOutcome NotifyHandler::run(const Task&, const HandlerContext&) { return TaskOutcome::success(); }
 
-std::optional<std::pair<std::string, std::string>> NotifyHandler::completion_notify(const Task& task) const {
-  std::string payload = "{\"task_id\":" + std::to_string(task.id) + ",\"agent_id\":";
+void append_task_identity(std::string& out, const Task& task) {
+  out += "\"task_id\":" + std::to_string(task.id) + ",\"agent_id\":";
   if (task.agent_id) {
-    payload += '"';
-    append_json_escaped(payload, *task.agent_id);
-    payload += '"';
+    out += '"';
+    append_json_escaped(out, *task.agent_id);
+    out += '"';
   } else {
-    payload += "null";
+    out += "null";
   }
-  payload += ",\"kind\":\"";
-  append_json_escaped(payload, task.kind);
-  payload += "\"}";
+  out += ",\"kind\":\"";
+  append_json_escaped(out, task.kind);
+  out += '"';
+}
+
+std::optional<std::pair<std::string, std::string>> NotifyHandler::completion_notify(const Task& task) const {
+  std::string payload = "{";
+  append_task_identity(payload, task);
+  payload += "}";
   return std::make_pair(channel_, payload);
 }
 

@@ -88,17 +88,9 @@ HttpHandler::HttpHandler(HttpOptions options) : options_(std::move(options)) {
 }
 
 std::string HttpHandler::request_body(const Task& t) {
-  std::string b = "{\"task_id\":" + std::to_string(t.id) + ",\"agent_id\":";
-  if (t.agent_id) {
-    b += '"';
-    append_json_escaped(b, *t.agent_id);
-    b += '"';
-  } else {
-    b += "null";
-  }
-  b += ",\"kind\":\"";
-  append_json_escaped(b, t.kind);
-  b += "\",\"attempt\":" + std::to_string(t.attempt) + ",\"payload\":" + t.payload + "}";
+  std::string b = "{";
+  append_task_identity(b, t);
+  b += ",\"attempt\":" + std::to_string(t.attempt) + ",\"payload\":" + t.payload + "}";
   return b;
 }
 

@@ -15,6 +15,7 @@
 #include "agentcron/log.hpp"
 #include "agentcron/poller.hpp"
 #include "agentcron/task_store.hpp"
+#include "support/fn_handler.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -23,14 +24,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::TestDatabase;
 
-class FnHandler final : public Handler {
- public:
-  explicit FnHandler(std::function<TaskOutcome(const Task&, const HandlerContext&)> f) : f_(std::move(f)) {}
-  TaskOutcome run(const Task& t, const HandlerContext& c) override { return f_(t, c); }
-
- private:
-  std::function<TaskOutcome(const Task&, const HandlerContext&)> f_;
-};
+using testing::FnHandler;
 
 class WorkerTest : public ::testing::Test {
  protected:
@@ -104,6 +98,27 @@ TEST_F(WorkerTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInOneTick) {
             "timed out after 300ms");
   EXPECT_EQ(tx.exec1("SELECT last_error FROM agentcron.agent_tasks WHERE kind = 'throws'")[0].as<std::string>(),
             "handler threw: boom");
+}
+
+TEST_F(WorkerTest, AFreedSlotClaimsMoreWhenMoreIsDueWithoutWaitingForATick) {
+  // No tick for a year and no LISTEN: only the claim a freed slot triggers can drain the queue,
+  // one task at a time. (The race it guards against: a quick handler finishing before the
+  // poller had recorded that its batch came back full.)
+  Config c = db.config();
+  c.scheduler.schedule = "@yearly";
+  c.scheduler.listen = false;
+  c.scheduler.concurrency = 1;
+  HandlerRegistry reg;
+  reg.add("noop", recording());
+  db.insert_due(50);
+  Worker worker(c, std::move(reg), log, "continuation");
+  std::thread runner([&] { worker.run(); });
+  bool done = testing::eventually(
+      [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 50; }, 30s);
+  worker.request_shutdown(1);
+  runner.join();
+  EXPECT_TRUE(done) << logs.str();
+  EXPECT_EQ(worker.stats().poller.largest_claim, 1);
 }
 
 TEST_F(WorkerTest, TenThousandTasksRunExactlyOnceInBatchesOfFiftyWithinTheConnectionLimit) {

@@ -13,6 +13,7 @@
 
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/log.hpp"
+#include "support/fn_handler.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -20,14 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class FnHandler final : public Handler {
- public:
-  explicit FnHandler(std::function<TaskOutcome(const Task&, const HandlerContext&)> f) : f_(std::move(f)) {}
-  TaskOutcome run(const Task& t, const HandlerContext& c) override { return f_(t, c); }
-
- private:
-  std::function<TaskOutcome(const Task&, const HandlerContext&)> f_;
-};
+using testing::FnHandler;
 
 class ExecutorTest : public ::testing::Test {
  protected:

@@ -36,6 +36,10 @@ class Handler {
   }
 };
 
+// Appends `"task_id":…,"agent_id":…,"kind":"…"` (no braces): how every handler names a task
+// in the JSON it sends.
+void append_task_identity(std::string& out, const Task& task);
+
 // The `notify` handler of design.md: succeeds at once, and the completing transaction sends
 // pg_notify(channel, '{"task_id":…,"agent_id":…,"kind":…}') so the application picks the task up.
 class NotifyHandler final : public Handler {
