@@ -80,7 +80,8 @@ void Poller::tick_safely() {
   }
   try {
     TickResult r = run_once();
-    more_due_ = r.more_due;
+    // A round that found no room claimed nothing and learned nothing: more may still be due.
+    if (r.batches > 0) more_due_ = r.more_due;
   } catch (const DatabaseError& e) {
     more_due_ = false;
     std::lock_guard lock(mu_);

@@ -121,6 +121,27 @@ TEST_F(WorkerTest, AFreedSlotClaimsMoreWhenMoreIsDueWithoutWaitingForATick) {
   EXPECT_EQ(worker.stats().poller.largest_claim, 1);
 }
 
+TEST_F(WorkerTest, ADrainLargerThanTheSlotsNeverFallsBackToTicks) {
+  // Many more tasks than slots, no tick for a year, no LISTEN: only freed slots and written
+  // outcomes can keep the claims going, through rounds that find no room while outcomes are
+  // still being written.
+  Config c = db.config();
+  c.scheduler.schedule = "@yearly";
+  c.scheduler.listen = false;
+  c.scheduler.concurrency = 1000;
+  c.scheduler.batch_size = 500;
+  HandlerRegistry reg;
+  reg.add("noop", recording());
+  db.insert_due(20000);
+  Worker worker(c, std::move(reg), log, "no-ticks");
+  std::thread runner([&] { worker.run(); });
+  bool done = testing::eventually(
+      [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 20000; }, 60s);
+  worker.request_shutdown(1);
+  runner.join();
+  EXPECT_TRUE(done) << db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'");
+}
+
 TEST_F(WorkerTest, TenThousandTasksRunExactlyOnceInBatchesOfFiftyWithinTheConnectionLimit) {
   Config c = db.config();
   c.scheduler.batch_size = 50;
