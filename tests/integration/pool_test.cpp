@@ -33,7 +33,7 @@ class PoolTest : public ::testing::Test {
     return PoolOptions::from_config(c, id);
   }
   std::int64_t server_connections() {
-    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'agentcron/" + id + "'");
+    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentcron/" + id + "'");
   }
 };
 
@@ -111,7 +111,7 @@ TEST_F(PoolTest, ConnectionKilledByTheServerIsReplacedAndARetriedOperationSuccee
   TaskStore store(pool, StoreOptions::from_config(c), log);
   store.now();  // opens the one connection
   ASSERT_EQ(server_connections(), 1);
-  db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agentcron/" + id + "'");
+  db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentcron/" + id + "'");
   ASSERT_TRUE(testing::eventually([&] { return server_connections() == 0; }));
   // The idle check notices the dead connection before reuse; if the race goes the other way,
   // the operation fails as transient and its retry gets a fresh connection.

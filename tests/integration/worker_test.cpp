@@ -160,7 +160,7 @@ TEST_F(WorkerTest, TenThousandTasksRunExactlyOnceInBatchesOfFiftyWithinTheConnec
     pqxx::connection s(db.conninfo());
     while (sampling) {
       pqxx::nontransaction tx(s);
-      auto n = tx.exec1("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'agentcron/" + id + "'")[0].as<std::int64_t>();
+      auto n = tx.exec1("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentcron/" + id + "'")[0].as<std::int64_t>();
       peak_connections = std::max(peak_connections.load(), n);
       std::this_thread::sleep_for(5ms);  // sampling cadence, not a wait for a condition
     }
@@ -186,7 +186,7 @@ TEST_F(WorkerTest, TenThousandTasksRunExactlyOnceInBatchesOfFiftyWithinTheConnec
   EXPECT_GE(st.poller.claims, 10000u / 50);
   EXPECT_EQ(st.poller.claimed, 10000u);
   EXPECT_EQ(st.completer.succeeded, 10000u);
-  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'agentcron/" + id + "'"), 0);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentcron/" + id + "'"), 0);
 }
 
 }  // namespace
