@@ -15,6 +15,7 @@
 #include "agentcron/migrator.hpp"
 #include "agentcron/task_store.hpp"
 #include "agentcron/worker.hpp"
+#include "support/run_worker.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -159,11 +160,8 @@ TEST_F(PgbouncerTest, MigrateAndAWholeWorkerRunThroughIt) {
   HandlerRegistry reg;
   reg.add("noop", std::make_shared<Noop>());
   Worker worker(c, std::move(reg), log, "bouncer-worker");
-  std::thread runner([&] { worker.run(); });
-  bool done = testing::eventually(
-      [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 1000; }, 60s);
-  worker.request_shutdown(1);
-  runner.join();
+  bool done = testing::run_worker_until(
+      worker, [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 1000; }, 60s);
   EXPECT_TRUE(done) << logs.str();
   EXPECT_EQ(db.scalar("SELECT max(attempts) FROM agentcron.agent_tasks"), 1);
   EXPECT_EQ(logs.str().find("LISTEN"), std::string::npos) << "pgbouncer mode must not LISTEN";

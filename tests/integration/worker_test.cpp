@@ -16,6 +16,7 @@
 #include "agentcron/poller.hpp"
 #include "agentcron/task_store.hpp"
 #include "support/fn_handler.hpp"
+#include "support/run_worker.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -112,11 +113,8 @@ TEST_F(WorkerTest, AFreedSlotClaimsMoreWhenMoreIsDueWithoutWaitingForATick) {
   reg.add("noop", recording());
   db.insert_due(50);
   Worker worker(c, std::move(reg), log, "continuation");
-  std::thread runner([&] { worker.run(); });
-  bool done = testing::eventually(
-      [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 50; }, 30s);
-  worker.request_shutdown(1);
-  runner.join();
+  bool done = testing::run_worker_until(
+      worker, [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 50; }, 30s);
   EXPECT_TRUE(done) << logs.str();
   EXPECT_EQ(worker.stats().poller.largest_claim, 1);
 }
@@ -134,11 +132,9 @@ TEST_F(WorkerTest, ADrainLargerThanTheSlotsNeverFallsBackToTicks) {
   reg.add("noop", recording());
   db.insert_due(20000);
   Worker worker(c, std::move(reg), log, "no-ticks");
-  std::thread runner([&] { worker.run(); });
-  bool done = testing::eventually(
-      [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 20000; }, 60s);
-  worker.request_shutdown(1);
-  runner.join();
+  bool done = testing::run_worker_until(
+      worker, [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 20000; },
+      60s);
   EXPECT_TRUE(done) << db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'");
 }
 
@@ -165,11 +161,9 @@ TEST_F(WorkerTest, TenThousandTasksRunExactlyOnceInBatchesOfFiftyWithinTheConnec
       std::this_thread::sleep_for(5ms);  // sampling cadence, not a wait for a condition
     }
   });
-  std::thread runner([&] { worker.run(); });
-  bool done = testing::eventually(
-      [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 10000; }, 120s);
-  worker.request_shutdown(1);
-  runner.join();
+  bool done = testing::run_worker_until(
+      worker, [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == 10000; },
+      120s);
   sampling = false;
   sampler.join();
   ASSERT_TRUE(done) << logs.str();
