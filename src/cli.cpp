@@ -28,8 +28,6 @@
 #include "agentcron/task_store.hpp"
 #include "agentcron/worker.hpp"
 
-extern char** environ;
-
 namespace agentcron {
 namespace po = boost::program_options;
 
@@ -77,16 +75,6 @@ po::options_description global_options() {
   return g;
 }
 
-std::map<std::string, std::string> environment() {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e && *e; ++e) {
-    std::string kv(*e);
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  return env;
-}
-
 // Parses the global options (anywhere on the line) and splits off the command.
 std::optional<Globals> parse_globals(int argc, char** argv, bool& help, bool& version) {
   po::options_description g = global_options();
@@ -104,7 +92,7 @@ std::optional<Globals> parse_globals(int argc, char** argv, bool& help, bool& ve
   help = vm.count("help") > 0;
   version = vm.count("version") > 0;
   if (vm.count("config")) gl.sources.file = vm["config"].as<std::string>();
-  gl.sources.env = environment();
+  gl.sources.env = process_environment();
   if (vm.count("database-url")) gl.sources.cli.emplace_back("database.url", vm["database-url"].as<std::string>(), "--database-url");
   if (vm.count("log-level")) gl.sources.cli.emplace_back("log.level", vm["log-level"].as<std::string>(), "--log-level");
   if (vm.count("log-format")) gl.sources.cli.emplace_back("log.format", vm["log-format"].as<std::string>(), "--log-format");

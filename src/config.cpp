@@ -16,6 +16,8 @@
 #include "agentcron/database_url.hpp"
 #include "agentcron/log.hpp"
 
+extern char** environ;
+
 namespace agentcron {
 namespace {
 
@@ -41,6 +43,9 @@ struct KeySpec {
 };
 
 #define REF(member) [](Config& c) -> auto& { return c.member; }
+
+// Far beyond any sensible setting, and safe from overflow when added to a clock.
+constexpr auto kMaxDuration = std::chrono::days(3650);
 
 std::optional<std::string> check_cron(const std::string& v) {
   try {
@@ -271,8 +276,7 @@ void apply(Config& c, const KeySpec& k, const Raw& raw) {
           if (!d) fail(raw.where, key, "must be a duration such as \"250ms\", \"15s\", \"5m\": " + why + ", got " + got_text(*s));
           if (d->count() < k.min)
             fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
-          // Far beyond any sensible setting, and safe from overflow when added to a clock.
-          if (*d > std::chrono::days(3650)) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
+          if (*d > kMaxDuration) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
           slot = *d;
         } else {
           auto* s = std::get_if<std::string>(&raw.value);
@@ -330,7 +334,7 @@ Millis expect_duration(const std::string& file, const std::string& key, const to
   std::string s = expect_string(file, key, n);
   std::string why;
   auto d = parse_duration(s, &why);
-  if (!d || d->count() <= 0 || *d > std::chrono::days(3650))
+  if (!d || d->count() <= 0 || *d > kMaxDuration)
     fail(where_in(file, n), key, "must be a duration > 0 (and at most 3650d) such as \"30s\", got \"" + s + "\"");
   return *d;
 }
@@ -453,6 +457,16 @@ void check_consistency(const Config& c) {
 }
 
 }  // namespace
+
+std::map<std::string, std::string> process_environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv(*e);
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return env;
+}
 
 Config load_config(const ConfigSources& sources) {
   Config c;

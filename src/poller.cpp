@@ -38,8 +38,7 @@ TickResult Poller::run_once(int max_tasks) {
     max_batches = options_.max_batches_per_tick;
   }
   while (r.batches < max_batches) {
-    int free = executor_.free_slots() - (backlog_ ? backlog_() : 0);
-    int n = std::min({batch_size, free, max_tasks - r.claimed});
+    int n = std::min({batch_size, room(), max_tasks - r.claimed});
     if (n <= 0) break;
     p.limit = n;
     if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
@@ -72,6 +71,8 @@ TickResult Poller::run_once(int max_tasks) {
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   return r;
 }
+
+int Poller::room() const { return executor_.free_slots() - (backlog_ ? backlog_() : 0); }
 
 void Poller::tick_safely() {
   {
@@ -120,7 +121,7 @@ void Poller::on_slot_freed() {
     std::lock_guard lock(mu_);
     batch = options_.batch_size;
   }
-  int free = executor_.free_slots() - (backlog_ ? backlog_() : 0);
+  int free = room();
   if (free >= std::max(1, std::min(batch, free + executor_.busy()) / 2)) wake();
 }
 

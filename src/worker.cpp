@@ -187,7 +187,7 @@ CompleterStats Worker::shutdown_services() {
   }
   for (auto& p : s.periodic) p->request_stop();
   for (auto& p : s.periodic) p->wait();
-  s.completer->stop(std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5)));
+  s.completer->stop(flush_deadline());
   // Cancelled exec handlers need up to kill_after to stop their process groups.
   Millis stop_time = std::chrono::seconds(1);
   for (const auto& h : config_.handlers) stop_time = std::max(stop_time, h.kill_after + std::chrono::seconds(1));
@@ -211,6 +211,10 @@ CompleterStats Worker::shutdown_services() {
   final_stats_ = WorkerStats{s.poller->stats(), st};
   s_.reset();
   return st;
+}
+
+std::chrono::steady_clock::time_point Worker::flush_deadline() const {
+  return std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5));
 }
 
 WorkerStats Worker::stats() const {
@@ -259,7 +263,7 @@ int Worker::once(const WorkerRunOptions& opts) {
         if (r.batches == 0) {
           // No room (slots busy, or outcomes not yet written): make room, then claim again.
           s.executor->wait_free(1, std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
-          s.completer->flush(std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5)));
+          s.completer->flush(flush_deadline());
           continue;
         }
         if (r.claimed == 0) {  // a claim came back empty: nothing (more) is due

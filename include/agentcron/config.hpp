@@ -123,6 +123,9 @@ struct ConfigSources {
 
 Config load_config(const ConfigSources& sources);
 
+// This process's environment as a map (for ConfigSources::env and for child processes).
+std::map<std::string, std::string> process_environment();
+
 // What `config check` prints: every key with its effective value (secrets redacted) and where
 // it came from, then the handlers and the kinds this worker claims.
 std::string describe_config(const Config& config);

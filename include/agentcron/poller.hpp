@@ -79,6 +79,8 @@ class Poller {
   void loop(std::stop_token st);
   void wake();
   void tick_safely();
+  // Free executor slots less the outcomes not yet written: how many tasks a claim may take.
+  int room() const;
 
   PollerOptions options_;
   TaskStore& store_;

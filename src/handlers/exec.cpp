@@ -17,9 +17,8 @@
 #include <cstring>
 #include <map>
 
+#include "agentcron/config.hpp"
 #include "agentcron/log.hpp"
-
-extern char** environ;
 
 namespace agentcron {
 namespace {
@@ -56,12 +55,7 @@ class Tail {
 };
 
 std::vector<std::string> child_environment(const Task& t, const ExecOptions& o) {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e && *e; ++e) {
-    std::string kv(*e);
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  std::map<std::string, std::string> env = process_environment();
   for (const auto& [k, v] : o.env) env[k] = v;
   env["AGENTCRON_TASK_ID"] = std::to_string(t.id);
   env["AGENTCRON_KIND"] = t.kind;

@@ -13,9 +13,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "agentcron/config.hpp"
 #include "support/test_db.hpp"
-
-extern char** environ;
 
 namespace agentcron::testing {
 namespace {
@@ -32,12 +31,7 @@ Process::Process(std::vector<std::string> args, std::map<std::string, std::strin
   std::string base = "/tmp/agentcron-e2e-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   out_path_ = base + ".out";
   err_path_ = base + ".err";
-  std::map<std::string, std::string> full;
-  for (char** e = environ; e && *e; ++e) {
-    std::string kv(*e);
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) full[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  std::map<std::string, std::string> full = process_environment();
   full.erase("DATABASE_URL");
   full.erase("JOURNAL_STREAM");
   for (auto& [k, v] : env) full[k] = v;
