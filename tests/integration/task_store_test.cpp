@@ -82,6 +82,77 @@ TEST_F(StoreTest, ClaimUsesTheDueIndex) {
   EXPECT_NE(plan.find("agent_tasks_due_idx"), std::string::npos) << plan;
 }
 
+
+// A queue table's statistics are stale by nature: ANALYZE saw every task pending, and now a
+// thousand are running. The statements that write a batch of tasks back by id must still reach
+// them through the primary key — not through the lease index (walking every running task per
+// batch row made a 500-task completion 15× slower) and not by a sequential scan. Checked with the
+// server's own scan counters, for prepared statements (custom then generic plans) and for the
+// inlined statements of pgbouncer mode.
+class StaleStatisticsTest : public StoreTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  struct Scans {
+    std::int64_t updated, seq, lease, pkey;
+  };
+  Scans scans() {
+    pqxx::nontransaction tx(db.sql());
+    auto r = tx.exec1(
+        "SELECT n_tup_upd, seq_scan, "
+        "(SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'agent_tasks_lease_idx'), "
+        "(SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'agent_tasks_pkey') "
+        "FROM pg_stat_user_tables WHERE relid = 'agentcron.agent_tasks'::regclass");
+    return {r[0].as<std::int64_t>(), r[1].as<std::int64_t>(), r[2].as<std::int64_t>(), r[3].as<std::int64_t>()};
+  }
+  // A backend reports its counters when it exits (idle, only every ten seconds): close the store's
+  // connections, then wait until `updated` rows show — the scans of the same statements with them.
+  Scans scans_after(std::int64_t updated) {
+    open(config);
+    Scans s{};
+    EXPECT_TRUE(testing::eventually([&] {
+      s = scans();
+      return s.updated >= updated;
+    })) << "the server never reported " << updated << " updated rows, only " << s.updated;
+    return s;
+  }
+};
+
+TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
+  config.database.pgbouncer = GetParam();
+  open(config);
+  db.insert_due(30000);  // big enough that scanning it all is never the cheaper plan
+  db.exec("VACUUM ANALYZE agentcron.agent_tasks");
+  constexpr int kBatches = 8, kBatch = 125;  // more than five executions: generic plans too
+  std::vector<std::vector<Completion>> batches;
+  for (int b = 0; b < kBatches; ++b) {
+    std::vector<Completion> cs;
+    for (const auto& t : store->claim_due(claim(kBatch))) {
+      Completion c;
+      c.id = t.id;
+      c.attempt = t.attempt;
+      cs.push_back(c);
+    }
+    ASSERT_EQ(cs.size(), static_cast<std::size_t>(kBatch));
+    batches.push_back(std::move(cs));
+  }
+  Scans before = scans_after(kBatches * kBatch);
+
+  std::int64_t written = 0;
+  for (const auto& cs : batches) {
+    std::vector<std::int64_t> ids;
+    for (const auto& c : cs) ids.push_back(c.id);
+    written += store->extend_leases(ids, "w1", 120s);
+    written += store->complete_many(cs, "w1");
+  }
+  EXPECT_EQ(written, 2 * kBatches * kBatch);
+  Scans after = scans_after(before.updated + written);
+  EXPECT_EQ(after.seq - before.seq, 0) << "a batch write scanned the whole table";
+  EXPECT_EQ(after.lease - before.lease, 0) << "a batch write walked the running tasks";
+  EXPECT_GE(after.pkey - before.pkey, 2 * kBatches);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'"), kBatches * kBatch);
+}
+
+INSTANTIATE_TEST_SUITE_P(PreparedAndInlined, StaleStatisticsTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "pgbouncer_mode" : "prepared"; });
 TEST_F(StoreTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
   db.insert_due(10000);
   std::vector<std::int64_t> a, b;
