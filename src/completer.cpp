@@ -239,10 +239,13 @@ void Completer::loop(std::stop_token st) {
     {
       std::unique_lock lock(mu_);
       if (!cv_.wait(lock, st, [&] { return !queue_.empty(); })) return;
-      // Gather a little: many outcomes in one statement beat one statement each.
-      if (queue_.size() < static_cast<std::size_t>(options_.max_batch))
-        cv_.wait_for(lock, st, options_.flush_interval,
-                     [&] { return queue_.size() >= static_cast<std::size_t>(options_.max_batch); });
+      // Gather a little: many outcomes in one statement beat one statement each. But not when no
+      // handler is left to finish: a worker running one task at a time would wait every time.
+      auto gathered = [&] {
+        return queue_.size() >= static_cast<std::size_t>(options_.max_batch) ||
+               (outcomes_coming_ && outcomes_coming_() <= 0);
+      };
+      if (!gathered()) cv_.wait_for(lock, st, options_.flush_interval, gathered);
     }
     if (write_some()) {
       attempt = 0;

@@ -77,6 +77,11 @@ int Executor::busy() const {
   return busy_;
 }
 
+int Executor::outcomes_coming() const {
+  std::lock_guard lock(mu_);
+  return busy_ - delivering_;
+}
+
 void Executor::submit(std::vector<Task> tasks) {
   if (tasks.empty()) return;
   {

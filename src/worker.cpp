@@ -152,6 +152,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
   s->poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
   s->completer->set_on_written([poller] { poller->on_slot_freed(); });
+  s->completer->set_outcomes_coming([exec = s->executor.get()] { return exec->outcomes_coming(); });
 
   s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease);
   s->periodic.push_back(std::make_unique<Periodic>("extending leases", c.scheduler.lease / 3,

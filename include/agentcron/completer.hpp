@@ -26,7 +26,8 @@ struct CompleterOptions {
   std::string worker;                                  // locked_by of our tasks
   Backoff task_retry;                                  // delay of a failed task's next attempt
   Backoff db_retry{std::chrono::milliseconds(100), std::chrono::seconds(10), 2};  // of a failed write
-  Millis flush_interval = std::chrono::milliseconds(2);  // gathering time before a write
+  // Gathering before a write: at most this long, and only while more outcomes are on their way.
+  Millis flush_interval = std::chrono::milliseconds(2);
   int max_batch = 1000;                                // most outcomes in one statement
 };
 
@@ -57,6 +58,9 @@ class Completer {
   std::size_t pending() const;
   // Called (without locks held) after each successful write: the backlog shrank.
   void set_on_written(std::function<void()> cb) { on_written_ = std::move(cb); }
+  // How many outcomes are still on their way (handlers queued or running). Called with the
+  // completer's lock held, so it must not call back into the completer. Unset: always some.
+  void set_outcomes_coming(std::function<int()> cb) { outcomes_coming_ = std::move(cb); }
 
   // The next state of a finished run (pure: tests call it directly). `db_now` is the
   // database's clock; `rng` feeds the retry jitter.
@@ -78,6 +82,7 @@ class Completer {
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
   std::function<void()> on_written_;
+  std::function<int()> outcomes_coming_;
   std::jthread thread_;
 };
 

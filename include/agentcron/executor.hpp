@@ -51,6 +51,8 @@ class Executor {
   int free_slots() const;
   int threads() const;  // slot threads started so far
   int busy() const;
+  // Outcomes still to come: handlers queued or running, less those being handed over right now.
+  int outcomes_coming() const;
   // Starts the tasks; beyond free_slots() they queue for the next free slot.
   void submit(std::vector<Task> tasks);
   // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.

@@ -1,0 +1,81 @@
+// Completer against a real PostgreSQL: when it gathers outcomes into one statement and when it
+// writes at once.
+#include "agentcron/completer.hpp"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <atomic>
+#include <sstream>
+
+#include "agentcron/log.hpp"
+#include "support/test_db.hpp"
+
+namespace agentcron {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TestDatabase;
+
+class CompleterTest : public ::testing::Test {
+ protected:
+  TestDatabase db;
+  std::ostringstream logs;
+  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
+  Config config = db.config();
+  ConnectionPool pool{PoolOptions::from_config(config, "w1"), log};
+  TaskStore store{pool, StoreOptions::from_config(config), log};
+  std::atomic<int> coming{0};
+
+  // The gathering interval is ten minutes: a write the test sees came from the policy, not
+  // from the interval running out.
+  std::unique_ptr<Completer> completer() {
+    CompleterOptions o;
+    o.worker = "w1";
+    o.flush_interval = 10min;
+    auto c = std::make_unique<Completer>(o, store, log);
+    c->set_outcomes_coming([this] { return coming.load(); });
+    return c;
+  }
+  std::vector<Task> claim(int n) {
+    db.insert_due(n);
+    return store.claim_due(ClaimParams{n, {"noop"}, "w1", 60s});
+  }
+  static FinishedRun succeeded(const Task& t) {
+    auto now = std::chrono::system_clock::now();
+    return FinishedRun{t, TaskOutcome::success(), now, now, std::nullopt};
+  }
+  bool succeeded_count_is(std::int64_t n) {
+    return testing::eventually(
+        [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == n; });
+  }
+};
+
+TEST_F(CompleterTest, ALoneOutcomeIsWrittenAtOnceWhenNoHandlerIsLeftToFinish) {
+  auto c = completer();
+  auto tasks = claim(1);
+  ASSERT_EQ(tasks.size(), 1u);
+  coming = 0;
+  c->add(succeeded(tasks[0]));
+  EXPECT_TRUE(succeeded_count_is(1)) << "the outcome waited for the gathering interval";
+  c->stop(std::chrono::steady_clock::now() + 10s);
+}
+
+TEST_F(CompleterTest, OutcomesGatherIntoOneStatementWhileHandlersAreStillRunning) {
+  auto c = completer();
+  auto tasks = claim(3);
+  ASSERT_EQ(tasks.size(), 3u);
+  coming = 3;
+  c->add(succeeded(tasks[0]));
+  coming = 2;
+  c->add(succeeded(tasks[1]));
+  coming = 0;  // the last one finishes: nothing left to wait for
+  c->add(succeeded(tasks[2]));
+  ASSERT_TRUE(succeeded_count_is(3));
+  // One statement, one transaction: one now().
+  EXPECT_EQ(db.scalar("SELECT count(DISTINCT updated_at) FROM agentcron.agent_tasks"), 1);
+  c->stop(std::chrono::steady_clock::now() + 10s);
+}
+
+}  // namespace
+}  // namespace agentcron
