@@ -154,14 +154,7 @@ void Poller::loop(std::stop_token st) {
     std::lock_guard lock(mu_);
     want_listen = options_.listen;
   }
-  // Claim what is due right away, then follow the schedule.
-  tick_safely();
-  while (!st.stop_requested()) {
-    CronSchedule::Time next_tick;
-    {
-      std::lock_guard lock(mu_);
-      next_tick = options_.schedule.next(std::chrono::system_clock::now(), options_.zone);
-    }
+  auto ensure_listener = [&] {
     if (want_listen && !listener.valid() && std::chrono::steady_clock::now() >= listen_retry_at) {
       try {
         listener = store_.pool().acquire();
@@ -181,6 +174,19 @@ void Poller::loop(std::stop_token st) {
                    {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
       }
     }
+  };
+  // LISTEN first, then claim what is due and follow the schedule: nothing inserted between the
+  // two goes unnoticed, and the connection the first claim prepares its statement on stays in
+  // the pool for the next claim instead of becoming the listener.
+  ensure_listener();
+  tick_safely();
+  while (!st.stop_requested()) {
+    CronSchedule::Time next_tick;
+    {
+      std::lock_guard lock(mu_);
+      next_tick = options_.schedule.next(std::chrono::system_clock::now(), options_.zone);
+    }
+    ensure_listener();
     // Wait for the tick, a notification, or a wake-up.
     bool notified = false;
     while (!st.stop_requested()) {
