@@ -13,6 +13,7 @@
 
 #include "agentcron/completer.hpp"
 #include "agentcron/executor.hpp"
+#include "agentcron/cron.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
 #include "agentcron/poller.hpp"
@@ -49,6 +50,7 @@ Worker::Worker(Config config, HandlerRegistry handlers, Logger& log, std::string
 
 Worker::~Worker() {
   if (s_) shutdown_services();
+  if (metrics_) metrics_->stop();
 }
 
 void Worker::request_shutdown(int count) {
@@ -224,8 +226,68 @@ WorkerStats Worker::stats() const {
   return final_stats_;
 }
 
+MetricsSnapshot Worker::metrics() const {
+  std::lock_guard lock(mu_);
+  MetricsSnapshot m;
+  m.worker = id_;
+  m.connection_limit = config_.database.connection_limit;
+  m.concurrency = config_.scheduler.concurrency;
+  if (!s_) {
+    m.poller = final_stats_.poller;
+    m.completer = final_stats_.completer;
+    return m;
+  }
+  m.poller = s_->poller->stats();
+  m.completer = s_->completer->stats();
+  m.pool = s_->pool->stats();
+  m.running = s_->executor->busy();
+  m.outcomes_unwritten = s_->completer->pending();
+  auto last = s_->poller->last_tick();
+  if (last != std::chrono::steady_clock::time_point{})
+    m.seconds_since_tick = std::chrono::duration<double>(std::chrono::steady_clock::now() - last).count();
+  m.circuit_open = s_->breaker->state() == CircuitBreaker::State::open;
+  m.listening = s_->poller->listening();
+  return m;
+}
+
+Readiness Worker::readiness() const {
+  std::lock_guard lock(mu_);
+  if (shutdown_requests_ > 0) return {false, "shutting down"};
+  if (!s_) return {false, "starting: waiting for the database"};
+  if (s_->breaker->state() == CircuitBreaker::State::open)
+    return {false, "the database keeps failing: claims are paused (circuit breaker open)"};
+  auto last = s_->poller->last_tick();
+  if (last == std::chrono::steady_clock::time_point{}) return {false, "starting: no claim round has completed yet"};
+  // The round after the last completed one is due at the schedule's next fire time after it; it
+  // may take up to the claim's statement timeout, and a few seconds more.
+  auto now = std::chrono::system_clock::now();
+  auto last_wall = now - std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::steady_clock::now() - last);
+  auto due = CronSchedule::parse(config_.scheduler.schedule).next(last_wall, TimeZone::locate(config_.scheduler.timezone));
+  auto slack = config_.timeouts.claim + std::chrono::seconds(5);
+  if (now > due + slack) {
+    auto ago = std::chrono::duration_cast<std::chrono::seconds>(now - last_wall).count();
+    return {false, "no claim round has completed for " + std::to_string(ago) +
+                       " s: the database is unreachable or too slow (scheduler.schedule \"" + config_.scheduler.schedule + "\")"};
+  }
+  return {true, ""};
+}
+
+int Worker::metrics_port() const {
+  std::lock_guard lock(mu_);
+  return metrics_ ? metrics_->port() : 0;
+}
+
 int Worker::run(const WorkerRunOptions& opts) {
   if (handlers_.empty()) log_.warn("no [handlers.<kind>] configured: this worker claims nothing");
+  // First: /healthz answers while the worker waits for its database, and /readyz says so.
+  if (!config_.metrics.listen.empty()) {
+    auto server = std::make_unique<MetricsServer>(
+        MetricsServer::Sources{[this] { return render_metrics(metrics()); }, [this] { return readiness(); }}, log_);
+    if (server->start(config_.metrics.listen)) {
+      std::lock_guard lock(mu_);
+      metrics_ = std::move(server);
+    }
+  }
   int rc = start_services(opts, false);
   if (rc != 0 || !s_) return rc;
   log_.info("worker started", {{"worker", id_},
@@ -239,7 +301,8 @@ int Worker::run(const WorkerRunOptions& opts) {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return shutdown_requests_ > 0; });
   }
-  shutdown_services();
+  shutdown_services();  // /readyz says "shutting down" meanwhile
+  if (metrics_) metrics_->stop();
   return 0;
 }
 

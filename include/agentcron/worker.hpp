@@ -10,8 +10,9 @@
 
 #include "agentcron/completer.hpp"
 #include "agentcron/config.hpp"
-#include "agentcron/poller.hpp"
 #include "agentcron/handlers/handler.hpp"
+#include "agentcron/metrics.hpp"
+#include "agentcron/poller.hpp"
 
 namespace agentcron {
 
@@ -51,6 +52,11 @@ class Worker {
   const std::string& id() const { return id_; }
   // Live while running; after shutdown, the final counts.
   WorkerStats stats() const;
+  // What /metrics and /readyz report (see metrics.hpp). Thread-safe, at any time.
+  MetricsSnapshot metrics() const;
+  Readiness readiness() const;
+  // The port /metrics is served on; 0 when metrics.listen is off or could not be bound.
+  int metrics_port() const;
 
  private:
   struct Services;
@@ -64,6 +70,7 @@ class Worker {
   Logger& log_;
   std::string id_;
   std::unique_ptr<Services> s_;
+  std::unique_ptr<MetricsServer> metrics_;
   WorkerStats final_stats_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -53,11 +53,16 @@ admin.autocommit = True
 
 
 def q(db, sql, *params):
-    with psycopg2.connect(conninfo(db)) as c:
+    # Not `with connect() as c`: psycopg2 2.9 opens a transaction block there, and VACUUM
+    # cannot run in one.
+    c = psycopg2.connect(conninfo(db))
+    try:
         c.autocommit = True
         with c.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else None
+    finally:
+        c.close()
 
 
 _watchers = {}

@@ -3,6 +3,7 @@
 #include "agentcron/worker.hpp"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <map>
@@ -129,6 +130,38 @@ TEST_F(WorkerTest, ListensBeforeItsFirstClaimAndKeepsThatClaimsConnectionForTheN
   EXPECT_TRUE(inserted) << "never saw a listener and a separate claim connection\n" << logs.str();
   EXPECT_TRUE(done) << logs.str();
   EXPECT_EQ(worker.stats().poller.notifications, 1u);
+}
+
+TEST_F(WorkerTest, ServesItsCountersAndReadinessOverHttp) {
+  Config c = db.config();
+  c.scheduler.schedule = "@every 200ms";
+  c.metrics.listen = "127.0.0.1:0";  // any free port: metrics_port() tells which
+  HandlerRegistry reg;
+  reg.add("noop", recording());
+  Worker worker(c, std::move(reg), log, "metrics");
+  EXPECT_EQ(worker.readiness().reason, "starting: waiting for the database");
+  db.insert_due(25);
+  auto get = [&](const char* path) { return httplib::Client("127.0.0.1", worker.metrics_port()).Get(path); };
+  std::string metrics, ready_body;
+  bool done = testing::run_worker_until(
+      worker, [&] {
+        if (worker.metrics_port() == 0) return false;
+        auto m = get("/metrics");
+        auto r = get("/readyz");
+        if (!m || !r) return false;
+        metrics = m->body;
+        ready_body = r->body;
+        return r->status == 200 &&
+               metrics.find("agentcron_tasks_finished_total{outcome=\"succeeded\"} 25\n") != std::string::npos;
+      },
+      30s);
+  EXPECT_TRUE(done) << "readyz: " << ready_body << "metrics:\n" << metrics << logs.str();
+  EXPECT_NE(metrics.find("agentcron_tasks_claimed_total 25\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("agentcron_info{worker=\"metrics\"} 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("agentcron_listening 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("agentcron_pool_connection_limit 4\n"), std::string::npos) << metrics;
+  EXPECT_EQ(worker.metrics_port(), 0);  // stopped with the worker
+  EXPECT_EQ(worker.readiness().reason, "shutting down");
 }
 
 TEST_F(WorkerTest, AFreedSlotClaimsMoreWhenMoreIsDueWithoutWaitingForATick) {

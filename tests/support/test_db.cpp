@@ -70,6 +70,7 @@ Config TestDatabase::config() const {
   c.retry.max_delay = std::chrono::milliseconds(200);
   c.shutdown.grace = std::chrono::seconds(5);
   c.scheduler.lease = std::chrono::seconds(10);
+  c.metrics.listen = "";  // in-process workers of parallel tests would contend for 9464; a test opts in
   return c;
 }
 
