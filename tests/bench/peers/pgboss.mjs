@@ -28,7 +28,7 @@ const handler = async (jobs) => {
   if (trace) for (const j of jobs) process.stdout.write(`TRACE ${j.id} ${now_us()}\n`);
 };
 if (batched) {
-  for (let i = 0; i < 4; i++) await boss.work("noop", { batchSize: 500, pollingIntervalSeconds: 0.5 }, handler);
+  for (let i = 0; i < 4; i++) await boss.work("noop", { batchSize: 500, pollingIntervalSeconds: 0.5, burstWhenBatchFull: true }, handler);
 } else {
   await boss.work("noop", handler);
 }
