@@ -345,11 +345,20 @@ WITH o AS (
 SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM runs), (SELECT count(*) FROM notes)
 )SQL", true};
 
+// Released and rescued tasks are due again at once: like an insert, they wake the listening
+// workers (one NOTIFY per statement), so that another worker takes them now, not at its next tick.
 constexpr Statement kRelease{"agentcron_release", R"SQL(
-UPDATE agentcron.agent_tasks t
-SET status = 'pending', attempts = greatest(t.attempts - 1, 0), locked_by = NULL, locked_until = NULL,
-    updated_at = now()
-WHERE t.id = ANY($1::bigint[]) AND t.status = 'running' AND t.locked_by = $2
+WITH rel AS (
+  UPDATE agentcron.agent_tasks t
+  SET status = 'pending', attempts = greatest(t.attempts - 1, 0), locked_by = NULL, locked_until = NULL,
+      updated_at = now()
+  WHERE t.id = ANY($1::bigint[]) AND t.status = 'running' AND t.locked_by = $2
+  RETURNING t.approval, t.scheduled_for
+), woken AS (
+  SELECT pg_notify('agentcron_due', '')
+  FROM (SELECT FROM rel WHERE approval = 'approved' AND scheduled_for <= now() LIMIT 1) due
+)
+SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM woken)
 )SQL"};
 
 constexpr Statement kExtend{"agentcron_extend", R"SQL(
@@ -373,14 +382,17 @@ WITH expired AS (
     locked_by = NULL, locked_until = NULL, updated_at = now(),
     finished_at = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NULL THEN now() END
   FROM expired e WHERE t.id = e.id
-  RETURNING t.id, t.status, e.old_worker, e.old_attempts
+  RETURNING t.id, t.status, t.approval, t.scheduled_for, e.old_worker, e.old_attempts
 ), runs AS (
   INSERT INTO agentcron.task_runs (task_id, attempt, worker, finished_at, outcome, error)
   SELECT id, old_attempts, old_worker, now(), 'rescued', 'lease expired' FROM upd
   RETURNING 1
+), woken AS (
+  SELECT pg_notify('agentcron_due', '')
+  FROM (SELECT FROM upd WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() LIMIT 1) due
 )
 SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
-       (SELECT count(*) FROM runs)
+       (SELECT count(*) FROM runs), (SELECT count(*) FROM woken)
 FROM upd
 )SQL"};
 
@@ -530,9 +542,8 @@ std::int64_t TaskStore::release_many(const std::vector<std::int64_t>& ids, const
   std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
   auto n = in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "release tasks", true,
                           [&](pqxx::transaction_base& tx, Connection& c) {
-                            return static_cast<std::int64_t>(
-                                run(tx, c, options_.pgbouncer, options_.update, kRelease, arr, worker)
-                                    .affected_rows());
+                            return run(tx, c, options_.pgbouncer, options_.update, kRelease, arr, worker)[0][0]
+                                .as<std::int64_t>();
                           });
   log_.info("released tasks back to pending", {{"count", n}, {"reason", why}});
   return n;

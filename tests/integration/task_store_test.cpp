@@ -321,6 +321,35 @@ TEST_F(StoreTest, InsertingDueTasksNotifiesOncePerStatement) {
   EXPECT_EQ(counter.n, 1);  // 500 rows, one statement, one NOTIFY; the future task none
 }
 
+TEST_F(StoreTest, ReleasedAndRescuedTasksWakeListeningWorkers) {
+  db.insert_due(4);
+  auto tasks = store->claim_due(claim(4));
+  ASSERT_EQ(tasks.size(), 4u);
+  pqxx::connection listener(db.conninfo());
+  struct Counter : pqxx::notification_receiver {
+    using pqxx::notification_receiver::notification_receiver;
+    void operator()(const std::string&, int) override { ++n; }
+    int n = 0;
+  } counter(listener, "agentcron_due");
+  auto heard = [&](int n) {
+    return testing::eventually([&] {
+      listener.get_notifs();
+      return counter.n >= n;
+    }, 5s);
+  };
+
+  EXPECT_EQ(store->release_many({tasks[0].id, tasks[1].id}, "w1", "shutdown"), 2);
+  EXPECT_TRUE(heard(1)) << "a release did not notify";
+  EXPECT_EQ(store->release_many({tasks[0].id}, "w1", "shutdown"), 0);  // nothing released: silence
+
+  db.exec("UPDATE agentcron.agent_tasks SET locked_until = now() - interval '1 s' WHERE id = " + std::to_string(tasks[2].id));
+  EXPECT_EQ(store->rescue_expired(10).to_pending, 1);
+  EXPECT_TRUE(heard(2)) << "a rescue did not notify";
+  EXPECT_EQ(store->rescue_expired(10).to_pending, 0);
+  listener.await_notification(0, 200000);
+  EXPECT_EQ(counter.n, 2);  // one per statement that made tasks due; none for the empty ones
+}
+
 TEST_F(StoreTest, ClaimBlockedByALockFailsWithinTheLockTimeoutAndLeavesNothingIdleInTransaction) {
   Config c = config;
   c.timeouts.lock = 300ms;
