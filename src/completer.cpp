@@ -92,12 +92,16 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
 }
 
 void Completer::add(FinishedRun&& run) {
+  // Asked before taking our lock (the loop asks under it: completer, then executor). The executor
+  // stops counting an outcome as coming before it hands it over, so the last handler's add sees 0.
+  bool last = outcomes_coming_ && outcomes_coming_() <= 0;
   bool wake;
   {
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(run));
-    // The writer needs waking only to start gathering, or when a full batch is ready.
-    wake = queue_.size() == 1 || queue_.size() >= static_cast<std::size_t>(options_.max_batch);
+    // The writer needs waking to start gathering, when a full batch is ready, or when this was
+    // the last outcome it was gathering for.
+    wake = last || queue_.size() == 1 || queue_.size() >= static_cast<std::size_t>(options_.max_batch);
   }
   if (wake) cv_.notify_all();
 }

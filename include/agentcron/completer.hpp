@@ -58,8 +58,9 @@ class Completer {
   std::size_t pending() const;
   // Called (without locks held) after each successful write: the backlog shrank.
   void set_on_written(std::function<void()> cb) { on_written_ = std::move(cb); }
-  // How many outcomes are still on their way (handlers queued or running). Called with the
-  // completer's lock held, so it must not call back into the completer. Unset: always some.
+  // How many outcomes are still on their way (handlers queued or running), not counting one
+  // being handed over. Called by the writer with the completer's lock held and by add() before
+  // it, so it must not call back into the completer. Set before the first add(). Unset: always some.
   void set_outcomes_coming(std::function<int()> cb) { outcomes_coming_ = std::move(cb); }
 
   // The next state of a finished run (pure: tests call it directly). `db_now` is the

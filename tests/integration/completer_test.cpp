@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <sstream>
+#include <thread>
 
 #include "agentcron/log.hpp"
 #include "support/test_db.hpp"
@@ -26,6 +27,8 @@ class CompleterTest : public ::testing::Test {
   ConnectionPool pool{PoolOptions::from_config(config, "w1"), log};
   TaskStore store{pool, StoreOptions::from_config(config), log};
   std::atomic<int> coming{0};
+  std::atomic<int> writer_asks{0};  // calls of the coming callback from the completer's thread
+  std::thread::id test_thread = std::this_thread::get_id();
 
   // The gathering interval is ten minutes: a write the test sees came from the policy, not
   // from the interval running out.
@@ -34,7 +37,10 @@ class CompleterTest : public ::testing::Test {
     o.worker = "w1";
     o.flush_interval = 10min;
     auto c = std::make_unique<Completer>(o, store, log);
-    c->set_outcomes_coming([this] { return coming.load(); });
+    c->set_outcomes_coming([this] {
+      if (std::this_thread::get_id() != test_thread) ++writer_asks;
+      return coming.load();
+    });
     return c;
   }
   std::vector<Task> claim(int n) {
@@ -44,6 +50,9 @@ class CompleterTest : public ::testing::Test {
   static FinishedRun succeeded(const Task& t) {
     auto now = std::chrono::system_clock::now();
     return FinishedRun{t, TaskOutcome::success(), now, now, std::nullopt};
+  }
+  bool writer_asked_coming() {
+    return testing::eventually([&] { return writer_asks.load() > 0; });
   }
   bool succeeded_count_is(std::int64_t n) {
     return testing::eventually(
@@ -65,13 +74,14 @@ TEST_F(CompleterTest, OutcomesGatherIntoOneStatementWhileHandlersAreStillRunning
   auto c = completer();
   auto tasks = claim(3);
   ASSERT_EQ(tasks.size(), 3u);
-  coming = 3;
+  coming = 2;  // as the executor counts: the outcome being handed over is no longer coming
   c->add(succeeded(tasks[0]));
-  coming = 2;
+  // The writer has seen the first outcome and decided to gather (it asks how many are coming).
+  ASSERT_TRUE(writer_asked_coming()) << "the writer never looked at the first outcome";
   c->add(succeeded(tasks[1]));
-  coming = 0;  // the last one finishes: nothing left to wait for
+  coming = 0;  // the last handler finishes: its add() must wake the gathering writer
   c->add(succeeded(tasks[2]));
-  ASSERT_TRUE(succeeded_count_is(3));
+  ASSERT_TRUE(succeeded_count_is(3)) << "the writer slept through the last outcome";
   // One statement, one transaction: one now().
   EXPECT_EQ(db.scalar("SELECT count(DISTINCT updated_at) FROM agentcron.agent_tasks"), 1);
   c->stop(std::chrono::steady_clock::now() + 10s);
