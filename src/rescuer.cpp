@@ -1,6 +1,7 @@
 // Rescuer, Janitor, LeaseKeeper and the Periodic runner (see rescuer.hpp).
 #include "agentcron/rescuer.hpp"
 
+#include "agentcron/cron.hpp"
 #include "agentcron/executor.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/retry.hpp"
@@ -44,11 +45,31 @@ void Periodic::wait() {
 
 RescuerResult Rescuer::run_once() {
   RescuerResult total;
+  std::int64_t recurring_left = 0;
   while (true) {
     RescueResult r = store_.rescue_expired(batch_);
     total.to_pending += r.to_pending;
     total.to_failed += r.to_failed;
+    recurring_left = r.recurring_left;
     if (r.to_pending + r.to_failed < batch_) break;
+  }
+  // A recurring task whose attempts are spent waits for its next fire time, as after a failed run.
+  while (recurring_left > 0) {
+    std::vector<Reschedule> moves;
+    for (const ExpiredRecurring& e : store_.expired_recurring(batch_)) {
+      Reschedule m{e.id, std::nullopt, {}};
+      try {
+        m.next_fire = CronSchedule::parse(e.cron).next(e.db_now, TimeZone::locate(e.timezone));
+      } catch (const CronError& err) {
+        m.error = err.what();
+      }
+      moves.push_back(std::move(m));
+    }
+    RescueResult r = store_.reschedule_expired(moves);
+    total.to_pending += r.to_pending;
+    total.to_failed += r.to_failed;
+    // Fewer than a batch listed, or none moved (another rescuer holds them): done for this round.
+    if (static_cast<int>(moves.size()) < batch_ || r.to_pending + r.to_failed == 0) break;
   }
   if (total.to_pending + total.to_failed > 0)
     log_.warn("rescued tasks whose worker stopped renewing their lease",

@@ -367,20 +367,22 @@ SET locked_until = now() + $3::bigint * interval '1 millisecond'
 WHERE id = ANY($1::bigint[]) AND status = 'running' AND locked_by = $2
 )SQL"};
 
+// Expired recurring tasks whose attempts are spent go to their next fire time, which only the
+// cron engine knows: this statement leaves them running and counts them (the last column), and
+// the rescuer moves them with kExpiredRecurring and kRescheduleExpired.
 constexpr Statement kRescue{"agentcron_rescue", R"SQL(
 WITH expired AS (
   SELECT id, locked_by AS old_worker, attempts AS old_attempts FROM agentcron.agent_tasks
-  WHERE status = 'running' AND locked_until < now()
+  WHERE status = 'running' AND locked_until < now() AND NOT (cron IS NOT NULL AND attempts >= max_attempts)
   ORDER BY locked_until
   LIMIT $1
   FOR UPDATE SKIP LOCKED
 ), upd AS (
   UPDATE agentcron.agent_tasks t SET
-    status = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NULL THEN 'failed' ELSE 'pending' END,
-    attempts = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NOT NULL THEN 0 ELSE t.attempts END,
+    status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
     last_error = 'lease expired: worker ' || coalesce(e.old_worker, '?') || ' stopped renewing it',
     locked_by = NULL, locked_until = NULL, updated_at = now(),
-    finished_at = CASE WHEN t.attempts >= t.max_attempts AND t.cron IS NULL THEN now() END
+    finished_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END
   FROM expired e WHERE t.id = e.id
   RETURNING t.id, t.status, t.approval, t.scheduled_for, e.old_worker, e.old_attempts
 ), runs AS (
@@ -392,7 +394,45 @@ WITH expired AS (
   FROM (SELECT FROM upd WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() LIMIT 1) due
 )
 SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
-       (SELECT count(*) FROM runs), (SELECT count(*) FROM woken)
+       (SELECT count(*) FROM runs), (SELECT count(*) FROM woken),
+       (SELECT count(*) FROM agentcron.agent_tasks
+        WHERE status = 'running' AND locked_until < now() AND cron IS NOT NULL AND attempts >= max_attempts)
+FROM upd
+)SQL"};
+
+constexpr Statement kExpiredRecurring{"agentcron_expired_recurring", R"SQL(
+SELECT id, cron, timezone, (extract(epoch FROM now()) * 1000000)::bigint FROM agentcron.agent_tasks
+WHERE status = 'running' AND locked_until < now() AND cron IS NOT NULL AND attempts >= max_attempts
+ORDER BY locked_until
+LIMIT $1
+)SQL"};
+
+// Guarded like kRescue's own choice: a lease renewed or a task rescued by another worker since
+// kExpiredRecurring looked is left alone. No next fire time (a broken schedule): failed.
+constexpr Statement kRescheduleExpired{"agentcron_reschedule_expired", R"SQL(
+WITH v AS (
+  SELECT * FROM unnest($1::bigint[], $2::double precision[], $3::text[]) AS v(id, next_fire, error)
+), expired AS (
+  SELECT t.id, t.locked_by AS old_worker, t.attempts AS old_attempts, v.next_fire, v.error
+  FROM agentcron.agent_tasks t JOIN v ON v.id = t.id
+  WHERE t.status = 'running' AND t.locked_until < now() AND t.cron IS NOT NULL AND t.attempts >= t.max_attempts
+  FOR UPDATE OF t SKIP LOCKED
+), upd AS (
+  UPDATE agentcron.agent_tasks t SET
+    status = CASE WHEN e.next_fire IS NULL THEN 'failed' ELSE 'pending' END,
+    attempts = CASE WHEN e.next_fire IS NULL THEN t.attempts ELSE 0 END,
+    scheduled_for = coalesce(to_timestamp(e.next_fire), t.scheduled_for),
+    last_error = coalesce(e.error, 'lease expired: worker ' || coalesce(e.old_worker, '?') || ' stopped renewing it'),
+    locked_by = NULL, locked_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN e.next_fire IS NULL THEN now() END
+  FROM expired e WHERE t.id = e.id
+  RETURNING t.id, t.status, e.old_worker, e.old_attempts
+), runs AS (
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, finished_at, outcome, error)
+  SELECT id, old_attempts, old_worker, now(), 'rescued', 'lease expired' FROM upd
+  RETURNING 1
+)
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'), (SELECT count(*) FROM runs)
 FROM upd
 )SQL"};
 
@@ -564,6 +604,38 @@ RescueResult TaskStore::rescue_expired(int limit) {
   return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "rescue expired leases", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
                           auto r = run(tx, c, options_.pgbouncer, options_.update, kRescue, limit);
+                          return RescueResult{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>(),
+                                              r[0][4].as<std::int64_t>()};
+                        });
+}
+
+std::vector<ExpiredRecurring> TaskStore::expired_recurring(int limit) {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "list expired recurring tasks", true,
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          std::vector<ExpiredRecurring> out;
+                          for (const auto& row : run(tx, c, options_.pgbouncer, options_.update, kExpiredRecurring, limit))
+                            out.push_back(ExpiredRecurring{row[0].as<std::int64_t>(), row[1].as<std::string>(),
+                                                           row[2].as<std::string>(),
+                                                           from_epoch_us(row[3].as<std::int64_t>())});
+                          return out;
+                        });
+}
+
+RescueResult TaskStore::reschedule_expired(const std::vector<Reschedule>& tasks) {
+  if (tasks.empty()) return {};
+  using R = Reschedule;
+  std::string ids = array_literal(tasks, [](const R& t) { return std::optional<std::string>(std::to_string(t.id)); });
+  std::string fires = array_literal(tasks, [](const R& t) -> std::optional<std::string> {
+    if (!t.next_fire) return std::nullopt;
+    return iso(*t.next_fire);
+  });
+  std::string errors = array_literal(tasks, [](const R& t) -> std::optional<std::string> {
+    if (t.next_fire) return std::nullopt;
+    return t.error;
+  });
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "reschedule expired recurring tasks",
+                        true, [&](pqxx::transaction_base& tx, Connection& c) {
+                          auto r = run(tx, c, options_.pgbouncer, options_.update, kRescheduleExpired, ids, fires, errors);
                           return RescueResult{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>()};
                         });
 }

@@ -95,6 +95,25 @@ struct QueueStatus {
 struct RescueResult {
   std::int64_t to_pending = 0;
   std::int64_t to_failed = 0;
+  // Expired recurring tasks with their attempts spent, left running by rescue_expired(): their
+  // next fire time needs the cron engine (see Rescuer::run_once).
+  std::int64_t recurring_left = 0;
+};
+
+// An expired recurring task whose attempts are spent, with the database's clock.
+struct ExpiredRecurring {
+  std::int64_t id = 0;
+  std::string cron;
+  std::string timezone;
+  SysTime db_now{};
+};
+
+// Where such a task goes: pending at `next_fire` with its attempts reset, or, without one (its
+// schedule is broken), failed with `error`.
+struct Reschedule {
+  std::int64_t id = 0;
+  std::optional<SysTime> next_fire;
+  std::string error;
 };
 
 struct AppliedMigration {
@@ -123,6 +142,8 @@ class TaskStore {
   std::int64_t extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease);
   // Returns running tasks whose lease expired to pending (or failed when attempts ran out).
   RescueResult rescue_expired(int limit);
+  std::vector<ExpiredRecurring> expired_recurring(int limit);
+  RescueResult reschedule_expired(const std::vector<Reschedule>& tasks);
   // Deletes finished tasks older than the retention, at most `limit` rows. Returns rows deleted.
   std::int64_t delete_finished(Millis succeeded_after, Millis failed_after, int limit);
   EnqueueResult enqueue(const EnqueueParams& p);
