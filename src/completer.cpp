@@ -36,28 +36,21 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
 
   // A recurring task's next fire time, strictly in the future of the database clock: missed
   // occurrences coalesce into the run that just happened.
-  std::optional<SysTime> next_fire;
-  std::string cron_error;
-  if (t.cron) {
-    try {
-      next_fire = CronSchedule::parse(*t.cron).next(db_now, TimeZone::locate(t.timezone));
-    } catch (const CronError& e) {
-      cron_error = e.what();
-    }
-  }
+  NextFire fire;
+  if (t.cron) fire = next_fire(*t.cron, t.timezone, db_now);
   auto to_next_fire = [&] {
     c.status = Completion::Status::pending;
-    c.run_at = next_fire;
+    c.run_at = fire.at;
     c.reset_attempts = true;
   };
 
   if (o.kind == TaskOutcome::Kind::succeeded) {
-    if (next_fire) {
+    if (fire.at) {
       to_next_fire();
       c.run_outcome = "succeeded";
     } else if (t.cron) {
       c.status = Completion::Status::failed;  // ran, but its schedule is broken: nothing to come back to
-      c.error = cron_error;
+      c.error = fire.error;
       c.run_outcome = "failed";
     } else {
       c.status = Completion::Status::succeeded;  // a one-off task's own row is its record
@@ -71,14 +64,14 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
   }
 
   c.error = clean(o.message.empty() ? "failed" : o.message);
-  if (!cron_error.empty()) c.error = cron_error;
+  if (!fire.error.empty()) c.error = fire.error;
   bool attempts_left = t.attempt < t.max_attempts;
-  if (o.kind == TaskOutcome::Kind::retry && attempts_left && cron_error.empty()) {
+  if (o.kind == TaskOutcome::Kind::retry && attempts_left && fire.error.empty()) {
     Millis delay = task_retry.delay(t.attempt, rng);
     if (o.retry_not_before && *o.retry_not_before > db_now)
       delay = std::max(delay, std::chrono::ceil<Millis>(*o.retry_not_before - db_now));
     // A recurring task retries only while the retry comes before its next fire time.
-    if (!next_fire || db_now + delay < *next_fire) {
+    if (!fire.at || db_now + delay < *fire.at) {
       c.status = Completion::Status::pending;
       c.retry_delay = delay;
       c.run_outcome = "retry";
@@ -86,7 +79,7 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
     }
   }
   c.run_outcome = "failed";
-  if (next_fire) to_next_fire();
+  if (fire.at) to_next_fire();
   else c.status = Completion::Status::failed;
   return c;
 }

@@ -356,4 +356,12 @@ std::optional<std::chrono::system_clock::time_point> parse_iso8601(std::string_v
   return sys_days(ymd) + std::chrono::hours(h) + std::chrono::minutes(mi) + seconds(sec) + frac - offset;
 }
 
+NextFire next_fire(std::string_view cron, std::string_view timezone, CronSchedule::Time after) {
+  try {
+    return {CronSchedule::parse(cron).next(after, TimeZone::locate(timezone)), {}};
+  } catch (const CronError& e) {
+    return {std::nullopt, e.what()};
+  }
+}
+
 }  // namespace agentcron

@@ -57,13 +57,8 @@ RescuerResult Rescuer::run_once() {
   while (recurring_left > 0) {
     std::vector<Reschedule> moves;
     for (const ExpiredRecurring& e : store_.expired_recurring(batch_)) {
-      Reschedule m{e.id, std::nullopt, {}};
-      try {
-        m.next_fire = CronSchedule::parse(e.cron).next(e.db_now, TimeZone::locate(e.timezone));
-      } catch (const CronError& err) {
-        m.error = err.what();
-      }
-      moves.push_back(std::move(m));
+      NextFire fire = next_fire(e.cron, e.timezone, e.db_now);
+      moves.push_back(Reschedule{e.id, fire.at, std::move(fire.error)});
     }
     RescueResult r = store_.reschedule_expired(moves);
     total.to_pending += r.to_pending;

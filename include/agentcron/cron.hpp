@@ -70,6 +70,14 @@ class CronSchedule {
   bool hour_star_ = false;      // hour field starts with '*': every real hour fires at fall-back
 };
 
+// A recurring task's next fire time strictly after `after`, or, when its schedule or time zone
+// does not parse, why not (the CronError's text) and no time.
+struct NextFire {
+  std::optional<CronSchedule::Time> at;
+  std::string error;
+};
+NextFire next_fire(std::string_view cron, std::string_view timezone, CronSchedule::Time after);
+
 // Formats a time as UTC ISO-8601 with a Z, to the second: 2026-03-08T07:00:00Z.
 std::string format_utc(std::chrono::sys_seconds t);
 // Parses ISO-8601: 2026-03-07T12:00:00Z, with an optional fraction and a Z or ±hh:mm offset;

@@ -3,29 +3,19 @@
 #include "agentcron/completer.hpp"
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 
 #include <atomic>
-#include <sstream>
 #include <thread>
 
-#include "agentcron/log.hpp"
-#include "support/test_db.hpp"
+#include "support/store_fixture.hpp"
 
 namespace agentcron {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::TestDatabase;
 
-class CompleterTest : public ::testing::Test {
+class CompleterTest : public testing::StoreFixture {
  protected:
-  TestDatabase db;
-  std::ostringstream logs;
-  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
-  Config config = db.config();
-  ConnectionPool pool{PoolOptions::from_config(config, "w1"), log};
-  TaskStore store{pool, StoreOptions::from_config(config), log};
   std::atomic<int> coming{0};
   std::atomic<int> writer_asks{0};  // calls of the coming callback from the completer's thread
   std::thread::id test_thread = std::this_thread::get_id();

@@ -2,28 +2,16 @@
 #include "agentcron/rescuer.hpp"
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 
-#include <sstream>
-
-#include "agentcron/log.hpp"
-#include "agentcron/task_store.hpp"
-#include "support/test_db.hpp"
+#include "support/store_fixture.hpp"
 
 namespace agentcron {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::TestDatabase;
 
-class RescuerTest : public ::testing::Test {
+class RescuerTest : public testing::StoreFixture {
  protected:
-  TestDatabase db;
-  std::ostringstream logs;
-  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
-  Config config = db.config();
-  ConnectionPool pool{PoolOptions::from_config(config, "w1"), log};
-  TaskStore store{pool, StoreOptions::from_config(config), log};
 
   // Claims every due task for a worker that then dies: its leases are already over.
   void claim_and_die(int n) {
@@ -31,10 +19,7 @@ class RescuerTest : public ::testing::Test {
     db.exec("UPDATE agentcron.agent_tasks SET locked_until = now() - interval '1 s'");
   }
   std::string row(std::int64_t id, const std::string& columns) {
-    pqxx::nontransaction tx(db.sql());
-    return tx.exec1("SELECT concat_ws(',', " + columns + ") FROM agentcron.agent_tasks WHERE id = " +
-                    std::to_string(id))[0]
-        .as<std::string>();
+    return db.text("SELECT concat_ws(',', " + columns + ") FROM agentcron.agent_tasks WHERE id = " + std::to_string(id));
   }
 };
 

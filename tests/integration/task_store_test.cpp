@@ -38,11 +38,6 @@ class StoreTest : public ::testing::Test {
   ClaimParams claim(int limit, std::string worker = "w1", std::vector<std::string> kinds = {"noop"}) {
     return ClaimParams{limit, std::move(kinds), std::move(worker), 60s};
   }
-  std::string text(const std::string& q) {
-    pqxx::nontransaction tx(db.sql());
-    auto r = tx.exec1(q);
-    return r[0].is_null() ? "<null>" : r[0].as<std::string>();
-  }
 };
 
 TEST_F(StoreTest, ClaimTakesDueTasksInPriorityThenTimeOrderAndLeasesThem) {
@@ -215,13 +210,13 @@ TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
   EXPECT_EQ(store->complete_many(cs, "w1"), 5);
   listener.await_notification(5, 0);
   EXPECT_EQ(receiver.got, "{\"task_id\":4}");
-  EXPECT_EQ(text("SELECT status || ',' || attempts || ',' || (finished_at IS NOT NULL) FROM agentcron.agent_tasks WHERE id = 1"), "succeeded,1,true");
-  EXPECT_EQ(text("SELECT status || ',' || last_error FROM agentcron.agent_tasks WHERE id = 2"), "pending,try later");
+  EXPECT_EQ(db.text("SELECT status || ',' || attempts || ',' || (finished_at IS NOT NULL) FROM agentcron.agent_tasks WHERE id = 1"), "succeeded,1,true");
+  EXPECT_EQ(db.text("SELECT status || ',' || last_error FROM agentcron.agent_tasks WHERE id = 2"), "pending,try later");
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE id = 2 AND scheduled_for > now() + interval '25 s'"), 1);
-  EXPECT_EQ(text("SELECT status || ',' || last_error FROM agentcron.agent_tasks WHERE id = 3"), "failed,it's broken \"badly\"");
-  EXPECT_EQ(text("SELECT status || ',' || attempts || ',' || (locked_by IS NULL) FROM agentcron.agent_tasks WHERE id = 5"), "pending,0,true");
+  EXPECT_EQ(db.text("SELECT status || ',' || last_error FROM agentcron.agent_tasks WHERE id = 3"), "failed,it's broken \"badly\"");
+  EXPECT_EQ(db.text("SELECT status || ',' || attempts || ',' || (locked_by IS NULL) FROM agentcron.agent_tasks WHERE id = 5"), "pending,0,true");
   // Runs: one per failed attempt and per run of a recurring task; none for a one-off success.
-  EXPECT_EQ(text("SELECT string_agg(task_id || ':' || outcome, ' ' ORDER BY task_id) FROM agentcron.task_runs"),
+  EXPECT_EQ(db.text("SELECT string_agg(task_id || ':' || outcome, ' ' ORDER BY task_id) FROM agentcron.task_runs"),
             "2:retry 3:failed 5:succeeded");
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE worker = 'w1' AND started_at < finished_at"), 3);
 }
@@ -237,7 +232,7 @@ TEST_F(StoreTest, CompleteIgnoresATaskNoLongerLeasedByThisWorker) {
   cs[1].id = 2;
   cs[1].attempt = 1;
   EXPECT_EQ(store->complete_many(cs, "w1"), 1);
-  EXPECT_EQ(text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "running");
+  EXPECT_EQ(db.text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "running");
 }
 
 TEST_F(StoreTest, ReleaseReturnsTasksWithoutCountingTheAttempt) {
@@ -263,10 +258,10 @@ TEST_F(StoreTest, RescueReturnsExpiredLeasesAndFailsExhaustedOnes) {
   RescueResult r = store->rescue_expired(100);
   EXPECT_EQ(r.to_pending, 1);
   EXPECT_EQ(r.to_failed, 1);
-  EXPECT_EQ(text("SELECT status || ',' || attempts FROM agentcron.agent_tasks WHERE id = 1"), "pending,1");
-  EXPECT_EQ(text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "failed");
-  EXPECT_EQ(text("SELECT status FROM agentcron.agent_tasks WHERE id = 3"), "running");
-  EXPECT_EQ(text("SELECT last_error FROM agentcron.agent_tasks WHERE id = 1"), "lease expired: worker dead-worker stopped renewing it");
+  EXPECT_EQ(db.text("SELECT status || ',' || attempts FROM agentcron.agent_tasks WHERE id = 1"), "pending,1");
+  EXPECT_EQ(db.text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "failed");
+  EXPECT_EQ(db.text("SELECT status FROM agentcron.agent_tasks WHERE id = 3"), "running");
+  EXPECT_EQ(db.text("SELECT last_error FROM agentcron.agent_tasks WHERE id = 1"), "lease expired: worker dead-worker stopped renewing it");
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE outcome = 'rescued' AND worker = 'dead-worker'"), 2);
 }
 

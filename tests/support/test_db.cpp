@@ -84,6 +84,12 @@ std::int64_t TestDatabase::scalar(const std::string& query) {
   return tx.exec1(query)[0].as<std::int64_t>();
 }
 
+std::string TestDatabase::text(const std::string& query) {
+  pqxx::nontransaction tx(sql());
+  auto r = tx.exec1(query);
+  return r[0].is_null() ? "<null>" : r[0].as<std::string>();
+}
+
 void TestDatabase::exec(const std::string& query) {
   pqxx::nontransaction tx(sql());
   tx.exec(query);

@@ -32,6 +32,8 @@ class TestDatabase {
   pqxx::connection& sql();
   void reconnect() { sql_.reset(); }  // after a server restart
   std::int64_t scalar(const std::string& query);
+  // The first column of the query's one row as text; "<null>" for NULL.
+  std::string text(const std::string& query);
   void exec(const std::string& query);
   // Inserts `n` due tasks of `kind` in one statement.
   void insert_due(int n, const std::string& kind = "noop", const std::string& payload = "{}");
