@@ -5,16 +5,14 @@
 
 #include "agentcron/cron.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/utf8.hpp"
 
 namespace agentcron {
 namespace {
 
-// Text columns cannot hold NUL bytes; a handler's message is not worth losing the row over.
-std::string clean(std::string s) {
-  s.erase(std::remove(s.begin(), s.end(), '\0'), s.end());
-  if (s.size() > 8192) s.resize(8192);
-  return s;
-}
+// A handler's message on its way to a text column: valid UTF-8 without NUL bytes, at most 8 KiB
+// cut on a character boundary. A handler's bytes are not worth losing the row over.
+std::string clean(const std::string& s) { return bounded_utf8(s, 8192); }
 
 }  // namespace
 
@@ -111,63 +109,50 @@ CompleterStats Completer::stats() const {
 
 bool Completer::write_some() {
   std::lock_guard writer(write_mu_);
-  std::vector<FinishedRun> batch;
+  std::vector<FinishedRun> runs, releases;
   {
     std::lock_guard lock(mu_);
     std::size_t limit = isolate_ > 0 ? 1 : static_cast<std::size_t>(options_.max_batch);
     if (isolate_ > 0) --isolate_;
     std::size_t n = std::min<std::size_t>(queue_.size(), limit);
     for (std::size_t i = 0; i < n; ++i) {
-      batch.push_back(std::move(queue_.front()));
+      (queue_.front().outcome.cancelled ? releases : runs).push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
   }
-  if (batch.empty()) return true;
+  // Each group is written and, should the database refuse it, put back on its own: a release
+  // that fails does not send the completions beside it again.
+  bool ok = write_completions(std::move(runs));
+  ok = write_releases(std::move(releases)) && ok;
+  return ok;
+}
+
+bool Completer::write_completions(std::vector<FinishedRun> runs) {
+  if (runs.empty()) return true;
   std::vector<Completion> completions;
-  std::vector<const FinishedRun*> decided;
-  std::vector<std::int64_t> releases;
-  for (const auto& run : batch) {
-    if (run.outcome.cancelled) {
-      releases.push_back(run.task.id);
-      continue;
-    }
-    completions.push_back(decide(run, options_.task_retry, run.task.db_now(), rng_));
-    decided.push_back(&run);
-  }
+  completions.reserve(runs.size());
+  for (const auto& run : runs) completions.push_back(decide(run, options_.task_retry, run.task.db_now(), rng_));
+  std::vector<std::int64_t> written;
   try {
-    if (!completions.empty()) store_.complete_many(completions, options_.worker);
-    if (!releases.empty()) store_.release_many(releases, options_.worker, "shutdown");
+    written = store_.complete_many(completions, options_.worker);
   } catch (const DatabaseError& e) {
-    std::lock_guard lock(mu_);
-    ++stats_.write_errors;
-    if (e.error_class() != ErrorClass::permanent || batch.size() == 1) {
-      if (e.error_class() == ErrorClass::permanent) {
-        // One run the database refuses for good: logged, not retried forever.
-        log_.error("could not record a task outcome", {{"task_id", batch.front().task.id},
-                                                       {"kind", batch.front().task.kind},
-                                                       {"attempt", batch.front().task.attempt},
-                                                       {"sqlstate", e.sqlstate()},
-                                                       {"error", e.what()}});
-        return true;
-      }
-      // Transient (or in doubt: the guarded UPDATE makes a repeat harmless): back to the front.
-      log_.warn("writing task outcomes failed; will retry", {{"count", static_cast<std::int64_t>(batch.size())},
-                                                             {"sqlstate", e.sqlstate()},
-                                                             {"error", e.what()}});
-      for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
-      return false;
-    }
-    // A permanent error in a batch: write the runs one by one so one bad row fails alone.
-    log_.warn("a batch of task outcomes was refused; writing them one by one",
-              {{"count", static_cast<std::int64_t>(batch.size())}, {"sqlstate", e.sqlstate()}, {"error", e.what()}});
-    isolate_ = batch.size();
-    for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
-    return true;
+    return put_back(std::move(runs), e);
   }
-  std::uint64_t ok = 0, retried = 0, failed = 0;
+  std::sort(written.begin(), written.end());
+  std::uint64_t ok = 0, retried = 0, failed = 0, stale = 0;
+  std::vector<std::int64_t> done;
   for (std::size_t i = 0; i < completions.size(); ++i) {
     const Completion& c = completions[i];
-    const Task& t = decided[i]->task;
+    const Task& t = runs[i].task;
+    done.push_back(t.id);
+    if (!std::binary_search(written.begin(), written.end(), t.id)) {
+      // Not a success, nor a failure: the row moved on without this outcome.
+      ++stale;
+      log_.warn("task outcome not recorded: the task is no longer running under this worker's lease "
+                "(rescued after its lease expired, or changed meanwhile)",
+                {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+      continue;
+    }
     bool is_retry = c.run_outcome == "retry";
     bool is_failure = !is_retry && (c.status == Completion::Status::failed || c.run_outcome == "failed");
     if (is_retry) ++retried;
@@ -190,10 +175,75 @@ bool Completer::write_some() {
     stats_.succeeded += ok;
     stats_.retried += retried;
     stats_.failed += failed;
-    stats_.released += releases.size();
+    stats_.not_recorded += stale;
   }
-  if (on_written_) on_written_();
+  announce_written(done);
   return true;
+}
+
+bool Completer::write_releases(std::vector<FinishedRun> runs) {
+  if (runs.empty()) return true;
+  std::vector<std::int64_t> ids;
+  for (const auto& run : runs) ids.push_back(run.task.id);
+  try {
+    store_.release_many(ids, options_.worker, "shutdown");
+  } catch (const DatabaseError& e) {
+    return put_back(std::move(runs), e);
+  }
+  {
+    std::lock_guard lock(mu_);
+    stats_.released += ids.size();
+  }
+  announce_written(ids);
+  return true;
+}
+
+bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) {
+  std::vector<std::int64_t> given_up;
+  bool transient = e.error_class() != ErrorClass::permanent;
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.write_errors;
+    if (transient) {
+      // Transient (or in doubt: every outcome is guarded by the lease, so a repeat is harmless):
+      // back to the front, to be tried again after a backoff.
+      log_.warn("writing task outcomes failed; will retry", {{"count", static_cast<std::int64_t>(runs.size())},
+                                                             {"sqlstate", e.sqlstate()},
+                                                             {"error", e.what()}});
+    } else if (runs.size() > 1) {
+      // A permanent error in a batch: write the runs one by one so one bad row fails alone.
+      log_.warn("a batch of task outcomes was refused; writing them one by one",
+                {{"count", static_cast<std::int64_t>(runs.size())}, {"sqlstate", e.sqlstate()}, {"error", e.what()}});
+      isolate_ += runs.size();
+    } else if (FinishedRun& run = runs.front(); !run.refused && !run.outcome.cancelled) {
+      // This one outcome is refused for good (a data error, a constraint): the task ends failed
+      // with the database's reason, written without what was refused (its NOTIFY, its result).
+      log_.error("the database refused a task outcome; recording the task as failed with the reason",
+                 {{"task_id", run.task.id}, {"kind", run.task.kind}, {"attempt", run.task.attempt},
+                  {"sqlstate", e.sqlstate()}, {"error", e.what()}});
+      run.outcome = TaskOutcome::failure(std::string("the database refused this run's outcome: ") + e.what());
+      run.notify.reset();
+      run.refused = true;
+      ++isolate_;
+    } else {
+      // Even the plain failure (or the release) was refused: nothing smaller is left to write.
+      // The task keeps its lease until the lease expires and the rescuer takes it.
+      log_.error("could not record a task outcome", {{"task_id", run.task.id},
+                                                     {"kind", run.task.kind},
+                                                     {"attempt", run.task.attempt},
+                                                     {"sqlstate", e.sqlstate()},
+                                                     {"error", e.what()}});
+      given_up.push_back(run.task.id);
+      runs.clear();
+    }
+    for (auto it = runs.rbegin(); it != runs.rend(); ++it) queue_.push_front(std::move(*it));
+  }
+  if (!given_up.empty()) announce_written(given_up);
+  return !transient;
+}
+
+void Completer::announce_written(const std::vector<std::int64_t>& ids) {
+  if (on_written_) on_written_(ids);
 }
 
 bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
@@ -244,7 +294,15 @@ void Completer::loop(std::stop_token st) {
       };
       if (!gathered()) cv_.wait_for(lock, st, options_.flush_interval, gathered);
     }
-    if (write_some()) {
+    bool written = false;
+    try {
+      written = write_some();
+    } catch (const std::exception& e) {
+      // Not the database's refusal (write_some handles those): e.g. memory ran out. The writer
+      // thread lives on and tries again after a backoff.
+      log_.error("writing task outcomes failed", {{"error", e.what()}});
+    }
+    if (written) {
       attempt = 0;
       continue;
     }

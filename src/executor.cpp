@@ -82,22 +82,49 @@ int Executor::outcomes_coming() const {
   return busy_ - delivering_;
 }
 
-void Executor::submit(std::vector<Task> tasks) {
-  if (tasks.empty()) return;
+int Executor::submit(std::vector<Task> tasks) {
+  if (tasks.empty()) return 0;
+  int accepted = 0;
+  std::vector<std::int64_t> refused;
   {
     std::lock_guard lock(mu_);
     for (auto& t : tasks) {
+      // Never a second copy of a task this worker runs: the row already names us and the
+      // attempt, so the running copy's outcome is the one that will finish it.
+      if (!held_.try_emplace(t.id).second) {
+        refused.push_back(t.id);
+        continue;
+      }
       auto r = std::make_shared<Running>();
       r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
       r->task = std::move(t);
       running_[r->task.id] = r;
       queue_.push_back(std::move(r));
       ++busy_;
+      ++accepted;
     }
     grow_locked(std::max(0, kEagerThreads - static_cast<int>(slots_.size())));
     if (starved_locked()) supervisor_cv_.notify_all();
   }
-  for (std::size_t i = 0; i < tasks.size(); ++i) work_cv_.notify_one();
+  for (std::int64_t id : refused)
+    log_.warn("claimed a task this worker is still running (the database lost an earlier claim's commit); "
+              "leaving it to the running copy",
+              {{"task_id", id}});
+  for (int i = 0; i < accepted; ++i) work_cv_.notify_one();
+  return accepted;
+}
+
+void Executor::forget(const std::vector<std::int64_t>& ids) {
+  std::lock_guard lock(mu_);
+  for (std::int64_t id : ids) release_hold_locked(id, false, true);
+}
+
+void Executor::release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done) {
+  auto it = held_.find(id);
+  if (it == held_.end()) return;
+  it->second.handler_done |= handler_done;
+  it->second.outcome_done |= outcome_done;
+  if (it->second.handler_done && it->second.outcome_done) held_.erase(it);
 }
 
 std::vector<std::int64_t> Executor::running_ids() const {
@@ -140,6 +167,7 @@ void Executor::set_on_slot_freed(std::function<void()> cb) {
 void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock) {
   r->settled = true;
   running_.erase(r->task.id);
+  if (!options_.hold_until_forgotten) release_hold_locked(r->task.id, false, true);
   FinishedRun run{r->task, std::move(outcome), r->started_at, std::chrono::system_clock::now(), std::nullopt};
   if (run.outcome.kind == TaskOutcome::Kind::succeeded)
     if (Handler* h = handlers_.find(r->task.kind)) run.notify = h->completion_notify(r->task);
@@ -160,7 +188,7 @@ int Executor::cancel_all(const std::string& why) {
     if (!r->settled) victims.push_back(r);
   // Queued ones never start.
   for (auto& q : queue_) {
-    (void)q;
+    release_hold_locked(q->task.id, true, false);
     --busy_;
   }
   queue_.clear();
@@ -175,6 +203,7 @@ int Executor::cancel_all(const std::string& why) {
 
 TaskOutcome Executor::run_one(Running& r) {
   const Task& t = r.task;
+  if (!t.defect.empty()) return TaskOutcome::failure(t.defect);
   Handler* h = handlers_.find(t.kind);
   if (!h) return TaskOutcome::failure("no handler for kind \"" + t.kind + "\" in this worker");
   if (auto type = json_type(t.payload); type != "object")
@@ -187,7 +216,7 @@ TaskOutcome Executor::run_one(Running& r) {
       return TaskOutcome::failure(e.what());
     }
   }
-  HandlerContext ctx{r.stop.get_token(), r.deadline};
+  HandlerContext ctx{r.stop.get_token(), r.deadline, r.limit};
   // The one place that catches broadly: whatever a handler throws is this task's outcome.
   try {
     return h->run(t, ctx);
@@ -211,6 +240,7 @@ void Executor::slot_loop(std::stop_token st) {
     std::shared_ptr<Running> r = std::move(queue_.front());
     queue_.pop_front();
     if (r->settled) {  // cancelled before it started
+      release_hold_locked(r->task.id, true, false);
       --busy_;
       ++idle_threads_;
       continue;
@@ -224,6 +254,7 @@ void Executor::slot_loop(std::stop_token st) {
     TaskOutcome outcome = run_one(*r);
     lock.lock();
     if (!r->settled) settle(r, std::move(outcome), lock);
+    release_hold_locked(r->task.id, true, false);
     --busy_;
     ++idle_threads_;
     auto cb = on_slot_freed_;

@@ -51,21 +51,23 @@ TickResult Poller::run_once(int max_tasks) {
       throw;
     }
     int got = static_cast<int>(tasks.size());
-    {
-      std::lock_guard lock(mu_);
-      ++stats_.claims;
-      stats_.claimed += got;
-      stats_.largest_claim = std::max(stats_.largest_claim, got);
-    }
     for (const auto& t : tasks)
       log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
-    r.claimed += got;
     ++r.batches;
     r.more_due = got == n;
     // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
     // this batch must see that more is due, or its wake-up is lost until the next tick.
     more_due_ = r.more_due;
-    executor_.submit(std::move(tasks));
+    // Counted as the executor accepts them: a task it already runs is not claimed twice.
+    int accepted = executor_.submit(std::move(tasks));
+    r.claimed += accepted;
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.claims;
+      stats_.claimed += accepted;
+      stats_.redelivered += got - accepted;
+      stats_.largest_claim = std::max(stats_.largest_claim, got);
+    }
     if (got < n) break;
   }
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -89,6 +91,12 @@ void Poller::tick_safely() {
     ++stats_.errors;
     log_.warn("claiming due tasks failed; will try again at the next tick",
               {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+  } catch (const std::exception& e) {
+    // Whatever else went wrong is this round's error, never the end of the poller's thread.
+    more_due_ = false;
+    std::lock_guard lock(mu_);
+    ++stats_.errors;
+    log_.error("a claim round failed; will try again at the next tick", {{"error", e.what()}});
   }
 }
 

@@ -29,6 +29,9 @@ void Periodic::start() {
         job_();
       } catch (const DatabaseError& e) {
         log_.warn(name_ + " failed; will run again", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+      } catch (const std::exception& e) {
+        // Any other failure is this round's error, never the end of the thread (std::terminate).
+        log_.error(name_ + " failed; will run again", {{"error", e.what()}});
       }
     }
   });

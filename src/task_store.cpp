@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -215,6 +216,14 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
   } catch (const pqxx::failure& e) {
     lease.discard();
     throw DatabaseError(std::string(what) + ": " + one_line(e.what()), "", ErrorClass::transient);
+  } catch (const DatabaseError&) {
+    throw;
+  } catch (const std::exception& e) {
+    // Not the server's word: the client refused the statement's values (libpq will not quote
+    // invalid UTF-8) or could not read its result. Sending it again changes nothing. Whether the
+    // connection is mid-statement is unknown, so it goes.
+    lease.discard();
+    throw DatabaseError(std::string(what) + ": " + one_line(e.what()), "", ErrorClass::permanent);
   }
 }
 
@@ -288,9 +297,50 @@ pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, cons
   return r;
 }
 
+// A bigint[] result ("{1,2,3}", or NULL for none) as its ids.
+std::vector<std::int64_t> id_array(const pqxx::field& f) {
+  std::vector<std::int64_t> ids;
+  if (f.is_null()) return ids;
+  const char* p = f.c_str();
+  while (*p) {
+    if (*p == '-' || std::isdigit(static_cast<unsigned char>(*p))) {
+      char* end = nullptr;
+      ids.push_back(std::strtoll(p, &end, 10));
+      p = end;
+    } else {
+      ++p;
+    }
+  }
+  return ids;
+}
+
 std::optional<std::string> opt_text(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
   return f.as<std::string>();
+}
+
+// A claimed row as a Task. A field this process cannot represent does not fail the claim (the
+// row is claimed already, and so are the good rows beside it): the task carries the reason as
+// its defect and the executor fails it alone.
+Task task_from_row(const pqxx::row& row) {
+  Task t;
+  t.id = row[0].as<std::int64_t>();
+  t.claimed_at = from_epoch_us(row[10].as<std::int64_t>());
+  t.claimed_steady = std::chrono::steady_clock::now();
+  t.kind = row[2].as<std::string>();
+  try {
+    t.agent_id = opt_text(row[1]);
+    t.payload = row[3].as<std::string>();
+    t.attempt = row[4].as<int>();
+    t.max_attempts = row[5].as<int>();
+    t.cron = opt_text(row[6]);
+    t.timezone = row[7].as<std::string>();
+    if (!row[8].is_null()) t.timeout_ms = row[8].as<int>();
+    t.scheduled_for = from_epoch_us(row[9].as<std::int64_t>());
+  } catch (const std::exception& e) {
+    t.defect = std::string("the task's row could not be read: ") + e.what();
+  }
+  return t;
 }
 
 constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1000000)::bigint"};
@@ -308,8 +358,8 @@ SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
     locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now()
 FROM due WHERE t.id = due.id
 RETURNING t.id, t.agent_id, t.kind, t.payload::text, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
-          (extract(epoch FROM t.scheduled_for) * 1000000)::bigint, (extract(epoch FROM now()) * 1000000)::bigint,
-          t.priority
+          (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
+          (extract(epoch FROM now()) * 1000000)::bigint, t.priority
 )SQL"};
 
 constexpr Statement kComplete{"agentcron_complete", R"SQL(
@@ -342,7 +392,7 @@ WITH o AS (
 ), notes AS (
   SELECT pg_notify(o.channel, o.note) FROM o JOIN upd ON upd.id = o.id WHERE o.channel <> ''
 )
-SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM runs), (SELECT count(*) FROM notes)
+SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM runs), (SELECT count(*) FROM notes)
 )SQL", true};
 
 // Released and rescued tasks are due again at once: like an insert, they wake the listening
@@ -524,28 +574,13 @@ std::vector<Task> TaskStore::claim_due(const ClaimParams& p) {
                                                p.worker, static_cast<std::int64_t>(p.lease.count()));
                           std::vector<Task> tasks;
                           tasks.reserve(r.size());
-                          for (const auto& row : r) {
-                            Task t;
-                            t.id = row[0].as<std::int64_t>();
-                            t.agent_id = opt_text(row[1]);
-                            t.kind = row[2].as<std::string>();
-                            t.payload = row[3].as<std::string>();
-                            t.attempt = row[4].as<int>();
-                            t.max_attempts = row[5].as<int>();
-                            t.cron = opt_text(row[6]);
-                            t.timezone = row[7].as<std::string>();
-                            if (!row[8].is_null()) t.timeout_ms = row[8].as<int>();
-                            t.scheduled_for = from_epoch_us(row[9].as<std::int64_t>());
-                            t.claimed_at = from_epoch_us(row[10].as<std::int64_t>());
-                            t.claimed_steady = std::chrono::steady_clock::now();
-                            tasks.push_back(std::move(t));
-                          }
+                          for (const auto& row : r) tasks.push_back(task_from_row(row));
                           return tasks;
                         });
 }
 
-std::int64_t TaskStore::complete_many(const std::vector<Completion>& outs, const std::string& worker) {
-  if (outs.empty()) return 0;
+std::vector<std::int64_t> TaskStore::complete_many(const std::vector<Completion>& outs, const std::string& worker) {
+  if (outs.empty()) return {};
   using C = Completion;
   auto text = [](auto f) { return [f](const C& c) { return std::optional<std::string>(f(c)); }; };
   std::string ids = array_literal(outs, text([](const C& c) { return std::to_string(c.id); }));
@@ -572,7 +607,7 @@ std::int64_t TaskStore::complete_many(const std::vector<Completion>& outs, const
                           pqxx::result r = run(tx, c, options_.pgbouncer, options_.update, kComplete, ids,
                                                attempts, statuses, delays, run_ats, resets, errors, run_outcomes,
                                                started, finished, channels, notes, worker, results);
-                          return r[0][0].as<std::int64_t>();
+                          return id_array(r[0][0]);
                         });
 }
 

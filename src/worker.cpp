@@ -134,7 +134,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
   s->completer = std::make_unique<Completer>(copts, *s->store, log_);
   Completer* completer = s->completer.get();
-  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout}, handlers_,
+  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout, true}, handlers_,
                                            [completer](FinishedRun&& r) { completer->add(std::move(r)); }, log_);
   PollerOptions popts;
   popts.schedule = CronSchedule::parse(c.scheduler.schedule);
@@ -153,7 +153,11 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   Poller* poller = s->poller.get();
   s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
   s->poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
-  s->completer->set_on_written([poller] { poller->on_slot_freed(); });
+  Executor* executor = s->executor.get();
+  s->completer->set_on_written([poller, executor](const std::vector<std::int64_t>& ids) {
+    executor->forget(ids);
+    poller->on_slot_freed();
+  });
   s->completer->set_outcomes_coming([exec = s->executor.get()] { return exec->outcomes_coming(); });
 
   s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease);

@@ -37,6 +37,7 @@ struct CompleterStats {
   std::uint64_t failed = 0;
   std::uint64_t released = 0;
   std::uint64_t write_errors = 0;
+  std::uint64_t not_recorded = 0;  // outcomes that matched no row: the task had moved on
 };
 
 class Completer {
@@ -56,8 +57,9 @@ class Completer {
 
   CompleterStats stats() const;
   std::size_t pending() const;
-  // Called (without locks held) after each successful write: the backlog shrank.
-  void set_on_written(std::function<void()> cb) { on_written_ = std::move(cb); }
+  // Called (without locks held) with the task ids whose outcomes were written (or given up
+  // for good) after each write: the backlog shrank, and those tasks may run again.
+  void set_on_written(std::function<void(const std::vector<std::int64_t>&)> cb) { on_written_ = std::move(cb); }
   // How many outcomes are still on their way (handlers queued or running), not counting one
   // being handed over. Called by the writer with the completer's lock held and by add() before
   // it, so it must not call back into the completer. Set before the first add(). Unset: always some.
@@ -71,6 +73,13 @@ class Completer {
   void loop(std::stop_token st);
   // One write of up to max_batch items; false on a transient failure (items stay queued).
   bool write_some();
+  bool write_completions(std::vector<FinishedRun> runs);
+  bool write_releases(std::vector<FinishedRun> runs);
+  // After a refused write: puts `runs` back at the front — to be retried, written one by one,
+  // or replaced by a plain failure — or gives up on a lone run nothing smaller can replace.
+  // Returns false when the error is transient.
+  bool put_back(std::vector<FinishedRun> runs, const DatabaseError& e);
+  void announce_written(const std::vector<std::int64_t>& ids);
 
   CompleterOptions options_;
   TaskStore& store_;
@@ -82,7 +91,7 @@ class Completer {
   std::mt19937_64 rng_{std::random_device{}()};
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
-  std::function<void()> on_written_;
+  std::function<void(const std::vector<std::int64_t>&)> on_written_;
   std::function<int()> outcomes_coming_;
   std::jthread thread_;
 };

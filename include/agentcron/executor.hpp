@@ -27,6 +27,9 @@ class Logger;
 struct ExecutorOptions {
   int concurrency = 8;                               // slots
   Millis task_timeout = std::chrono::minutes(5);     // unless the row's timeout_ms says otherwise
+  // Hold a task's id from submit() until forget() says its outcome is written, not only until
+  // its handler returns: a claim re-delivered meanwhile is refused (see submit()).
+  bool hold_until_forgotten = false;
 };
 
 // One finished run, handed to the completer.
@@ -36,6 +39,7 @@ struct FinishedRun {
   SysTime started_at{};
   SysTime finished_at{};
   std::optional<std::pair<std::string, std::string>> notify;  // (channel, payload) on success
+  bool refused = false;  // the database refused the handler's own outcome; this is its replacement
 };
 using OutcomeSink = std::function<void(FinishedRun&&)>;
 
@@ -53,8 +57,14 @@ class Executor {
   int busy() const;
   // Outcomes still to come: handlers queued or running, less those being handed over right now.
   int outcomes_coming() const;
-  // Starts the tasks; beyond free_slots() they queue for the next free slot.
-  void submit(std::vector<Task> tasks);
+  // Starts the tasks; beyond free_slots() they queue for the next free slot. A task whose id
+  // this executor still holds (its handler has not returned, or, with hold_until_forgotten, its
+  // outcome is not written yet) is refused and left to the copy already running: after a
+  // database crash loses a claim's commit, the next claim hands out the same tasks again.
+  // Returns how many tasks were accepted.
+  int submit(std::vector<Task> tasks);
+  // The outcomes of `ids` are written (or given up): they may be claimed and run again.
+  void forget(const std::vector<std::int64_t>& ids);
   // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.
   bool wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
   // Ids of the tasks whose outcome is not decided yet (their leases need extending).
@@ -79,6 +89,12 @@ class Executor {
     SysTime started_at{};
     bool settled = false;  // its outcome was handed to the sink (by the slot, timeout or cancel)
   };
+  struct Hold {
+    bool handler_done = false;  // the handler returned, or never started
+    bool outcome_done = false;  // the outcome is written (or settled, without hold_until_forgotten)
+  };
+  // Marks a held id's handler and/or outcome done, and lets go of it when both are (mu_ held).
+  void release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done);
   void slot_loop(std::stop_token st);
   void grow_locked(int limit);   // starts up to `limit` slot threads for waiting tasks (mu_ held)
   bool starved_locked() const;   // tasks wait, no thread is idle, and more threads are allowed
@@ -98,6 +114,7 @@ class Executor {
   std::chrono::steady_clock::time_point supervisor_wake_at_ = std::chrono::steady_clock::time_point::max();
   std::deque<std::shared_ptr<Running>> queue_;
   std::map<std::int64_t, std::shared_ptr<Running>> running_;  // queued or running, by task id
+  std::map<std::int64_t, Hold> held_;  // every id submitted and not yet let go of
   int capacity_;
   int busy_ = 0;  // queued + running handlers
   std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines

@@ -44,6 +44,7 @@ struct PollerStats {
   std::uint64_t ticks = 0;
   std::uint64_t claims = 0;
   std::uint64_t claimed = 0;
+  std::uint64_t redelivered = 0;  // claimed again while this worker still ran them (refused)
   int largest_claim = 0;
   std::uint64_t notifications = 0;
   std::uint64_t errors = 0;

@@ -24,6 +24,9 @@ struct Task {
   SysTime scheduled_for{};
   SysTime claimed_at{};        // database now() at the claim
   std::chrono::steady_clock::time_point claimed_steady{};  // this process's clock at the claim
+  // Why this row cannot run, found when it was read (a value the worker cannot represent): the
+  // executor fails it at once with this reason instead of running it.
+  std::string defect;
 
   // The database's clock now, estimated from the claim (due-ness is the database's call).
   SysTime db_now() const {

@@ -133,9 +133,9 @@ class TaskStore {
   // Claims due tasks of `kinds` in due order: one UPDATE … FROM (SELECT … FOR UPDATE SKIP
   // LOCKED) RETURNING. Each gets attempts+1 and a lease.
   std::vector<Task> claim_due(const ClaimParams& p);
-  // Writes many outcomes in one statement, with their task_runs rows. Returns how many rows
-  // were updated (a task no longer leased by `worker` at that attempt is left alone).
-  std::int64_t complete_many(const std::vector<Completion>& outcomes, const std::string& worker);
+  // Writes many outcomes in one statement, with their task_runs rows. Returns the ids of the
+  // tasks updated (a task no longer leased by `worker` at that attempt is left alone).
+  std::vector<std::int64_t> complete_many(const std::vector<Completion>& outcomes, const std::string& worker);
   // Back to pending without counting the attempt (shutdown).
   std::int64_t release_many(const std::vector<std::int64_t>& ids, const std::string& worker, const std::string& why);
   // Extends the leases of `ids` held by `worker` to now() + lease. Returns rows extended.

@@ -19,6 +19,7 @@
 
 #include "agentcron/config.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/utf8.hpp"
 
 namespace agentcron {
 namespace {
@@ -39,7 +40,7 @@ class Fd {
   int fd_;
 };
 
-// The last `cap` bytes written to it.
+// The last `cap` bytes written to it, as valid UTF-8 starting on a character boundary.
 class Tail {
  public:
   explicit Tail(std::size_t cap) : cap_(cap) {}
@@ -47,7 +48,7 @@ class Tail {
     buf_.append(p, n);
     if (buf_.size() > 2 * cap_) buf_.erase(0, buf_.size() - cap_);
   }
-  std::string str() const { return buf_.size() > cap_ ? buf_.substr(buf_.size() - cap_) : buf_; }
+  std::string str() const { return std::string(utf8_suffix(valid_utf8(buf_), cap_)); }
 
  private:
   std::size_t cap_;
@@ -235,13 +236,18 @@ TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
   if (phase != Phase::running) signal_group(SIGKILL);  // whatever of the group is left
 
   std::string out = tail.str();
-  if (timed_out)
-    return TaskOutcome::retry(with_tail("timed out after " + format_duration(std::chrono::duration_cast<Millis>(deadline - start)), out));
+  if (timed_out) {
+    // The limit that ran out: the task's own (its deadline may even have passed before the
+    // program started), or the handler's timeout.
+    Millis limit = ctx.deadline < start + o.timeout ? ctx.limit : o.timeout;
+    return TaskOutcome::retry(with_tail("timed out after " + format_duration(limit), out));
+  }
   if (stopped) return TaskOutcome::released(with_tail("stopped", out));
   if (WIFEXITED(status)) {
     int code = WEXITSTATUS(status);
     if (code == 0) return TaskOutcome::success();
     if (code == 75) return TaskOutcome::retry(with_tail("exit 75 (temporary failure)", out));
+    if (code == 65) return TaskOutcome::failure(with_tail("exit 65 (data error: not retried)", out));
     return TaskOutcome::retry(with_tail("exit " + std::to_string(code), out));
   }
   return TaskOutcome::retry(with_tail("killed by signal " + std::to_string(WTERMSIG(status)) + " (" +

@@ -13,17 +13,13 @@
 #include <stdexcept>
 
 #include "agentcron/log.hpp"
+#include "agentcron/utf8.hpp"
 
 namespace agentcron {
 namespace {
 
-std::string truncate(std::string s, std::size_t n) {
-  if (s.size() > n) {
-    s.resize(n);
-    s += "…";
-  }
-  return s;
-}
+// A reply body for the task's record: valid UTF-8, at most `n` bytes cut on a character boundary.
+std::string truncate(const std::string& s, std::size_t n) { return bounded_utf8(s, n); }
 
 bool looks_like_json(const httplib::Response& r) {
   return r.get_header_value("Content-Type").find("json") != std::string::npos;

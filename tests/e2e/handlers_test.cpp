@@ -93,5 +93,31 @@ TEST_F(HandlersE2E, SigtermStopsInFlightRequestsAndProcessesAfterTheGraceAndRele
   EXPECT_TRUE(eventually([&] { return std::system("pgrep -f 'sleep 31[3]' >/dev/null") != 0; }, 5s));
 }
 
+// The reproduction of the faults issue: an agent printing bytes that are not UTF-8 and a few KiB
+// of Japanese once killed the worker (pqxx::argument_error, exit 134), and the next worker that
+// claimed the task died the same way. Now the task fails with readable text, the worker runs on.
+TEST_F(HandlersE2E, AnAgentPrintingInvalidUtf8FailsItsTaskAndTheWorkerKeepsRunning) {
+  std::ofstream(config_path) << "[database]\nurl = \"" << db.url() << "\"\n[scheduler]\nschedule = \"@every 200ms\"\n"
+                             << "[log]\nformat = \"json\"\n"
+                             << "[handlers.agent]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", "
+                             << "\"printf '\\\\377\\\\376 bad'; i=0; while [ $i -lt 2000 ]; do printf '\\\\346\\\\227\\\\245'; "
+                             << "i=$((i+1)); done; exit 1\"]\n"
+                             << "[handlers.ok]\ntype = \"notify\"\n";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, max_attempts) VALUES ('agent', 1)");
+  Process w({"--config", config_path, "run"});
+  bool failed = eventually([&] { return count("kind = 'agent' AND status = 'failed'") == 1; }, 20s);
+  db.insert_due(5, "ok");  // inserted after the bad reply: the same worker still serves them
+  bool after = eventually([&] { return count("kind = 'ok' AND status = 'succeeded'") == 5; }, 20s);
+  EXPECT_TRUE(w.running());
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(10s), 0) << w.err();
+  ASSERT_TRUE(failed) << w.err();
+  EXPECT_TRUE(after) << w.err();
+  std::string error = db.text("SELECT last_error FROM agentcron.agent_tasks WHERE kind = 'agent'");
+  EXPECT_EQ(error.rfind("exit 1: ", 0), 0u) << error.substr(0, 60);
+  EXPECT_EQ(error.substr(error.size() - 6), "\xE6\x97\xA5\xE6\x97\xA5");
+  EXPECT_EQ(error.find("terminate called"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace agentcron

@@ -136,7 +136,7 @@ TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
     std::vector<std::int64_t> ids;
     for (const auto& c : cs) ids.push_back(c.id);
     written += store->extend_leases(ids, "w1", 120s);
-    written += store->complete_many(cs, "w1");
+    written += static_cast<std::int64_t>(store->complete_many(cs, "w1").size());
   }
   EXPECT_EQ(written, 2 * kBatches * kBatch);
   Scans after = scans_after(before.updated + written);
@@ -207,7 +207,7 @@ TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
     void operator()(const std::string& payload, int) override { got = payload; }
     std::string got;
   } receiver(listener, "agentcron_ready");
-  EXPECT_EQ(store->complete_many(cs, "w1"), 5);
+  EXPECT_EQ(store->complete_many(cs, "w1").size(), 5u);
   listener.await_notification(5, 0);
   EXPECT_EQ(receiver.got, "{\"task_id\":4}");
   EXPECT_EQ(db.text("SELECT status || ',' || attempts || ',' || (finished_at IS NOT NULL) FROM agentcron.agent_tasks WHERE id = 1"), "succeeded,1,true");
@@ -231,7 +231,7 @@ TEST_F(StoreTest, CompleteIgnoresATaskNoLongerLeasedByThisWorker) {
   cs[0].attempt = 1;
   cs[1].id = 2;
   cs[1].attempt = 1;
-  EXPECT_EQ(store->complete_many(cs, "w1"), 1);
+  EXPECT_EQ(store->complete_many(cs, "w1").size(), 1u);
   EXPECT_EQ(db.text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "running");
 }
 

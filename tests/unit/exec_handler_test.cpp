@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "agentcron/log.hpp"
+#include "agentcron/utf8.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -160,6 +161,40 @@ TEST_F(ExecTest, StopRequestTerminatesAndReportsRelease) {
   stopper.join();
   EXPECT_TRUE(r.cancelled);
   EXPECT_EQ(zombie_children(), 0);
+}
+
+// One agent's reply of invalid bytes once killed the worker inside libpq's quoting. Whatever a
+// program prints, the outcome's text is valid UTF-8 cut on a character boundary.
+TEST_F(ExecTest, InvalidUtf8AndBinaryOutputBecomeReadableText) {
+  auto r = run(sh(R"(printf '\377\376 bad '; i=0; while [ $i -lt 1500 ]; do printf '\346\227\245'; i=$((i+1)); done; exit 1)"));
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::retry);
+  EXPECT_TRUE(r.message.rfind("exit 1: ", 0) == 0) << r.message.substr(0, 40);
+  std::string tail = r.message.substr(std::string("exit 1: ").size());
+  EXPECT_EQ(valid_utf8(tail), tail);  // nothing left to replace
+  EXPECT_LE(tail.size(), 4096u);
+  EXPECT_GE(tail.size(), 4090u);      // cut at a boundary near the limit, not emptied
+  EXPECT_EQ(tail.size() % 3, 0u);     // whole 3-byte characters only
+
+  auto bin = run(sh(R"(printf '\377\376\000\001\200 end'; exit 3)"));
+  EXPECT_EQ(bin.message, "exit 3: \xEF\xBF\xBD\xEF\xBF\xBD\x01\xEF\xBF\xBD end");
+}
+
+TEST_F(ExecTest, ExitDataErrorFailsWithoutRetry) {
+  auto r = run(sh("echo 'bad payload'; exit 65"));
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::failed);
+  EXPECT_EQ(r.message, "exit 65 (data error: not retried): bad payload\n");
+}
+
+// A task's deadline that passed before its program even started: the message names the limit,
+// never a negative time.
+TEST_F(ExecTest, ATimeoutReportsTheTasksLimitEvenWhenItsDeadlineHadPassed) {
+  ExecHandler h(ExecOptions{sh("sleep 30"), "", {}, 10s, 1s}, log);
+  Task t;
+  t.id = 5;
+  t.kind = "script";
+  auto r = h.run(t, HandlerContext{stop.get_token(), std::chrono::steady_clock::now() - 12ms, 1ms});
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(r.message, "timed out after 1ms");
 }
 
 }  // namespace

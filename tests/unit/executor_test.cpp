@@ -191,3 +191,73 @@ TEST_F(ExecutorTest, CancelAllReleasesRunningTasksEvenIfTheirHandlerIgnoresStop)
 
 }  // namespace
 }  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+class ExecutorHoldTest : public ExecutorTest {};
+
+// After a database crash loses a claim's commit, the next claim hands out the same tasks again:
+// the executor must leave them to the copies it is already running.
+TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutcomeIsWritten) {
+  std::latch started(1), release(1);
+  std::atomic<int> runs{0};
+  add("slow", [&](const Task&, const HandlerContext&) {
+    ++runs;
+    started.count_down();
+    release.wait();
+    return TaskOutcome::success();
+  });
+  ExecutorOptions o;
+  o.hold_until_forgotten = true;
+  Executor ex(o, handlers, sink(), log);
+  EXPECT_EQ(ex.submit({task(1, "slow"), task(2, "slow")}), 2);
+  started.wait();
+  EXPECT_EQ(ex.submit({task(1, "slow"), task(3, "slow")}), 1);  // 1 is running: refused; 3 is new
+  EXPECT_NE(logs.str().find("leaving it to the running copy"), std::string::npos) << logs.str();
+  release.count_down();
+  ASSERT_TRUE(wait_results(3));
+  ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
+  EXPECT_EQ(runs, 3);
+  // The handler returned, but the outcome is not written yet: still held.
+  EXPECT_EQ(ex.submit({task(1, "slow")}), 0);
+  ex.forget({1});
+  EXPECT_EQ(ex.submit({task(1, "slow")}), 1);
+  ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
+  EXPECT_EQ(runs, 4);
+}
+
+TEST_F(ExecutorHoldTest, WithoutHoldingAnIdIsFreeOnceItsHandlerReturned) {
+  add("ok", [](const Task&, const HandlerContext&) { return TaskOutcome::success(); });
+  Executor ex({}, handlers, sink(), log);
+  EXPECT_EQ(ex.submit({task(1, "ok")}), 1);
+  ASSERT_TRUE(wait_results(1));
+  ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
+  {
+    std::lock_guard lock(mu);
+    results.clear();
+  }
+  EXPECT_EQ(ex.submit({task(1, "ok")}), 1);
+  EXPECT_TRUE(wait_results(1));
+}
+
+TEST_F(ExecutorHoldTest, ARowThatCouldNotBeReadFailsWithItsDefectAndNeverReachesItsHandler) {
+  std::atomic<int> runs{0};
+  add("ok", [&](const Task&, const HandlerContext&) {
+    ++runs;
+    return TaskOutcome::success();
+  });
+  Executor ex({}, handlers, sink(), log);
+  Task bad = task(1, "ok");
+  bad.defect = "the task's row could not be read: bad value";
+  ex.submit({bad, task(2, "ok")});
+  ASSERT_TRUE(wait_results(2));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(results.at(1).outcome.kind, TaskOutcome::Kind::failed);
+  EXPECT_EQ(results.at(1).outcome.message, "the task's row could not be read: bad value");
+  EXPECT_EQ(results.at(2).outcome.kind, TaskOutcome::Kind::succeeded);
+  EXPECT_EQ(runs, 1);
+}
+
+}  // namespace
+}  // namespace agentcron

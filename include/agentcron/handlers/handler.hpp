@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "agentcron/duration.hpp"
 #include "agentcron/task.hpp"
 
 namespace agentcron {
@@ -22,6 +23,7 @@ class Logger;
 struct HandlerContext {
   std::stop_token stop;
   std::chrono::steady_clock::time_point deadline;
+  Millis limit{0};  // the time limit `deadline` comes from, for messages ("timed out after …")
 };
 
 class Handler {
