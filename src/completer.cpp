@@ -141,18 +141,27 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
   std::sort(written.begin(), written.end());
   std::uint64_t ok = 0, retried = 0, failed = 0, stale = 0;
   std::vector<std::int64_t> done;
+  std::vector<FinishedRun> again;
   for (std::size_t i = 0; i < completions.size(); ++i) {
     const Completion& c = completions[i];
     const Task& t = runs[i].task;
-    done.push_back(t.id);
     if (!std::binary_search(written.begin(), written.end(), t.id)) {
+      if (redelivered_ && redelivered_(t.id)) {
+        // The database lost this run's claim and has since handed the task to us again, at the
+        // same attempt: the same outcome now finishes it, without running the task twice.
+        log_.info("writing a task outcome again: the database had lost the task's claim",
+                  {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+        again.push_back(std::move(runs[i]));
+        continue;
+      }
       // Not a success, nor a failure: the row moved on without this outcome.
       ++stale;
       log_.warn("task outcome not recorded: the task is no longer running under this worker's lease "
-                "(rescued after its lease expired, or changed meanwhile)",
+                "(rescued after its lease expired, its claim lost in a database crash, or changed meanwhile)",
                 {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
       continue;
     }
+    done.push_back(t.id);
     bool is_retry = c.run_outcome == "retry";
     bool is_failure = !is_retry && (c.status == Completion::Status::failed || c.run_outcome == "failed");
     if (is_retry) ++retried;
@@ -176,6 +185,7 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
     stats_.retried += retried;
     stats_.failed += failed;
     stats_.not_recorded += stale;
+    for (auto& run : again) queue_.push_back(std::move(run));
   }
   announce_written(done);
   return true;

@@ -130,6 +130,8 @@ const std::vector<KeySpec>& key_specs() {
        "Wake on NOTIFY agentcron_due (forced off in pgbouncer mode)."},
       {"scheduler", "lease", DurRef(REF(scheduler.lease)), 3000, 0, false, nullptr, ">= 3s",
        "Lease of a running task, extended every lease/3; an expired lease is rescued."},
+      {"scheduler", "durable_claims", BoolRef(REF(scheduler.durable_claims)), 0, 0, false, nullptr, "true/false",
+       "Claims wait for their WAL flush; false saves it, but a server crash may then lose a claim whose tasks are running."},
       {"executor", "task_timeout", DurRef(REF(executor.task_timeout)), 1, 0, false, nullptr, "> 0",
        "A handler's time limit unless the task's timeout_ms says otherwise."},
       {"retry", "base_delay", DurRef(REF(retry.base_delay)), 1, 0, false, nullptr, "> 0",

@@ -91,7 +91,8 @@ int Executor::submit(std::vector<Task> tasks) {
     for (auto& t : tasks) {
       // Never a second copy of a task this worker runs: the row already names us and the
       // attempt, so the running copy's outcome is the one that will finish it.
-      if (!held_.try_emplace(t.id).second) {
+      if (auto [hold, fresh] = held_.try_emplace(t.id); !fresh) {
+        hold->second.redelivered = true;
         refused.push_back(t.id);
         continue;
       }
@@ -117,6 +118,17 @@ int Executor::submit(std::vector<Task> tasks) {
 void Executor::forget(const std::vector<std::int64_t>& ids) {
   std::lock_guard lock(mu_);
   for (std::int64_t id : ids) release_hold_locked(id, false, true);
+}
+
+bool Executor::unrecorded(std::int64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = held_.find(id);
+  if (it != held_.end() && it->second.redelivered) {
+    it->second.redelivered = false;
+    return true;
+  }
+  release_hold_locked(id, false, true);
+  return false;
 }
 
 void Executor::release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done) {
@@ -247,8 +259,10 @@ void Executor::slot_loop(std::stop_token st) {
     }
     r->started_at = std::chrono::system_clock::now();
     r->deadline = std::chrono::steady_clock::now() + r->limit;  // the clock starts at the slot
-    bool wake_supervisor = r->deadline < supervisor_wake_at_;  // an earlier deadline than it sleeps to
-    if (wake_supervisor) ++generation_;
+    bool earlier = r->deadline < supervisor_wake_at_;  // an earlier deadline than it sleeps to
+    if (earlier) ++generation_;
+    // Or this was the last idle thread while tasks still wait: the supervisor adds threads.
+    bool wake_supervisor = earlier || starved_locked();
     lock.unlock();
     if (wake_supervisor) supervisor_cv_.notify_all();
     TaskOutcome outcome = run_one(*r);

@@ -554,7 +554,7 @@ CREATE TABLE IF NOT EXISTS agentcron.schema_migrations (
 
 StoreOptions StoreOptions::from_config(const Config& c) {
   StoreOptions o;
-  o.claim = {c.timeouts.claim, c.timeouts.lock, c.timeouts.idle_in_transaction, true};
+  o.claim = {c.timeouts.claim, c.timeouts.lock, c.timeouts.idle_in_transaction, !c.scheduler.durable_claims};
   o.update = {c.timeouts.update, c.timeouts.lock, c.timeouts.idle_in_transaction};
   o.pgbouncer = c.database.pgbouncer;
   return o;

@@ -158,6 +158,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
     executor->forget(ids);
     poller->on_slot_freed();
   });
+  s->completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
   s->completer->set_outcomes_coming([exec = s->executor.get()] { return exec->outcomes_coming(); });
 
   s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease);

@@ -48,6 +48,7 @@ struct SchedulerConfig {
   int concurrency = 8;                     // executor slots
   bool listen = true;                      // LISTEN agentcron_due (off in pgbouncer mode)
   Millis lease = 60s;                      // a running task's lease; extended every lease/3
+  bool durable_claims = true;              // claims wait for their WAL flush (docs/performance.md)
 };
 
 struct ExecutorConfig {

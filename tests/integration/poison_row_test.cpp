@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <atomic>
+#include <latch>
 #include <sstream>
+#include <thread>
 
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
@@ -150,6 +153,44 @@ TEST_F(PoisonRowTest, AHandlerReplyOfInvalidUtf8FailsOnlyItsTaskWithReadableText
   EXPECT_EQ(error.rfind("\xEF\xBF\xBD\xEF\xBF\xBD bad \xE6\x97\xA5", 0), 0u);
   EXPECT_LE(error.size(), 8192u);
   EXPECT_EQ(error.substr(error.size() - 3), "\xE2\x80\xA6");  // cut, and says so
+}
+
+// What a claim lost in a database crash looks like to the worker: its running tasks are pending
+// again and the next claim hands them out again, at the same attempt. The worker refuses the
+// copies while the first runs go on, and the first runs' outcomes finish the tasks.
+TEST_F(PoisonRowTest, AClaimTheDatabaseLostIsNotRunAgainBesideTheRunningCopies) {
+  std::latch release(1);
+  std::atomic<int> runs{0};
+  HandlerRegistry reg;
+  reg.add("agent", std::make_shared<FnHandler>([&](const Task&, const HandlerContext&) {
+            ++runs;
+            release.wait();
+            return TaskOutcome::success();
+          }));
+  db.insert_due(2, "agent");
+  Config c = db.config();
+  c.scheduler.concurrency = 10;
+  Worker w(c, std::move(reg), log, "lost-claim-test");
+  std::thread runner([&] { w.run(); });
+  bool running = testing::eventually([&] { return runs == 2; }, 20s);
+  // The claim's commit "lost": the rows as they were before it, and a wake-up for the poller.
+  db.exec("UPDATE agentcron.agent_tasks SET status = 'pending', attempts = 0, locked_by = NULL, locked_until = NULL");
+  db.exec("NOTIFY agentcron_due");
+  bool refused = running && testing::eventually([&] { return w.stats().poller.redelivered == 2; }, 20s);
+  bool running_again = count("status = 'running' AND locked_by = 'lost-claim-test' AND attempts = 1") == 2;
+  release.count_down();
+  bool done = testing::eventually([&] { return count("status = 'succeeded'") == 2; }, 20s);
+  w.request_shutdown(1);
+  runner.join();
+  ASSERT_TRUE(running) << logs.str();
+  EXPECT_TRUE(refused) << logs.str();
+  EXPECT_TRUE(running_again);
+  EXPECT_TRUE(done) << logs.str();
+  EXPECT_EQ(runs, 2);  // once each
+  WorkerStats st = w.stats();
+  EXPECT_EQ(st.completer.succeeded, 2u);
+  EXPECT_EQ(st.completer.not_recorded, 0u);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs"), 0);  // no rescue, no second run
 }
 
 }  // namespace

@@ -10,6 +10,17 @@
 #include <fstream>
 #include <regex>
 
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "agentcron/log.hpp"
+#include "agentcron/worker.hpp"
+#include "support/fn_handler.hpp"
 #include "support/process.hpp"
 #include "support/test_db.hpp"
 
@@ -132,6 +143,84 @@ TEST_F(OutageTest, WorkerStartedWhileTheDatabaseIsDownWaitsAndStartsWhenItComesU
   EXPECT_NE(w.err().find("database is reachable"), std::string::npos);
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(15s), 0) << w.err();
+}
+
+// With scheduler.durable_claims = false a claim commits without waiting for its WAL flush: an
+// immediate restart of PostgreSQL right after it loses the claim while its tasks run, and the
+// same worker then claims them again while the first copies still run (the faults issue saw it
+// in 2 runs of 3). Each task must run once at a time in this worker, and its success be counted
+// once. The WAL writer is told to wait 10 s so that the claim is still unflushed at the restart;
+// outcomes are durable here (synchronous_commit on for this database), as on a default server.
+TEST_F(OutageTest, AnImmediateRestartThatLosesAClaimRunsNoTaskTwiceAtOnceInOneWorker) {
+  constexpr int kTasks = 300;
+  struct WalWriterDelay {
+    TestDatabase& db;
+    explicit WalWriterDelay(TestDatabase& d) : db(d) {
+      db.exec("ALTER SYSTEM SET wal_writer_delay = '10s'");
+      db.exec("SELECT pg_reload_conf()");
+    }
+    ~WalWriterDelay() {
+      db.reconnect();
+      db.exec("ALTER SYSTEM RESET wal_writer_delay");
+      db.exec("SELECT pg_reload_conf()");
+    }
+  } slow_wal_writer(db);
+  db.exec("ALTER DATABASE " + db.name() + " SET synchronous_commit = on");
+  db.insert_due(kTasks, "slow");
+  db.exec("CHECKPOINT");
+  std::mutex mu;
+  std::set<std::int64_t> active;
+  std::map<std::int64_t, int> runs;
+  int overlaps = 0;
+  HandlerRegistry reg;
+  reg.add("slow", std::make_shared<testing::FnHandler>([&](const Task& t, const HandlerContext&) {
+            {
+              std::lock_guard lock(mu);
+              if (!active.insert(t.id).second) ++overlaps;
+              ++runs[t.id];
+            }
+            std::this_thread::sleep_for(4s);  // the agent's work: it spans the restart
+            std::lock_guard lock(mu);
+            active.erase(t.id);
+            return TaskOutcome::success();
+          }));
+  Config c = db.config();
+  c.scheduler.schedule = "@every 200ms";
+  c.scheduler.batch_size = kTasks;
+  c.scheduler.concurrency = kTasks;
+  c.scheduler.lease = 30s;
+  c.database.connect_timeout = 2s;
+  c.retry.base_delay = 100ms;
+  c.retry.breaker_cooldown = 500ms;
+  c.scheduler.durable_claims = false;  // the choice under test: claims that a crash can lose
+  std::ostringstream logs;
+  Logger log{LogFormat::json, LogLevel::warn, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
+  Worker w(c, std::move(reg), log, "restart-test");
+  std::thread runner([&] { w.run(); });
+  bool claimed = eventually([&] {
+    std::lock_guard lock(mu);
+    return static_cast<int>(active.size()) == kTasks;
+  }, 30s);
+  if (claimed) pg_ctl("-m immediate restart");
+  db.reconnect();
+  bool done = claimed && eventually([&] { return succeeded() == kTasks; }, 60s);
+  w.request_shutdown(1);
+  runner.join();
+  ASSERT_TRUE(claimed) << logs.str();
+  ASSERT_TRUE(done) << "succeeded " << succeeded() << "\n" << logs.str().substr(0, 4000);
+  WorkerStats st = w.stats();
+  int executions = 0;
+  for (const auto& [id, n] : runs) executions += n;
+  std::printf("immediate restart after a claim of %d: %d executions, %llu claims refused as already running, "
+              "%llu outcomes not recorded, %d overlapping runs\n",
+              kTasks, executions, static_cast<unsigned long long>(st.poller.redelivered),
+              static_cast<unsigned long long>(st.completer.not_recorded), overlaps);
+  EXPECT_EQ(overlaps, 0);
+  // A first copy whose outcome came back before the task was claimed again could not be recorded
+  // (the row was pending): the task then ran again, after it — never beside it.
+  EXPECT_EQ(executions, kTasks + static_cast<int>(st.completer.not_recorded));
+  EXPECT_EQ(st.completer.succeeded, static_cast<std::uint64_t>(kTasks));  // tasks, not deliveries
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded' AND attempts = 1"), kTasks);
 }
 
 }  // namespace

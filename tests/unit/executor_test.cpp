@@ -200,11 +200,10 @@ class ExecutorHoldTest : public ExecutorTest {};
 // After a database crash loses a claim's commit, the next claim hands out the same tasks again:
 // the executor must leave them to the copies it is already running.
 TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutcomeIsWritten) {
-  std::latch started(1), release(1);
+  std::latch release(1);
   std::atomic<int> runs{0};
   add("slow", [&](const Task&, const HandlerContext&) {
     ++runs;
-    started.count_down();
     release.wait();
     return TaskOutcome::success();
   });
@@ -212,8 +211,9 @@ TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutco
   o.hold_until_forgotten = true;
   Executor ex(o, handlers, sink(), log);
   EXPECT_EQ(ex.submit({task(1, "slow"), task(2, "slow")}), 2);
-  started.wait();
+  ASSERT_TRUE(testing::eventually([&] { return runs == 2; }, 10s));
   EXPECT_EQ(ex.submit({task(1, "slow"), task(3, "slow")}), 1);  // 1 is running: refused; 3 is new
+  // A refused claim is remembered: an outcome of 1 that matched no row is to be written again.
   EXPECT_NE(logs.str().find("leaving it to the running copy"), std::string::npos) << logs.str();
   release.count_down();
   ASSERT_TRUE(wait_results(3));
@@ -221,10 +221,55 @@ TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutco
   EXPECT_EQ(runs, 3);
   // The handler returned, but the outcome is not written yet: still held.
   EXPECT_EQ(ex.submit({task(1, "slow")}), 0);
+  EXPECT_TRUE(ex.unrecorded(1));   // re-delivered meanwhile: write the outcome again, keep holding
+  EXPECT_EQ(ex.submit({task(1, "slow")}), 0);
   ex.forget({1});
+  EXPECT_FALSE(ex.unrecorded(3));  // never re-delivered: let go of
+  EXPECT_EQ(ex.submit({task(3, "slow")}), 1);
   EXPECT_EQ(ex.submit({task(1, "slow")}), 1);
   ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
-  EXPECT_EQ(runs, 4);
+  EXPECT_EQ(runs, 5);
+}
+
+// Slot threads start on demand: a burst of slow handlers must get a thread each, not wait
+// behind the first few (the supervisor was only woken by an earlier deadline, so a burst beyond
+// the eagerly started threads stayed on four of them until one returned).
+TEST_F(ExecutorHoldTest, ABurstOfSlowHandlersGetsEverySlotAtOnce) {
+  constexpr int kSlots = 40;
+  std::latch all_running(kSlots), release(1);
+  add("slow", [&](const Task&, const HandlerContext&) {
+    all_running.count_down();
+    release.wait();
+    return TaskOutcome::success();
+  });
+  Executor ex({kSlots, 5min}, handlers, sink(), log);
+  std::vector<Task> burst;
+  for (int i = 1; i <= kSlots; ++i) burst.push_back(task(i, "slow"));
+  ex.submit(std::move(burst));
+  // Every handler blocks until released: all of them run at once only with a thread per task.
+  bool all = testing::eventually([&] { return all_running.try_wait(); }, 20s);
+  release.count_down();
+  EXPECT_TRUE(all);
+  EXPECT_EQ(ex.threads(), kSlots);
+  EXPECT_TRUE(wait_results(kSlots));
+}
+
+// The rule of docs/handlers.md: `timezone` belongs to `cron`. A one-off task never reads it; a
+// recurring one with an unknown zone fails for good, naming the zone.
+TEST_F(ExecutorHoldTest, AnUnknownTimezoneFailsARecurringTaskButNotAOneOffTask) {
+  add("k", [](const Task&, const HandlerContext&) { return TaskOutcome::success(); });
+  Executor ex({}, handlers, sink(), log);
+  Task one_off = task(1, "k");
+  one_off.timezone = "Mars/Olympus_Mons";
+  Task recurring = task(2, "k");
+  recurring.timezone = "Mars/Olympus_Mons";
+  recurring.cron = "*/5 * * * *";
+  ex.submit({one_off, recurring});
+  ASSERT_TRUE(wait_results(2));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(results.at(1).outcome.kind, TaskOutcome::Kind::succeeded);
+  EXPECT_EQ(results.at(2).outcome.kind, TaskOutcome::Kind::failed);
+  EXPECT_NE(results.at(2).outcome.message.find("Mars/Olympus_Mons"), std::string::npos) << results.at(2).outcome.message;
 }
 
 TEST_F(ExecutorHoldTest, WithoutHoldingAnIdIsFreeOnceItsHandlerReturned) {
