@@ -134,6 +134,8 @@ const std::vector<KeySpec>& key_specs() {
        "Claims wait for their WAL flush; false saves it, but a server crash may then lose a claim whose tasks are running."},
       {"executor", "task_timeout", DurRef(REF(executor.task_timeout)), 1, 0, false, nullptr, "> 0",
        "A handler's time limit unless the task's timeout_ms says otherwise."},
+      {"executor", "max_payload_bytes", IntRef(REF(executor.max_payload_bytes)), 1024, 1 << 30, false, nullptr,
+       "1024–1073741824", "A task whose payload (as JSON text) is larger fails without being read or run."},
       {"retry", "base_delay", DurRef(REF(retry.base_delay)), 1, 0, false, nullptr, "> 0",
        "First retry delay of a failed task (and of a transient database error)."},
       {"retry", "max_delay", DurRef(REF(retry.max_delay)), 1, 0, false, nullptr, "> 0",

@@ -34,6 +34,7 @@ TickResult Poller::run_once(int max_tasks) {
     p.kinds = options_.kinds;
     p.worker = options_.worker;
     p.lease = options_.lease;
+    p.max_payload_bytes = options_.max_payload_bytes;
     batch_size = options_.batch_size;
     max_batches = options_.max_batches_per_tick;
   }

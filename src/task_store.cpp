@@ -330,6 +330,9 @@ Task task_from_row(const pqxx::row& row) {
   t.kind = row[2].as<std::string>();
   try {
     t.agent_id = opt_text(row[1]);
+    if (row[3].is_null())
+      throw std::length_error("the payload is " + row[12].as<std::string>() +
+                              " bytes, more than executor.max_payload_bytes allows; it was not read");
     t.payload = row[3].as<std::string>();
     t.attempt = row[4].as<int>();
     t.max_attempts = row[5].as<int>();
@@ -337,6 +340,8 @@ Task task_from_row(const pqxx::row& row) {
     t.timezone = row[7].as<std::string>();
     if (!row[8].is_null()) t.timeout_ms = row[8].as<int>();
     t.scheduled_for = from_epoch_us(row[9].as<std::int64_t>());
+  } catch (const std::length_error& e) {
+    t.defect = e.what();
   } catch (const std::exception& e) {
     t.defect = std::string("the task's row could not be read: ") + e.what();
   }
@@ -357,9 +362,9 @@ UPDATE agentcron.agent_tasks t
 SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
     locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now()
 FROM due WHERE t.id = due.id
-RETURNING t.id, t.agent_id, t.kind, t.payload::text, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
+RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
           (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
-          (extract(epoch FROM now()) * 1000000)::bigint, t.priority
+          (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text)
 )SQL"};
 
 constexpr Statement kComplete{"agentcron_complete", R"SQL(
@@ -571,7 +576,8 @@ std::vector<Task> TaskStore::claim_due(const ClaimParams& p) {
   return in_transaction(pool_, *watchdog_, options_.claim, options_.client_grace, "claim due tasks", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
                           pqxx::result r = run(tx, c, options_.pgbouncer, options_.claim, kClaim, kinds, p.limit,
-                                               p.worker, static_cast<std::int64_t>(p.lease.count()));
+                                               p.worker, static_cast<std::int64_t>(p.lease.count()),
+                                               p.max_payload_bytes);
                           std::vector<Task> tasks;
                           tasks.reserve(r.size());
                           for (const auto& row : r) tasks.push_back(task_from_row(row));

@@ -149,6 +149,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   popts.lease = c.scheduler.lease;
   popts.worker = id_;
   popts.kinds = handlers_.kinds();
+  popts.max_payload_bytes = c.executor.max_payload_bytes;
   s->poller = std::make_unique<Poller>(popts, *s->store, *s->executor, *s->breaker, log_);
   Poller* poller = s->poller.get();
   s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
@@ -321,7 +322,8 @@ int Worker::once(const WorkerRunOptions& opts) {
   try {
     if (!opts.drain) {
       // One batch: up to batch_size (or --max-tasks) tasks; the executor queues past its slots.
-      ClaimParams p{std::min(limit, config_.scheduler.batch_size), handlers_.kinds(), id_, config_.scheduler.lease};
+      ClaimParams p{std::min(limit, config_.scheduler.batch_size), handlers_.kinds(), id_, config_.scheduler.lease,
+                    config_.executor.max_payload_bytes};
       auto tasks = s.store->claim_due(p);
       claimed = static_cast<int>(tasks.size());
       s.executor->submit(std::move(tasks));

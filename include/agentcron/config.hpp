@@ -53,6 +53,7 @@ struct SchedulerConfig {
 
 struct ExecutorConfig {
   Millis task_timeout = 5min;  // a handler's time limit unless the row sets timeout_ms
+  int max_payload_bytes = 1 << 20;  // a larger payload fails its task unread
 };
 
 struct RetryConfig {

@@ -31,6 +31,7 @@ struct PollerOptions {
   Millis lease = std::chrono::seconds(60);
   std::string worker;
   std::vector<std::string> kinds;
+  int max_payload_bytes = 1 << 20;  // larger payloads are not fetched (ClaimParams)
   Backoff reconnect{std::chrono::seconds(1), std::chrono::seconds(30), 2};  // of the LISTEN connection
 };
 

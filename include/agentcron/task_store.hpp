@@ -44,6 +44,8 @@ struct ClaimParams {
   std::vector<std::string> kinds;  // claim only these
   std::string worker;
   Millis lease = std::chrono::seconds(60);
+  // A payload larger than this (as JSON text) is not fetched: its task comes back with a defect.
+  int max_payload_bytes = 1 << 20;
 };
 
 // The final state of a run, decided by the completer.
