@@ -1,6 +1,7 @@
 // The executor (see executor.hpp). Slot threads are persistent; a supervisor thread enforces
-// deadlines. A task's outcome is settled exactly once: by its slot when the handler returns, by
-// the supervisor at its deadline, or by cancel_all at shutdown — whichever comes first.
+// deadlines by asking handlers to stop. A task's outcome is settled exactly once: by its slot
+// when the handler returns (after a timeout or a cancellation too), or by cancel_all for a task
+// that never started.
 #include "agentcron/executor.hpp"
 
 #include <algorithm>
@@ -195,22 +196,38 @@ void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, st
 
 int Executor::cancel_all(const std::string& why) {
   std::unique_lock lock(mu_);
-  std::vector<std::shared_ptr<Running>> victims;
-  for (auto& [id, r] : running_)
-    if (!r->settled) victims.push_back(r);
-  // Queued ones never start.
+  int cancelled = 0;
+  std::vector<std::shared_ptr<Running>> queued;
+  for (auto& [id, r] : running_) {
+    if (r->settled) continue;
+    ++cancelled;
+    if (r->started_at == SysTime{}) {
+      queued.push_back(r);  // never started: nothing runs it, it may go back at once
+    } else {
+      r->stopped = Running::Stopped::cancelled;
+      r->cancel_reason = why;
+      r->stop.request_stop();  // released by its slot once the handler has returned
+    }
+  }
   for (auto& q : queue_) {
     release_hold_locked(q->task.id, true, false);
     --busy_;
   }
   queue_.clear();
-  for (auto& r : victims) {
-    r->stop.request_stop();
-    settle(r, TaskOutcome::released(why), lock);
-  }
+  for (auto& r : queued) settle(r, TaskOutcome::released(why), lock);
   lock.unlock();
   state_cv_.notify_all();
-  return static_cast<int>(victims.size());
+  return cancelled;
+}
+
+TaskOutcome Executor::stopped_outcome(const Running& r, TaskOutcome returned) {
+  if (r.stopped == Running::Stopped::cancelled) return TaskOutcome::released(r.cancel_reason);
+  // Timed out. A handler that noticed its own deadline says so, with what it knows (an exec
+  // program's output tail); anything else it returned after the stop request does not count.
+  if (returned.kind != TaskOutcome::Kind::succeeded && !returned.cancelled &&
+      returned.message.rfind("timed out after ", 0) == 0)
+    return returned;
+  return TaskOutcome::retry("timed out after " + format_duration(r.limit));
 }
 
 TaskOutcome Executor::run_one(Running& r) {
@@ -267,6 +284,8 @@ void Executor::slot_loop(std::stop_token st) {
     if (wake_supervisor) supervisor_cv_.notify_all();
     TaskOutcome outcome = run_one(*r);
     lock.lock();
+    // Only now, with the handler returned, may its retry or release be written.
+    if (r->stopped != Running::Stopped::no) outcome = stopped_outcome(*r, std::move(outcome));
     if (!r->settled) settle(r, std::move(outcome), lock);
     release_hold_locked(r->task.id, true, false);
     --busy_;
@@ -286,17 +305,17 @@ void Executor::supervise(std::stop_token st) {
     auto earliest = std::chrono::steady_clock::time_point::max();
     std::vector<std::shared_ptr<Running>> expired;
     for (auto& [id, r] : running_) {
-      if (r->settled || r->started_at == SysTime{}) continue;  // not started: its clock starts at the slot
+      // Not started: its clock starts at the slot. Already told to stop: its slot settles it.
+      if (r->settled || r->started_at == SysTime{} || r->stopped != Running::Stopped::no) continue;
       if (r->deadline <= now) expired.push_back(r);
       else earliest = std::min(earliest, r->deadline);
     }
     for (auto& r : expired) {
-      if (r->settled) continue;
+      // The outcome waits for the handler to return: its task keeps its lease until then.
+      r->stopped = Running::Stopped::timed_out;
       r->stop.request_stop();
-      log_.warn("task timed out", {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
-      settle(r, TaskOutcome::retry("timed out after " + format_duration(r->limit)), lock);
+      log_.warn("task timed out; stopping its handler", {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
     }
-    if (!expired.empty()) continue;
     if (starved_locked()) {
       grow_locked(1);
       work_cv_.notify_one();

@@ -191,17 +191,19 @@ CompleterStats Worker::shutdown_services() {
     auto deadline = std::chrono::steady_clock::now() + config_.shutdown.grace;
     if (!s.executor->wait_idle(deadline, skip_grace_.get_token())) {
       int n = s.executor->cancel_all("released at shutdown: the grace ran out");
-      log_.warn("grace over: released unfinished tasks back to pending", {{"count", n}});
+      log_.warn("grace over: stopping unfinished tasks; each goes back to pending once its handler has stopped",
+                {{"count", n}});
     }
   }
-  for (auto& p : s.periodic) p->request_stop();
-  for (auto& p : s.periodic) p->wait();
-  s.completer->stop(flush_deadline());
-  // Cancelled exec handlers need up to kill_after to stop their process groups.
+  // Cancelled exec handlers need up to kill_after to stop their process groups; their tasks are
+  // released only then, and their leases are extended until then.
   Millis stop_time = std::chrono::seconds(1);
   for (const auto& h : config_.handlers) stop_time = std::max(stop_time, h.kill_after + std::chrono::seconds(1));
   bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + stop_time) &&
                        s.executor->all_handlers_returned();
+  for (auto& p : s.periodic) p->request_stop();
+  for (auto& p : s.periodic) p->wait();
+  s.completer->stop(flush_deadline());
   s.pool->close(std::chrono::steady_clock::now() + std::chrono::seconds(5));
   auto st = s.completer->stats();
   log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},
@@ -209,9 +211,11 @@ CompleterStats Worker::shutdown_services() {
                         {"retried", static_cast<std::int64_t>(st.retried)},
                         {"released", static_cast<std::int64_t>(st.released)}});
   if (!handlers_done && s.executor->busy() > 0) {
-    // A handler ignores its stop token: its task is already released and every outcome written;
-    // the thread cannot be joined, so leave now rather than hang.
-    log_.warn("a handler did not return after cancellation; exiting without waiting for it");
+    // A handler ignores its stop token: its task stays running (never released beside a live
+    // handler) until its lease expires; every other outcome is written. The thread cannot be
+    // joined, so leave now rather than hang.
+    log_.warn("a handler did not return after cancellation; exiting without waiting for it (its task "
+              "is rescued when its lease expires)");
     log_.flush();
     std::fflush(nullptr);
     ::_exit(0);

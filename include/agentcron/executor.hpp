@@ -76,8 +76,11 @@ class Executor {
   std::vector<std::int64_t> running_ids() const;
   // Waits until every slot is free, `deadline` passes or `cut` is requested; true when idle.
   bool wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
-  // Shutdown past the grace: requests stop of every running handler and settles each task as
-  // released (back to pending, attempt not counted) at once, whether or not its handler returns.
+  // Shutdown past the grace: tasks not started yet are released (back to pending, attempt not
+  // counted) at once; every running handler is asked to stop, and its task is released once the
+  // handler has returned — never before, so that no other worker can start it beside the running
+  // copy. A handler that ignores its stop keeps its task (and its lease) for as long as it runs.
+  // Returns how many tasks were cancelled.
   int cancel_all(const std::string& why);
   // Whether every slot's thread has returned from its handler (false: some handler ignores stop).
   bool all_handlers_returned() const;
@@ -92,8 +95,14 @@ class Executor {
     Millis limit{0};                                   // the handler's time limit
     std::chrono::steady_clock::time_point deadline{};  // set when a slot starts it
     SysTime started_at{};
-    bool settled = false;  // its outcome was handed to the sink (by the slot, timeout or cancel)
+    bool settled = false;  // its outcome was handed to the sink (by its slot, or by cancel_all if queued)
+    // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
+    // decided when the handler returns.
+    enum class Stopped { no, timed_out, cancelled } stopped = Stopped::no;
+    std::string cancel_reason;
   };
+  // The outcome of a run whose handler returned after being told to stop.
+  static TaskOutcome stopped_outcome(const Running& r, TaskOutcome returned);
   struct Hold {
     bool handler_done = false;  // the handler returned, or never started
     bool outcome_done = false;  // the outcome is written (or settled, without hold_until_forgotten)

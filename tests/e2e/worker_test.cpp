@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -77,7 +79,7 @@ TEST_F(WorkerE2E, SigtermFinishesWhatFitsTheGraceReleasesTheRestAndLeavesNothing
   EXPECT_EQ(count("payload->>'s' = '0' AND status = 'pending' AND attempts = 0"), 5);
   EXPECT_EQ(count("status = 'running'"), 0);
   EXPECT_TRUE(connections_closed());
-  EXPECT_NE(worker.err().find("released unfinished tasks back to pending"), std::string::npos) << worker.err();
+  EXPECT_NE(worker.err().find("grace over: stopping unfinished tasks"), std::string::npos) << worker.err();
 }
 
 TEST_F(WorkerE2E, ASecondSigtermSkipsTheGrace) {
@@ -257,6 +259,50 @@ TEST_F(WorkerE2E, BadConfigExits78) {
   auto r = run_agentcron({"--config", config_path, "run"});
   EXPECT_EQ(r.code, 78);
   EXPECT_NE(r.err.find(config_path + ":7: scheduler.batch_size must be between 1 and 10000, got 0"), std::string::npos) << r.err;
+}
+
+// A task never runs twice at the same time: an exec program that takes its time over SIGTERM
+// (0.7 s in its trap) times out at 300 ms on every attempt. Its retry is written only once the
+// program has ended, so the other worker, woken by that retry, never starts the next attempt
+// while the last one is still stopping. Each run records its start and end.
+TEST_F(WorkerE2E, TwoWorkersNeverRunOneTaskAtTheSameTimeAcrossTimeouts) {
+  std::string dir = "/tmp/agentcron-e2e-overlap-" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str()), 0);
+  std::string log = dir + "/runs-$AGENTCRON_TASK_ID";
+  write_config("schedule = \"@every 100ms\"\nconcurrency = 4\n",
+               "[handlers.stubborn]\ntype = \"exec\"\nkill_after = \"5s\"\ncommand = [\"/bin/sh\", \"-c\", \""
+               "echo S $$ $(date +%s%N) >> " + log + "; "
+               "trap 'sleep 0.7; echo E $$ $(date +%s%N) >> " + log + "; exit 1' TERM; "
+               "sleep 30 >/dev/null 2>&1 & wait\"]\n");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, timeout_ms, max_attempts) "
+          "SELECT 'stubborn', 300, 3 FROM generate_series(1, 4)");
+  Process a({"--config", config_path, "run"});
+  Process b({"--config", config_path, "run"});
+  bool done = eventually([&] { return count("status = 'failed'") == 4; }, 60s);
+  a.signal(SIGTERM);
+  b.signal(SIGTERM);
+  EXPECT_EQ(a.wait(15s), 0) << a.err();
+  EXPECT_EQ(b.wait(15s), 0) << b.err();
+  ASSERT_TRUE(done) << a.err() << b.err();
+  for (int id = 1; id <= 4; ++id) {
+    std::ifstream in(dir + "/runs-" + std::to_string(id));
+    std::map<std::string, std::pair<long long, long long>> runs;  // pid -> (start, end)
+    std::string mark, pid;
+    long long ns;
+    while (in >> mark >> pid >> ns) (mark == "S" ? runs[pid].first : runs[pid].second) = ns;
+    ASSERT_EQ(runs.size(), 3u) << "task " << id;  // three attempts
+    std::vector<std::pair<long long, long long>> spans;
+    for (const auto& [p, span] : runs) {
+      EXPECT_GT(span.second, span.first) << "task " << id << " run " << p << " has no end";
+      spans.push_back(span);
+    }
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      EXPECT_GE(spans[i].first, spans[i - 1].second) << "task " << id << ": attempt " << i + 1
+                                                     << " started before attempt " << i << " had ended";
+  }
+  EXPECT_EQ(count("status = 'failed' AND last_error LIKE 'timed out after 300ms%'"), 4);
+  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace

@@ -84,7 +84,7 @@ TEST_F(ExecutorTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInTheirBatch) 
   EXPECT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 5s));
   std::string l = logs.str();
   EXPECT_NE(l.find("handler threw task_id=6 kind=throws attempt=1 error=kaboom"), std::string::npos) << l;
-  EXPECT_NE(l.find("task timed out task_id=8 kind=hangs"), std::string::npos) << l;
+  EXPECT_NE(l.find("task timed out; stopping its handler task_id=8 kind=hangs"), std::string::npos) << l;
 }
 
 TEST_F(ExecutorTest, RowTimeoutOverridesTheDefault) {
@@ -165,7 +165,10 @@ TEST_F(ExecutorTest, SlotThreadsStartOnDemandNotUpFront) {
   EXPECT_LE(ex.threads(), 2);  // two at a time, never a thousand
 }
 
-TEST_F(ExecutorTest, CancelAllReleasesRunningTasksEvenIfTheirHandlerIgnoresStop) {
+// A retry or release written while the handler still runs would let another worker start the
+// task beside it: cancel_all releases a queued task at once, a running one only when its
+// handler has returned (and a handler that ignores its stop keeps its task, and its lease).
+TEST_F(ExecutorTest, CancelAllReleasesARunningTaskOnlyOnceItsHandlerHasReturned) {
   std::latch started(2);
   std::latch let_go(1);
   add("stubborn", [&](const Task&, const HandlerContext&) {
@@ -178,15 +181,44 @@ TEST_F(ExecutorTest, CancelAllReleasesRunningTasksEvenIfTheirHandlerIgnoresStop)
   started.wait();
   EXPECT_EQ(ex.running_ids().size(), 3u);  // two running, one queued
   EXPECT_EQ(ex.cancel_all("shutdown"), 3);
-  ASSERT_TRUE(wait_results(3));
-  for (int i = 1; i <= 3; ++i) EXPECT_TRUE(results[i].outcome.cancelled) << i;
-  EXPECT_TRUE(ex.running_ids().empty());
+  ASSERT_TRUE(wait_results(1));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(results.size(), 1u);        // only the queued one …
+    EXPECT_TRUE(results[3].outcome.cancelled);
+  }
+  EXPECT_EQ(ex.running_ids().size(), 2u);  // … the running ones keep their leases
   EXPECT_FALSE(ex.all_handlers_returned());
   let_go.count_down();
+  ASSERT_TRUE(wait_results(3));
   ASSERT_TRUE(agentcron::testing::eventually([&] { return ex.all_handlers_returned(); }));
-  // The late successes were not delivered: each task has exactly its release.
   std::lock_guard lock(mu);
-  EXPECT_EQ(results.size(), 3u);
+  for (int i = 1; i <= 3; ++i) EXPECT_TRUE(results[i].outcome.cancelled) << i;  // released, not succeeded
+  EXPECT_EQ(results[1].outcome.message, "shutdown");
+}
+
+TEST_F(ExecutorTest, ATimedOutTaskIsRetriedOnlyOnceItsHandlerHasReturned) {
+  std::latch let_go(1);
+  std::atomic<bool> stop_seen{false};
+  add("slow_to_stop", [&](const Task&, const HandlerContext& c) {
+    while (!c.stop.stop_requested()) std::this_thread::yield();
+    stop_seen = true;
+    let_go.wait();  // cleaning up after the stop request (an exec program in its kill_after window)
+    return TaskOutcome::released("stopped");
+  });
+  Executor ex({2, 1min}, handlers, sink(), log);
+  Task t = task(1, "slow_to_stop");
+  t.timeout_ms = 20;
+  ex.submit({t});
+  ASSERT_TRUE(agentcron::testing::eventually([&] { return stop_seen.load(); }, 10s));
+  EXPECT_FALSE(wait_results(1, 200ms));         // no outcome while the handler is still running
+  EXPECT_EQ(ex.running_ids(), std::vector<std::int64_t>{1});  // and its lease is still extended
+  let_go.count_down();
+  ASSERT_TRUE(wait_results(1));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(results[1].outcome.kind, TaskOutcome::Kind::retry);
+  EXPECT_FALSE(results[1].outcome.cancelled);
+  EXPECT_EQ(results[1].outcome.message, "timed out after 20ms");
 }
 
 }  // namespace

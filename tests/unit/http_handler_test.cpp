@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "agentcron/utf8.hpp"
 #include "support/raw_server.hpp"
 
 namespace agentcron {
@@ -60,6 +61,12 @@ class HttpTest : public ::testing::Test {
     status("/error", 500, "stack trace");
     status("/unavailable", 503, "");
     status("/redirect", 301, "");
+    // Replies in bytes that are not UTF-8: a JSON body with a character cut at the kept limit,
+    // and binary garbage in an error.
+    std::string jp = "{\"x\":\"";
+    for (int i = 0; i < 1000; ++i) jp += "\xE6\x97\xA5";
+    status("/utf8-cut", 200, jp + "\"}", "application/json");
+    status("/binary-error", 500, std::string("\xFF\xFE\x00\x01 oops \xC3", 11));
     server.Put("/put", [=](const httplib::Request& req, httplib::Response& res) {
       record(req);
       res.status = 204;
@@ -197,6 +204,17 @@ TEST(ExpandEnv, SubstitutesAndNamesAMissingVariable) {
   } catch (const std::runtime_error& e) {
     EXPECT_STREQ(e.what(), "environment variable AGENTCRON_TEST_UNSET_VAR is not set");
   }
+}
+
+TEST_F(HttpTest, RepliesThatAreNotUtf8OrCutInsideACharacterBecomeValidText) {
+  auto ok = call(base() + "/utf8-cut");
+  ASSERT_EQ(ok.kind, TaskOutcome::Kind::succeeded) << ok.message;
+  EXPECT_LE(ok.message.size(), 2048u);  // keep_body, cut on a character boundary …
+  EXPECT_EQ(valid_utf8(ok.message), ok.message);
+  EXPECT_EQ(ok.message.substr(ok.message.size() - 3), "\xE2\x80\xA6");  // … and saying so
+  auto bad = call(base() + "/binary-error");
+  EXPECT_EQ(bad.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(bad.message, "HTTP 500: \xEF\xBF\xBD\xEF\xBF\xBD\x01 oops \xEF\xBF\xBD");
 }
 
 }  // namespace
