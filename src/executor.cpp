@@ -149,6 +149,44 @@ std::vector<std::int64_t> Executor::running_ids() const {
   return ids;
 }
 
+std::vector<std::int64_t> Executor::held_ids() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::int64_t> ids;
+  ids.reserve(held_.size());
+  for (const auto& [id, hold] : held_)
+    if (!hold.outcome_done) ids.push_back(id);
+  return ids;
+}
+
+int Executor::lose(const std::vector<std::int64_t>& ids) {
+  std::unique_lock lock(mu_);
+  int lost = 0;
+  for (std::int64_t id : ids) {
+    auto it = running_.find(id);
+    if (it == running_.end() || it->second->settled) continue;  // finished: its write will not match
+    std::shared_ptr<Running> r = it->second;
+    ++lost;
+    ++leases_lost_;
+    if (r->started_at == SysTime{}) {
+      // Never started: it leaves the queue unrun (its slot sees it settled), with no outcome.
+      r->settled = true;
+      running_.erase(it);
+      release_hold_locked(id, false, true);
+    } else {
+      r->stopped = Running::Stopped::lease_lost;
+      r->stop.request_stop();
+    }
+  }
+  lock.unlock();
+  state_cv_.notify_all();
+  return lost;
+}
+
+std::uint64_t Executor::leases_lost() const {
+  std::lock_guard lock(mu_);
+  return leases_lost_;
+}
+
 bool Executor::wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut) {
   std::unique_lock lock(mu_);
   return state_cv_.wait_until(lock, cut, deadline, [&] { return running_.empty() && busy_ == 0 && delivering_ == 0; });
@@ -203,7 +241,7 @@ int Executor::cancel_all(const std::string& why) {
     ++cancelled;
     if (r->started_at == SysTime{}) {
       queued.push_back(r);  // never started: nothing runs it, it may go back at once
-    } else {
+    } else if (r->stopped != Running::Stopped::lease_lost) {  // a lost lease is not ours to release
       r->stopped = Running::Stopped::cancelled;
       r->cancel_reason = why;
       r->stop.request_stop();  // released by its slot once the handler has returned
@@ -285,7 +323,16 @@ void Executor::slot_loop(std::stop_token st) {
     TaskOutcome outcome = run_one(*r);
     lock.lock();
     // Only now, with the handler returned, may its retry or release be written.
-    if (r->stopped != Running::Stopped::no) outcome = stopped_outcome(*r, std::move(outcome));
+    if (r->stopped == Running::Stopped::lease_lost) {
+      // The row is someone else's now: no outcome of ours may touch it.
+      r->settled = true;
+      running_.erase(r->task.id);
+      release_hold_locked(r->task.id, false, true);
+      log_.warn("dropped the outcome of a task whose lease was lost",
+                {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
+    } else if (r->stopped != Running::Stopped::no) {
+      outcome = stopped_outcome(*r, std::move(outcome));
+    }
     if (!r->settled) settle(r, std::move(outcome), lock);
     release_hold_locked(r->task.id, true, false);
     --busy_;

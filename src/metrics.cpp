@@ -72,6 +72,15 @@ std::string render_metrics(const MetricsSnapshot& s) {
       .sample(static_cast<double>(s.completer.released), outcome("released"));
   e.family("agentcron_outcome_write_errors_total", "counter", "Outcome writes that failed and were retried.")
       .sample(static_cast<double>(s.completer.write_errors));
+  e.family("agentcron_outcomes_not_recorded_total", "counter",
+           "Outcomes that matched no row: the task had been rescued or changed meanwhile.")
+      .sample(static_cast<double>(s.completer.not_recorded));
+  e.family("agentcron_claims_redelivered_total", "counter",
+           "Tasks claimed again while this worker still ran them (a claim the database lost); refused.")
+      .sample(static_cast<double>(s.poller.redelivered));
+  e.family("agentcron_leases_lost_total", "counter",
+           "Running tasks whose lease extension matched no row; their handlers were stopped.")
+      .sample(static_cast<double>(s.leases_lost));
   e.family("agentcron_outcomes_unwritten", "gauge", "Finished tasks whose outcome is not written yet.")
       .sample(static_cast<double>(s.outcomes_unwritten));
   e.family("agentcron_tasks_running", "gauge", "Tasks in the executor, queued or running.").sample(s.running);

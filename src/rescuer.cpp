@@ -1,6 +1,8 @@
 // Rescuer, Janitor, LeaseKeeper and the Periodic runner (see rescuer.hpp).
 #include "agentcron/rescuer.hpp"
 
+#include <algorithm>
+
 #include "agentcron/cron.hpp"
 #include "agentcron/executor.hpp"
 #include "agentcron/log.hpp"
@@ -9,8 +11,9 @@
 
 namespace agentcron {
 
-Periodic::Periodic(std::string name, Millis interval, std::function<void()> job, Logger& log)
-    : name_(std::move(name)), interval_(interval), job_(std::move(job)), log_(log) {}
+Periodic::Periodic(std::string name, Millis interval, std::function<void()> job, Logger& log, Millis retry)
+    : name_(std::move(name)), interval_(interval), retry_(retry > Millis(0) ? retry : interval), job_(std::move(job)),
+      log_(log) {}
 
 Periodic::~Periodic() {
   request_stop();
@@ -20,17 +23,23 @@ Periodic::~Periodic() {
 void Periodic::start() {
   if (thread_.joinable()) return;
   thread_ = std::jthread([this](std::stop_token st) {
+    auto next = std::chrono::steady_clock::now() + interval_;
     while (!st.stop_requested()) {
       {
         std::unique_lock lock(mu_);
-        if (cv_.wait_for(lock, st, interval_, [] { return false; }) || st.stop_requested()) return;
+        if (cv_.wait_until(lock, st, next, [] { return false; }) || st.stop_requested()) return;
       }
+      auto started = std::chrono::steady_clock::now();
+      next = started + interval_;  // a fixed rate: the next run is due an interval after this one started
       try {
         job_();
       } catch (const DatabaseError& e) {
-        log_.warn(name_ + " failed; will run again", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+        next = std::min(next, std::chrono::steady_clock::now() + retry_);
+        log_.warn(name_ + " failed; will run again", {{"sqlstate", e.sqlstate()}, {"error", e.what()},
+                                                       {"retry_in_ms", static_cast<std::int64_t>(retry_.count())}});
       } catch (const std::exception& e) {
         // Any other failure is this round's error, never the end of the thread (std::terminate).
+        next = std::min(next, std::chrono::steady_clock::now() + retry_);
         log_.error(name_ + " failed; will run again", {{"error", e.what()}});
       }
     }
@@ -86,8 +95,18 @@ std::int64_t Janitor::run_once() {
   return total;
 }
 
-std::int64_t LeaseKeeper::run_once() {
-  return store_.extend_leases(executor_.running_ids(), worker_, lease_);
+LeaseKeeperResult LeaseKeeper::run_once() {
+  std::vector<std::int64_t> held = executor_.held_ids();
+  std::vector<std::int64_t> extended = store_.extend_leases(held, worker_, lease_);
+  std::sort(extended.begin(), extended.end());
+  std::vector<std::int64_t> missing;
+  for (std::int64_t id : held)
+    if (!std::binary_search(extended.begin(), extended.end(), id)) missing.push_back(id);
+  LeaseKeeperResult r{static_cast<std::int64_t>(extended.size()), executor_.lose(missing)};
+  if (r.lost > 0)
+    log_.warn("lost the lease of running tasks (rescued or changed by someone else); stopped their handlers",
+              {{"count", r.lost}});
+  return r;
 }
 
 }  // namespace agentcron

@@ -420,6 +420,7 @@ constexpr Statement kExtend{"agentcron_extend", R"SQL(
 UPDATE agentcron.agent_tasks
 SET locked_until = now() + $3::bigint * interval '1 millisecond'
 WHERE id = ANY($1::bigint[]) AND status = 'running' AND locked_by = $2
+RETURNING id
 )SQL"};
 
 // Expired recurring tasks whose attempts are spent go to their next fire time, which only the
@@ -630,14 +631,17 @@ std::int64_t TaskStore::release_many(const std::vector<std::int64_t>& ids, const
   return n;
 }
 
-std::int64_t TaskStore::extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease) {
-  if (ids.empty()) return 0;
+std::vector<std::int64_t> TaskStore::extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker,
+                                                   Millis lease) {
+  if (ids.empty()) return {};
   std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
   return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "extend leases", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
-                          return static_cast<std::int64_t>(run(tx, c, options_.pgbouncer, options_.update, kExtend, arr, worker,
-                                                               static_cast<std::int64_t>(lease.count()))
-                                                               .affected_rows());
+                          std::vector<std::int64_t> extended;
+                          for (const auto& row : run(tx, c, options_.pgbouncer, options_.update, kExtend, arr, worker,
+                                                     static_cast<std::int64_t>(lease.count())))
+                            extended.push_back(row[0].as<std::int64_t>());
+                          return extended;
                         });
 }
 

@@ -162,9 +162,10 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
   s->completer->set_outcomes_coming([exec = s->executor.get()] { return exec->outcomes_coming(); });
 
-  s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease);
-  s->periodic.push_back(std::make_unique<Periodic>("extending leases", c.scheduler.lease / 3,
-                                                   [k = s->lease_keeper.get()] { k->run_once(); }, log_));
+  s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease, log_);
+  s->periodic.push_back(std::make_unique<Periodic>("extending leases", s->lease_keeper->interval(),
+                                                   [k = s->lease_keeper.get()] { k->run_once(); }, log_,
+                                                   s->lease_keeper->retry_interval()));
   if (!one_shot) {
     s->rescuer = std::make_unique<Rescuer>(*s->store, log_);
     s->janitor = std::make_unique<Janitor>(*s->store, c.retention.succeeded, c.retention.failed, log_);
@@ -251,6 +252,7 @@ MetricsSnapshot Worker::metrics() const {
   m.completer = s_->completer->stats();
   m.pool = s_->pool->stats();
   m.running = s_->executor->busy();
+  m.leases_lost = s_->executor->leases_lost();
   m.outcomes_unwritten = s_->completer->pending();
   auto last = s_->poller->last_tick();
   if (last != std::chrono::steady_clock::time_point{})

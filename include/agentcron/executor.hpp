@@ -72,8 +72,16 @@ class Executor {
   bool unrecorded(std::int64_t id);
   // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.
   bool wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
-  // Ids of the tasks whose outcome is not decided yet (their leases need extending).
+  // Ids of the tasks whose outcome is not decided yet.
   std::vector<std::int64_t> running_ids() const;
+  // Ids of the tasks whose leases this worker must keep: queued, running, or finished with the
+  // outcome not written yet (with hold_until_forgotten).
+  std::vector<std::int64_t> held_ids() const;
+  // The leases of `ids` were lost (an extend matched no row: rescued, or changed under us). Their
+  // handlers still running are asked to stop and their outcomes are dropped: the row is someone
+  // else's now. Returns how many handlers were told so.
+  int lose(const std::vector<std::int64_t>& ids);
+  std::uint64_t leases_lost() const;
   // Waits until every slot is free, `deadline` passes or `cut` is requested; true when idle.
   bool wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
   // Shutdown past the grace: tasks not started yet are released (back to pending, attempt not
@@ -98,7 +106,7 @@ class Executor {
     bool settled = false;  // its outcome was handed to the sink (by its slot, or by cancel_all if queued)
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
     // decided when the handler returns.
-    enum class Stopped { no, timed_out, cancelled } stopped = Stopped::no;
+    enum class Stopped { no, timed_out, cancelled, lease_lost } stopped = Stopped::no;
     std::string cancel_reason;
   };
   // The outcome of a run whose handler returned after being told to stop.
@@ -134,6 +142,7 @@ class Executor {
   int busy_ = 0;  // queued + running handlers
   std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines
   int delivering_ = 0;            // outcomes settled but not yet handed to the sink
+  std::uint64_t leases_lost_ = 0;
   int idle_threads_ = 0;          // slot threads waiting for work
   std::function<void()> on_slot_freed_;
   std::vector<std::jthread> slots_;  // started on demand, up to capacity_

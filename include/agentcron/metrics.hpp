@@ -29,6 +29,7 @@ struct MetricsSnapshot {
   PoolStats pool;
   int connection_limit = 0;
   int running = 0;       // handlers queued or running
+  std::uint64_t leases_lost = 0;  // running tasks whose extend matched no row
   int concurrency = 0;   // executor slots
   std::size_t outcomes_unwritten = 0;
   double seconds_since_tick = -1;  // since the last successful claim round; -1 before the first

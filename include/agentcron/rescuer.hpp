@@ -2,6 +2,7 @@
 // finished tasks deleted in small batches) and LeaseKeeper (our running tasks' leases extended
 // in one statement every lease/3). Each has run_once() for tests and runs on a Periodic thread.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -18,11 +19,12 @@ class Executor;
 class Logger;
 class TaskStore;
 
-// Runs `job` every `interval` on its own thread until stopped. The job's DatabaseErrors are
-// logged (it runs again at the next interval); other exceptions are bugs and propagate.
+// Runs `job` at a fixed rate, every `interval` from the start of the last run (a slow run is not
+// followed by a full interval of waiting), on its own thread until stopped. A run that throws is
+// logged and tried again after `retry` (a quick retry; default: the interval).
 class Periodic {
  public:
-  Periodic(std::string name, Millis interval, std::function<void()> job, Logger& log);
+  Periodic(std::string name, Millis interval, std::function<void()> job, Logger& log, Millis retry = Millis(0));
   ~Periodic();
   void start();
   void request_stop();
@@ -31,6 +33,7 @@ class Periodic {
  private:
   std::string name_;
   Millis interval_;
+  Millis retry_;
   std::function<void()> job_;
   Logger& log_;
   std::mutex mu_;
@@ -67,17 +70,29 @@ class Janitor {
   int batch_, max_batches_;
 };
 
+struct LeaseKeeperResult {
+  std::int64_t extended = 0;
+  int lost = 0;  // handlers stopped because their task's extend matched no row
+};
+
+// Extends the leases of every task this worker holds — queued, running, or finished with its
+// outcome not written yet — in one statement. A running task whose extend matches no row has
+// lost its lease (it was rescued, or changed under us): its handler is stopped and its outcome
+// dropped. Runs every lease/3, and again within a second after a failure.
 class LeaseKeeper {
  public:
-  LeaseKeeper(TaskStore& store, Executor& executor, std::string worker, Millis lease)
-      : store_(store), executor_(executor), worker_(std::move(worker)), lease_(lease) {}
-  std::int64_t run_once();  // leases extended
+  LeaseKeeper(TaskStore& store, Executor& executor, std::string worker, Millis lease, Logger& log)
+      : store_(store), executor_(executor), worker_(std::move(worker)), lease_(lease), log_(log) {}
+  LeaseKeeperResult run_once();
+  Millis interval() const { return lease_ / 3; }
+  Millis retry_interval() const { return std::min<Millis>(std::chrono::seconds(1), lease_ / 10); }
 
  private:
   TaskStore& store_;
   Executor& executor_;
   std::string worker_;
   Millis lease_;
+  Logger& log_;
 };
 
 }  // namespace agentcron

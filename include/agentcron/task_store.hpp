@@ -140,8 +140,8 @@ class TaskStore {
   std::vector<std::int64_t> complete_many(const std::vector<Completion>& outcomes, const std::string& worker);
   // Back to pending without counting the attempt (shutdown).
   std::int64_t release_many(const std::vector<std::int64_t>& ids, const std::string& worker, const std::string& why);
-  // Extends the leases of `ids` held by `worker` to now() + lease. Returns rows extended.
-  std::int64_t extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease);
+  // Extends the leases of `ids` held by `worker` to now() + lease. Returns the ids extended.
+  std::vector<std::int64_t> extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease);
   // Returns running tasks whose lease expired to pending (or failed when attempts ran out).
   RescueResult rescue_expired(int limit);
   std::vector<ExpiredRecurring> expired_recurring(int limit);

@@ -3,6 +3,15 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "agentcron/executor.hpp"
+#include "agentcron/handlers/handler.hpp"
+#include "agentcron/retry.hpp"
+#include "support/fn_handler.hpp"
 #include "support/store_fixture.hpp"
 
 namespace agentcron {
@@ -66,6 +75,79 @@ TEST_F(RescuerTest, ALeaseRenewedAfterTheRescuerLookedIsLeftAlone) {
   EXPECT_EQ(r.to_pending + r.to_failed, 0);
   EXPECT_EQ(row(1, "status, locked_by"), "running,dead-worker");
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs"), 0);
+}
+
+// The lease keeper renews every task the worker holds — running, or finished with its outcome
+// not written yet — and a running task whose extend matches no row (rescued and claimed by
+// another worker) has its handler stopped and its outcome dropped.
+TEST_F(RescuerTest, LeaseKeeperRenewsHeldTasksAndStopsTheHandlerOfALostLease) {
+  db.insert_due(3);
+  std::mutex mu;
+  std::map<std::int64_t, FinishedRun> delivered;
+  std::set<std::int64_t> stopped;
+  HandlerRegistry reg;
+  reg.add("noop", std::make_shared<testing::FnHandler>([&](const Task& t, const HandlerContext& ctx) {
+            if (t.id == 3) return TaskOutcome::success();  // finishes at once; its outcome stays unwritten
+            std::mutex m;
+            std::condition_variable_any cv;
+            std::unique_lock lock(m);
+            cv.wait(lock, ctx.stop, [] { return false; });
+            std::lock_guard g(mu);
+            stopped.insert(t.id);
+            return TaskOutcome::success();
+          }));
+  ExecutorOptions eo;
+  eo.hold_until_forgotten = true;
+  Executor ex(eo, reg, [&](FinishedRun&& r) {
+    std::lock_guard g(mu);
+    delivered.emplace(r.task.id, std::move(r));
+  }, log);
+  ex.submit(store.claim_due(ClaimParams{3, {"noop"}, "w1", 5s}));
+  ASSERT_TRUE(testing::eventually([&] {
+    std::lock_guard g(mu);
+    return delivered.count(3) == 1;
+  }));
+  // Task 2 is rescued from under us and claimed by another worker; every lease is nearly over.
+  db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'other' WHERE id = 2");
+  db.exec("UPDATE agentcron.agent_tasks SET locked_until = now() + interval '1 second'");
+  LeaseKeeper keeper(store, ex, "w1", 60s, log);
+  LeaseKeeperResult r = keeper.run_once();
+  EXPECT_EQ(r.extended, 2);  // 1 running, 3 finished but unwritten
+  EXPECT_EQ(r.lost, 1);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE id IN (1, 3) AND locked_until > now() + interval '50 seconds'"), 2);
+  EXPECT_EQ(db.text("SELECT locked_by FROM agentcron.agent_tasks WHERE id = 2"), "other");
+  ASSERT_TRUE(testing::eventually([&] {
+    std::lock_guard g(mu);
+    return stopped.count(2) == 1;
+  }));
+  ex.cancel_all("test over");
+  ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
+  std::lock_guard g(mu);
+  EXPECT_EQ(delivered.count(2), 0u);  // its outcome was dropped: the row is the other worker's
+  EXPECT_EQ(ex.leases_lost(), 1u);
+  EXPECT_NE(logs.str().find("lost the lease of running tasks"), std::string::npos) << logs.str();
+}
+
+// A failed renewal is tried again soon, not a whole interval later.
+TEST(PeriodicTest, AFailedRunIsRetriedAfterTheRetryIntervalNotTheFullInterval) {
+  std::ostringstream logs;
+  Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
+  std::mutex mu;
+  std::vector<std::chrono::steady_clock::time_point> runs;
+  Periodic p("renewing", 1s, [&] {
+    std::lock_guard g(mu);
+    runs.push_back(std::chrono::steady_clock::now());
+    if (runs.size() == 1) throw DatabaseError("connection lost", "08006", ErrorClass::transient);
+  }, log, 10ms);
+  p.start();
+  ASSERT_TRUE(testing::eventually([&] {
+    std::lock_guard g(mu);
+    return runs.size() >= 2;
+  }, 10s));
+  p.request_stop();
+  p.wait();
+  EXPECT_LT(runs[1] - runs[0], 700ms);  // the retry, where the interval would have been 1 s
+  EXPECT_NE(logs.str().find("renewing failed; will run again"), std::string::npos);
 }
 
 }  // namespace

@@ -135,7 +135,7 @@ TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
   for (const auto& cs : batches) {
     std::vector<std::int64_t> ids;
     for (const auto& c : cs) ids.push_back(c.id);
-    written += store->extend_leases(ids, "w1", 120s);
+    written += static_cast<std::int64_t>(store->extend_leases(ids, "w1", 120s).size());
     written += static_cast<std::int64_t>(store->complete_many(cs, "w1").size());
   }
   EXPECT_EQ(written, 2 * kBatches * kBatch);
@@ -247,7 +247,7 @@ TEST_F(StoreTest, ExtendLeasesMovesOnlyOurRunningTasks) {
   db.insert_due(3);
   store->claim_due(ClaimParams{3, {"noop"}, "w1", 5s});
   db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'w2' WHERE id = 3");
-  EXPECT_EQ(store->extend_leases({1, 2, 3}, "w1", 120s), 2);
+  EXPECT_EQ(store->extend_leases({1, 2, 3}, "w1", 120s).size(), 2u);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until > now() + interval '100 s'"), 2);
 }
 
