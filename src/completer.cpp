@@ -28,6 +28,7 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
   const TaskOutcome& o = run.outcome;
   Completion c;
   c.id = t.id;
+  c.claim_token = t.claim_token;
   c.attempt = t.attempt;
   c.started_at = run.started_at;
   c.finished_at = run.finished_at;
@@ -146,11 +147,12 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
     const Completion& c = completions[i];
     const Task& t = runs[i].task;
     if (!std::binary_search(written.begin(), written.end(), t.id)) {
-      if (redelivered_ && redelivered_(t.id)) {
+      if (std::optional<std::int64_t> token = redelivered_ ? redelivered_(t.id) : std::nullopt) {
         // The database lost this run's claim and has since handed the task to us again, at the
-        // same attempt: the same outcome now finishes it, without running the task twice.
+        // same attempt: the same outcome under the new claim finishes it, without a second run.
         log_.info("writing a task outcome again: the database had lost the task's claim",
                   {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+        runs[i].task.claim_token = *token;
         again.push_back(std::move(runs[i]));
         continue;
       }
@@ -194,9 +196,13 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
 bool Completer::write_releases(std::vector<FinishedRun> runs) {
   if (runs.empty()) return true;
   std::vector<std::int64_t> ids;
-  for (const auto& run : runs) ids.push_back(run.task.id);
+  std::vector<ClaimRef> claims;
+  for (const auto& run : runs) {
+    ids.push_back(run.task.id);
+    claims.push_back(run.task.claim());
+  }
   try {
-    store_.release_many(ids, options_.worker, "shutdown");
+    store_.release_many(claims, options_.worker, "shutdown");
   } catch (const DatabaseError& e) {
     return put_back(std::move(runs), e);
   }

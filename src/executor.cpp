@@ -92,11 +92,17 @@ int Executor::submit(std::vector<Task> tasks) {
     for (auto& t : tasks) {
       // Never a second copy of a task this worker runs: the row already names us and the
       // attempt, so the running copy's outcome is the one that will finish it.
-      if (auto [hold, fresh] = held_.try_emplace(t.id); !fresh) {
+      auto [hold, fresh] = held_.try_emplace(t.id);
+      if (!fresh) {
+        // The row now carries the new claim's token: the running copy's outcome, lease
+        // extensions and release must name it.
         hold->second.redelivered = true;
+        hold->second.token = t.claim_token;
+        if (auto r = running_.find(t.id); r != running_.end()) r->second->task.claim_token = t.claim_token;
         refused.push_back(t.id);
         continue;
       }
+      hold->second.token = t.claim_token;
       auto r = std::make_shared<Running>();
       r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
       r->task = std::move(t);
@@ -121,15 +127,15 @@ void Executor::forget(const std::vector<std::int64_t>& ids) {
   for (std::int64_t id : ids) release_hold_locked(id, false, true);
 }
 
-bool Executor::unrecorded(std::int64_t id) {
+std::optional<std::int64_t> Executor::unrecorded(std::int64_t id) {
   std::lock_guard lock(mu_);
   auto it = held_.find(id);
   if (it != held_.end() && it->second.redelivered) {
     it->second.redelivered = false;
-    return true;
+    return it->second.token;
   }
   release_hold_locked(id, false, true);
-  return false;
+  return std::nullopt;
 }
 
 void Executor::release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done) {
@@ -149,13 +155,13 @@ std::vector<std::int64_t> Executor::running_ids() const {
   return ids;
 }
 
-std::vector<std::int64_t> Executor::held_ids() const {
+std::vector<ClaimRef> Executor::held_claims() const {
   std::lock_guard lock(mu_);
-  std::vector<std::int64_t> ids;
-  ids.reserve(held_.size());
+  std::vector<ClaimRef> claims;
+  claims.reserve(held_.size());
   for (const auto& [id, hold] : held_)
-    if (!hold.outcome_done) ids.push_back(id);
-  return ids;
+    if (!hold.outcome_done) claims.push_back({id, hold.token});
+  return claims;
 }
 
 int Executor::lose(const std::vector<std::int64_t>& ids) {

@@ -96,12 +96,12 @@ std::int64_t Janitor::run_once() {
 }
 
 LeaseKeeperResult LeaseKeeper::run_once() {
-  std::vector<std::int64_t> held = executor_.held_ids();
+  std::vector<ClaimRef> held = executor_.held_claims();
   std::vector<std::int64_t> extended = store_.extend_leases(held, worker_, lease_);
   std::sort(extended.begin(), extended.end());
   std::vector<std::int64_t> missing;
-  for (std::int64_t id : held)
-    if (!std::binary_search(extended.begin(), extended.end(), id)) missing.push_back(id);
+  for (const ClaimRef& c : held)
+    if (!std::binary_search(extended.begin(), extended.end(), c.id)) missing.push_back(c.id);
   LeaseKeeperResult r{static_cast<std::int64_t>(extended.size()), executor_.lose(missing)};
   if (r.lost > 0)
     log_.warn("lost the lease of running tasks (rescued or changed by someone else); stopped their handlers",

@@ -325,6 +325,7 @@ std::optional<std::string> opt_text(const pqxx::field& f) {
 Task task_from_row(const pqxx::row& row) {
   Task t;
   t.id = row[0].as<std::int64_t>();
+  t.claim_token = row[13].as<std::int64_t>();
   t.claimed_at = from_epoch_us(row[10].as<std::int64_t>());
   t.claimed_steady = std::chrono::steady_clock::now();
   t.kind = row[2].as<std::string>();
@@ -360,20 +361,21 @@ WITH due AS (
 )
 UPDATE agentcron.agent_tasks t
 SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
-    locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now()
+    locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now(),
+    claim_token = nextval('agentcron.claim_tokens')
 FROM due WHERE t.id = due.id
 RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
           (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
-          (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text)
+          (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token
 )SQL"};
 
 constexpr Statement kComplete{"agentcron_complete", R"SQL(
 WITH o AS (
   SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::double precision[], $6::bool[],
                        $7::text[], $8::text[], $9::double precision[], $10::double precision[], $11::text[], $12::text[],
-                       $14::text[])
+                       $14::text[], $15::bigint[])
     AS o(id, attempt, status, delay_ms, run_at, reset_attempts, error, run_outcome, started_at, finished_at,
-         channel, note, result)
+         channel, note, result, claim_token)
 ), upd AS (
   UPDATE agentcron.agent_tasks t SET
     status = o.status,
@@ -386,7 +388,8 @@ WITH o AS (
     locked_by = NULL, locked_until = NULL, updated_at = now(),
     finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
   FROM o
-  WHERE t.id = ANY($1::bigint[]) AND t.id = o.id AND t.status = 'running' AND t.locked_by = $13 AND t.attempts = o.attempt
+  WHERE t.id = ANY($1::bigint[]) AND t.id = o.id AND t.status = 'running' AND t.locked_by = $13
+    AND t.claim_token = o.claim_token
   RETURNING t.id
 ), runs AS (
   INSERT INTO agentcron.task_runs (task_id, attempt, worker, started_at, finished_at, outcome, error, result)
@@ -407,21 +410,25 @@ WITH rel AS (
   UPDATE agentcron.agent_tasks t
   SET status = 'pending', attempts = greatest(t.attempts - 1, 0), locked_by = NULL, locked_until = NULL,
       updated_at = now()
-  WHERE t.id = ANY($1::bigint[]) AND t.status = 'running' AND t.locked_by = $2
+  FROM unnest($1::bigint[], $3::bigint[]) AS c(id, claim_token)
+  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.claim_token = c.claim_token AND t.status = 'running'
+    AND t.locked_by = $2
   RETURNING t.approval, t.scheduled_for
 ), woken AS (
   SELECT pg_notify('agentcron_due', '')
   FROM (SELECT FROM rel WHERE approval = 'approved' AND scheduled_for <= now() LIMIT 1) due
 )
 SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM woken)
-)SQL"};
+)SQL", true};
 
 constexpr Statement kExtend{"agentcron_extend", R"SQL(
-UPDATE agentcron.agent_tasks
+UPDATE agentcron.agent_tasks t
 SET locked_until = now() + $3::bigint * interval '1 millisecond'
-WHERE id = ANY($1::bigint[]) AND status = 'running' AND locked_by = $2
-RETURNING id
-)SQL"};
+FROM unnest($1::bigint[], $4::bigint[]) AS c(id, claim_token)
+WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.claim_token = c.claim_token AND t.status = 'running'
+  AND t.locked_by = $2
+RETURNING t.id
+)SQL", true};
 
 // Expired recurring tasks whose attempts are spent go to their next fire time, which only the
 // cron engine knows: this statement leaves them running and counts them (the last column), and
@@ -609,37 +616,48 @@ std::vector<std::int64_t> TaskStore::complete_many(const std::vector<Completion>
   std::string channels = array_literal(outs, text([](const C& c) { return c.notify_channel; }));
   std::string notes = array_literal(outs, text([](const C& c) { return c.notify_payload; }));
   std::string results = array_literal(outs, text([](const C& c) { return c.result; }));
+  std::string tokens = array_literal(outs, text([](const C& c) { return std::to_string(c.claim_token); }));
   return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "complete tasks", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
                           pqxx::result r = run(tx, c, options_.pgbouncer, options_.update, kComplete, ids,
                                                attempts, statuses, delays, run_ats, resets, errors, run_outcomes,
-                                               started, finished, channels, notes, worker, results);
+                                               started, finished, channels, notes, worker, results, tokens);
                           return id_array(r[0][0]);
                         });
 }
 
-std::int64_t TaskStore::release_many(const std::vector<std::int64_t>& ids, const std::string& worker,
+namespace {
+// The ids and tokens of `claims` as two array literals.
+std::pair<std::string, std::string> claim_arrays(const std::vector<ClaimRef>& claims) {
+  auto field = [&](auto member) {
+    return array_literal(claims, [member](const ClaimRef& c) { return std::optional<std::string>(std::to_string(c.*member)); });
+  };
+  return {field(&ClaimRef::id), field(&ClaimRef::token)};
+}
+}  // namespace
+
+std::int64_t TaskStore::release_many(const std::vector<ClaimRef>& claims, const std::string& worker,
                                      const std::string& why) {
-  if (ids.empty()) return 0;
-  std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
+  if (claims.empty()) return 0;
+  auto [ids, tokens] = claim_arrays(claims);
   auto n = in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "release tasks", true,
                           [&](pqxx::transaction_base& tx, Connection& c) {
-                            return run(tx, c, options_.pgbouncer, options_.update, kRelease, arr, worker)[0][0]
+                            return run(tx, c, options_.pgbouncer, options_.update, kRelease, ids, worker, tokens)[0][0]
                                 .as<std::int64_t>();
                           });
   log_.info("released tasks back to pending", {{"count", n}, {"reason", why}});
   return n;
 }
 
-std::vector<std::int64_t> TaskStore::extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker,
+std::vector<std::int64_t> TaskStore::extend_leases(const std::vector<ClaimRef>& claims, const std::string& worker,
                                                    Millis lease) {
-  if (ids.empty()) return {};
-  std::string arr = array_literal(ids, [](std::int64_t i) { return std::optional<std::string>(std::to_string(i)); });
+  if (claims.empty()) return {};
+  auto [ids, tokens] = claim_arrays(claims);
   return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "extend leases", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
                           std::vector<std::int64_t> extended;
-                          for (const auto& row : run(tx, c, options_.pgbouncer, options_.update, kExtend, arr, worker,
-                                                     static_cast<std::int64_t>(lease.count())))
+                          for (const auto& row : run(tx, c, options_.pgbouncer, options_.update, kExtend, ids, worker,
+                                                     static_cast<std::int64_t>(lease.count()), tokens))
                             extended.push_back(row[0].as<std::int64_t>());
                           return extended;
                         });

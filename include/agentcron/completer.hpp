@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -60,10 +61,10 @@ class Completer {
   // Called (without locks held) with the task ids whose outcomes were written (or given up
   // for good) after each write: the backlog shrank, and those tasks may run again.
   void set_on_written(std::function<void(const std::vector<std::int64_t>&)> cb) { on_written_ = std::move(cb); }
-  // Asked (without locks held) about an outcome that matched no row: true when the task has been
-  // claimed again by this worker since (see Executor::unrecorded), and the outcome is to be written
-  // again. Unset: never.
-  void set_redelivered(std::function<bool(std::int64_t)> cb) { redelivered_ = std::move(cb); }
+  // Asked (without locks held) about an outcome that matched no row: the token of a claim of the
+  // task this worker got again since (see Executor::unrecorded), under which the outcome is to be
+  // written again; nullopt: none. Unset: never.
+  void set_redelivered(std::function<std::optional<std::int64_t>(std::int64_t)> cb) { redelivered_ = std::move(cb); }
   // How many outcomes are still on their way (handlers queued or running), not counting one
   // being handed over. Called by the writer with the completer's lock held and by add() before
   // it, so it must not call back into the completer. Set before the first add(). Unset: always some.
@@ -96,7 +97,7 @@ class Completer {
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
   std::function<void(const std::vector<std::int64_t>&)> on_written_;
-  std::function<bool(std::int64_t)> redelivered_;
+  std::function<std::optional<std::int64_t>(std::int64_t)> redelivered_;
   std::function<int()> outcomes_coming_;
   std::jthread thread_;
 };

@@ -65,18 +65,18 @@ class Executor {
   int submit(std::vector<Task> tasks);
   // The outcomes of `ids` are written (or given up): they may be claimed and run again.
   void forget(const std::vector<std::int64_t>& ids);
-  // The outcome of `id` matched no row. True when this executor refused a claim of it meanwhile:
-  // the database had lost the claim the outcome belongs to and has handed the task out again, to
-  // this worker, at the same attempt, so the same outcome written again finishes it (the id stays
-  // held until then). Otherwise the id is let go of, like forget().
-  bool unrecorded(std::int64_t id);
+  // The outcome of `id` matched no row. When this executor refused a claim of it meanwhile (the
+  // database had lost the claim the outcome belongs to and handed the task out again, to this
+  // worker, at the same attempt), returns that claim's token: the same outcome written under it
+  // finishes the task (the id stays held until then). Otherwise the id is let go of, like forget().
+  std::optional<std::int64_t> unrecorded(std::int64_t id);
   // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.
   bool wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
   // Ids of the tasks whose outcome is not decided yet.
   std::vector<std::int64_t> running_ids() const;
-  // Ids of the tasks whose leases this worker must keep: queued, running, or finished with the
-  // outcome not written yet (with hold_until_forgotten).
-  std::vector<std::int64_t> held_ids() const;
+  // The claims whose leases this worker must keep: queued, running, or finished with the outcome
+  // not written yet (with hold_until_forgotten).
+  std::vector<ClaimRef> held_claims() const;
   // The leases of `ids` were lost (an extend matched no row: rescued, or changed under us). Their
   // handlers still running are asked to stop and their outcomes are dropped: the row is someone
   // else's now. Returns how many handlers were told so.
@@ -115,6 +115,7 @@ class Executor {
     bool handler_done = false;  // the handler returned, or never started
     bool outcome_done = false;  // the outcome is written (or settled, without hold_until_forgotten)
     bool redelivered = false;   // a claim of it was refused while it was held
+    std::int64_t token = 0;     // the claim on the row: the last one handed to us
   };
   // Marks a held id's handler and/or outcome done, and lets go of it when both are (mu_ held).
   void release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done);

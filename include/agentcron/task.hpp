@@ -9,6 +9,13 @@ namespace agentcron {
 
 using SysTime = std::chrono::system_clock::time_point;
 
+// One claim of one task: its id and the token the claim stored on the row. Every outcome,
+// extension and release names the claim it belongs to, so it can change nothing else.
+struct ClaimRef {
+  std::int64_t id = 0;
+  std::int64_t token = 0;
+};
+
 // A task claimed by this worker: its row's fields after the claim (attempts already counts this
 // run) and the database's clock at the claim.
 struct Task {
@@ -16,6 +23,7 @@ struct Task {
   std::optional<std::string> agent_id;
   std::string kind;
   std::string payload = "{}";  // JSON text, as stored
+  std::int64_t claim_token = 0;  // this claim's token (agent_tasks.claim_token)
   int attempt = 1;             // this run's attempt number (attempts after the claim)
   int max_attempts = 5;
   std::optional<std::string> cron;
@@ -27,6 +35,8 @@ struct Task {
   // Why this row cannot run, found when it was read (a value the worker cannot represent): the
   // executor fails it at once with this reason instead of running it.
   std::string defect;
+
+  ClaimRef claim() const { return {id, claim_token}; }
 
   // The database's clock now, estimated from the claim (due-ness is the database's call).
   SysTime db_now() const {

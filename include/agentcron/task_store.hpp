@@ -51,7 +51,8 @@ struct ClaimParams {
 // The final state of a run, decided by the completer.
 struct Completion {
   std::int64_t id = 0;
-  int attempt = 0;                        // the attempt that ran (guards against a stale worker)
+  std::int64_t claim_token = 0;           // the claim it finishes (guards against a stale outcome)
+  int attempt = 0;                        // the attempt that ran (for its task_runs row)
   enum class Status { succeeded, pending, failed } status = Status::succeeded;
   std::optional<Millis> retry_delay;      // pending: run again at db now() + this
   std::optional<SysTime> run_at;          // pending: run again at this time (recurring)
@@ -136,12 +137,12 @@ class TaskStore {
   // LOCKED) RETURNING. Each gets attempts+1 and a lease.
   std::vector<Task> claim_due(const ClaimParams& p);
   // Writes many outcomes in one statement, with their task_runs rows. Returns the ids of the
-  // tasks updated (a task no longer leased by `worker` at that attempt is left alone).
+  // tasks updated (a task no longer running under the outcome's claim is left alone).
   std::vector<std::int64_t> complete_many(const std::vector<Completion>& outcomes, const std::string& worker);
-  // Back to pending without counting the attempt (shutdown).
-  std::int64_t release_many(const std::vector<std::int64_t>& ids, const std::string& worker, const std::string& why);
-  // Extends the leases of `ids` held by `worker` to now() + lease. Returns the ids extended.
-  std::vector<std::int64_t> extend_leases(const std::vector<std::int64_t>& ids, const std::string& worker, Millis lease);
+  // Back to pending without counting the attempt (shutdown), each only while under its claim.
+  std::int64_t release_many(const std::vector<ClaimRef>& claims, const std::string& worker, const std::string& why);
+  // Extends the leases of `claims` held by `worker` to now() + lease. Returns the ids extended.
+  std::vector<std::int64_t> extend_leases(const std::vector<ClaimRef>& claims, const std::string& worker, Millis lease);
   // Returns running tasks whose lease expired to pending (or failed when attempts ran out).
   RescueResult rescue_expired(int limit);
   std::vector<ExpiredRecurring> expired_recurring(int limit);

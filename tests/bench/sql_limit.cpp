@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     auto now = std::chrono::system_clock::now();
     for (std::size_t i = 0; i < tasks.size(); ++i) {
       done[i].id = tasks[i].id;
+      done[i].claim_token = tasks[i].claim_token;
       done[i].attempt = tasks[i].attempt;
       done[i].started_at = done[i].finished_at = now;
     }

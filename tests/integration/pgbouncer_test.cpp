@@ -113,6 +113,7 @@ class PgbouncerTest : public ::testing::Test {
             for (auto& task : tasks) {
               Completion x;
               x.id = task.id;
+              x.claim_token = task.claim_token;
               x.attempt = task.attempt;
               cs.push_back(x);
             }

@@ -2,6 +2,8 @@
 #include "agentcron/task_store.hpp"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <signal.h>
@@ -123,6 +125,7 @@ TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
     for (const auto& t : store->claim_due(claim(kBatch))) {
       Completion c;
       c.id = t.id;
+      c.claim_token = t.claim_token;
       c.attempt = t.attempt;
       cs.push_back(c);
     }
@@ -133,9 +136,9 @@ TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
 
   std::int64_t written = 0;
   for (const auto& cs : batches) {
-    std::vector<std::int64_t> ids;
-    for (const auto& c : cs) ids.push_back(c.id);
-    written += static_cast<std::int64_t>(store->extend_leases(ids, "w1", 120s).size());
+    std::vector<ClaimRef> claims;
+    for (const auto& c : cs) claims.push_back({c.id, c.claim_token});
+    written += static_cast<std::int64_t>(store->extend_leases(claims, "w1", 120s).size());
     written += static_cast<std::int64_t>(store->complete_many(cs, "w1").size());
   }
   EXPECT_EQ(written, 2 * kBatches * kBatch);
@@ -177,10 +180,12 @@ TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
   db.exec("INSERT INTO agentcron.agent_tasks (kind, cron) VALUES ('noop', '*/5 * * * *')");
   auto tasks = store->claim_due(claim(10));
   ASSERT_EQ(tasks.size(), 5u);
+  std::sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
   auto now = std::chrono::system_clock::now();
   std::vector<Completion> cs(5);
   for (int i = 0; i < 5; ++i) {
     cs[i].id = i + 1;
+    cs[i].claim_token = tasks[i].claim_token;
     cs[i].attempt = 1;
     cs[i].started_at = now - 1s;
     cs[i].finished_at = now;
@@ -224,30 +229,65 @@ TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
 TEST_F(StoreTest, CompleteIgnoresATaskNoLongerLeasedByThisWorker) {
   db.insert_due(2);
   auto tasks = store->claim_due(claim(2));
+  std::sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
   // Task 2 was rescued and claimed again by another worker meanwhile.
-  db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'w2', attempts = 2 WHERE id = 2");
+  db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'w2', attempts = 2, "
+          "claim_token = nextval('agentcron.claim_tokens') WHERE id = 2");
   std::vector<Completion> cs(2);
   cs[0].id = 1;
+  cs[0].claim_token = tasks[0].claim_token;
   cs[0].attempt = 1;
   cs[1].id = 2;
+  cs[1].claim_token = tasks[1].claim_token;
   cs[1].attempt = 1;
   EXPECT_EQ(store->complete_many(cs, "w1").size(), 1u);
   EXPECT_EQ(db.text("SELECT status FROM agentcron.agent_tasks WHERE id = 2"), "running");
 }
 
+// A recurring task resets its attempts at every fire: its next occurrence, claimed by the same
+// worker, runs at the same attempt number. An outcome of the last occurrence sent again (after a
+// commit whose fate was unknown) must not finish this one: each claim has its own token.
+TEST_F(StoreTest, AnOutcomeSentAgainCannotFinishTheNextOccurrenceOfARecurringTask) {
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, cron) VALUES ('noop', '* * * * * *')");
+  auto first = store->claim_due(claim(1));
+  ASSERT_EQ(first.size(), 1u);
+  Completion done;
+  done.id = first[0].id;
+  done.claim_token = first[0].claim_token;
+  done.attempt = first[0].attempt;
+  done.status = Completion::Status::pending;
+  done.run_at = std::chrono::system_clock::now() - 1s;  // the next occurrence is due at once
+  done.reset_attempts = true;
+  done.run_outcome = "succeeded";
+  ASSERT_EQ(store->complete_many({done}, "w1").size(), 1u);
+  auto second = store->claim_due(claim(1));
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].attempt, first[0].attempt);          // same worker, same attempt …
+  EXPECT_NE(second[0].claim_token, first[0].claim_token);  // … another claim
+  EXPECT_TRUE(store->complete_many({done}, "w1").empty());    // the resent outcome changes nothing
+  EXPECT_TRUE(store->extend_leases({first[0].claim()}, "w1", 120s).empty());
+  EXPECT_EQ(store->release_many({first[0].claim()}, "w1", "shutdown"), 0);
+  EXPECT_EQ(db.text("SELECT status || ',' || claim_token FROM agentcron.agent_tasks"),
+            "running," + std::to_string(second[0].claim_token));
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs"), 1);
+}
+
 TEST_F(StoreTest, ReleaseReturnsTasksWithoutCountingTheAttempt) {
   db.insert_due(3);
   auto tasks = store->claim_due(claim(3));
-  EXPECT_EQ(store->release_many({1, 2}, "w1", "shutdown"), 2);
-  EXPECT_EQ(store->release_many({3}, "someone-else", "shutdown"), 0);
+  std::sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
+  EXPECT_EQ(store->release_many({tasks[0].claim(), tasks[1].claim()}, "w1", "shutdown"), 2);
+  EXPECT_EQ(store->release_many({tasks[2].claim()}, "someone-else", "shutdown"), 0);
+  EXPECT_EQ(store->release_many({{tasks[2].id, tasks[2].claim_token + 1}}, "w1", "shutdown"), 0);  // another claim
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'pending' AND attempts = 0 AND locked_by IS NULL"), 2);
 }
 
 TEST_F(StoreTest, ExtendLeasesMovesOnlyOurRunningTasks) {
   db.insert_due(3);
-  store->claim_due(ClaimParams{3, {"noop"}, "w1", 5s});
+  std::vector<ClaimRef> claims;
+  for (const Task& t : store->claim_due(ClaimParams{3, {"noop"}, "w1", 5s})) claims.push_back(t.claim());
   db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'w2' WHERE id = 3");
-  EXPECT_EQ(store->extend_leases({1, 2, 3}, "w1", 120s).size(), 2u);
+  EXPECT_EQ(store->extend_leases(claims, "w1", 120s).size(), 2u);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until > now() + interval '100 s'"), 2);
 }
 
@@ -333,9 +373,9 @@ TEST_F(StoreTest, ReleasedAndRescuedTasksWakeListeningWorkers) {
     }, 5s);
   };
 
-  EXPECT_EQ(store->release_many({tasks[0].id, tasks[1].id}, "w1", "shutdown"), 2);
+  EXPECT_EQ(store->release_many({tasks[0].claim(), tasks[1].claim()}, "w1", "shutdown"), 2);
   EXPECT_TRUE(heard(1)) << "a release did not notify";
-  EXPECT_EQ(store->release_many({tasks[0].id}, "w1", "shutdown"), 0);  // nothing released: silence
+  EXPECT_EQ(store->release_many({tasks[0].claim()}, "w1", "shutdown"), 0);  // nothing released: silence
 
   db.exec("UPDATE agentcron.agent_tasks SET locked_until = now() - interval '1 s' WHERE id = " + std::to_string(tasks[2].id));
   EXPECT_EQ(store->rescue_expired(10).to_pending, 1);

@@ -112,6 +112,8 @@ TEST_F(WorkerTest, ListensBeforeItsFirstClaimAndKeepsThatClaimsConnectionForTheN
   HandlerRegistry reg;
   reg.add("noop", recording());
   Worker worker(c, std::move(reg), log, "listen-first");
+  // pg_stat_activity shows the first 1 KiB of a query: the connection's first claim sends its
+  // PREPARE before the EXECUTE, so the statement's name is what is looked for.
   auto backends = [&](const std::string& like) {
     return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
                      "application_name = 'agentcron/listen-first' AND query LIKE '" + like + "'");
@@ -120,7 +122,7 @@ TEST_F(WorkerTest, ListensBeforeItsFirstClaimAndKeepsThatClaimsConnectionForTheN
   bool done = testing::run_worker_until(
       worker, [&] {
         if (!inserted) {
-          if (backends("LISTEN%") != 1 || backends("%EXECUTE agentcron_claim%") != 1) return false;
+          if (backends("LISTEN%") != 1 || backends("%agentcron_claim%") != 1) return false;
           db.insert_due(1);  // due now: only the notification can start it
           inserted = true;
         }
