@@ -103,6 +103,11 @@ std::string render_metrics(const MetricsSnapshot& s) {
       .sample(s.seconds_since_tick);
   e.family("agentcron_database_circuit_open", "gauge", "1 while the circuit breaker keeps claims off the database.")
       .sample(s.circuit_open ? 1 : 0);
+  {
+    auto& f = e.family("agentcron_database_circuit_state", "gauge", "The circuit breaker's state: 1 for the current one.");
+    for (const char* st : {"closed", "open", "half_open"})
+      f.sample(std::string_view(st) == s.circuit_state ? 1 : 0, std::string("state=\"") + st + "\"");
+  }
   e.family("agentcron_listening", "gauge", "1 while LISTEN agentcron_due is up.").sample(s.listening ? 1 : 0);
   return e.take();
 }

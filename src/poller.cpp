@@ -48,7 +48,12 @@ TickResult Poller::run_once(int max_tasks) {
       tasks = store_.claim_due(p);
       breaker_.record_success();
     } catch (const DatabaseError& e) {
-      if (e.is_transient()) breaker_.record_failure(e.sqlstate());
+      // Every failed claim counts: the claim is one fixed statement, so a permanent error (a
+      // read-only server, a missing table) is the database refusing, and hammering it helps nobody.
+      breaker_.record_failure(e.sqlstate());
+      throw;
+    } catch (const std::exception&) {
+      breaker_.record_failure();  // never leave a probe unanswered
       throw;
     }
     int got = static_cast<int>(tasks.size());

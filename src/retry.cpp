@@ -71,8 +71,9 @@ void CircuitBreaker::record_success() {
   probe_out_ = false;
 }
 
-void CircuitBreaker::record_failure(std::string_view sqlstate) {
+void CircuitBreaker::record_failure(std::string_view sqlstate, bool counts) {
   std::lock_guard lock(mu_);
+  if (!counts && state_ != State::half_open) return;
   ++failures_;
   if (state_ == State::half_open || (state_ == State::closed && failures_ >= threshold_)) {
     if (log_)
@@ -101,7 +102,10 @@ void retry_transient(std::string_view what, int max_attempts, const Backoff& bac
       if (breaker) breaker->record_success();
       return;
     } catch (const DatabaseError& e) {
-      if (!e.is_transient()) throw;  // permanent or in doubt: retrying cannot help, or may do harm
+      if (!e.is_transient()) {  // permanent or in doubt: retrying cannot help, or may do harm
+        if (breaker) breaker->record_failure(e.sqlstate(), false);  // but a failed probe reopens
+        throw;
+      }
       if (breaker) breaker->record_failure(e.sqlstate());
       if (attempt >= max_attempts) throw;
       Millis d = backoff.delay(attempt, rng);

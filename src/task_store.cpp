@@ -19,98 +19,12 @@
 
 #include "agentcron/log.hpp"
 #include "agentcron/retry.hpp"
+#include "agentcron/statement_watchdog.hpp"
 #include "connection.hpp"
 
 namespace agentcron {
 
-// Cancels statements that outlive their deadline on the client side, in two stages: first a
-// cancel request (the server may just be slow to notice its own timeout), then, if the statement
-// still has not returned after another grace, the socket is shut down so that the blocked call
-// fails as a broken connection and the connection is discarded — a hung server or a dead network
-// must not hold a pooled connection forever.
-class StatementWatchdog {
- public:
-  StatementWatchdog(ConnectionPool& pool, Logger& log, Millis grace) : pool_(pool), log_(log), grace_(grace) {
-    thread_ = std::jthread([this](std::stop_token st) { loop(st); });
-  }
-  ~StatementWatchdog() {
-    thread_.request_stop();
-    cv_.notify_all();
-  }
-  std::uint64_t watch(Connection& c, std::chrono::steady_clock::time_point deadline) {
-    std::lock_guard lock(mu_);
-    std::uint64_t id = ++next_id_;
-    watched_[id] = Watched{deadline, &c, false};
-    ++generation_;
-    cv_.notify_all();
-    return id;
-  }
-  void unwatch(std::uint64_t id) {
-    std::lock_guard lock(mu_);
-    watched_.erase(id);
-  }
-
- private:
-  struct Watched {
-    std::chrono::steady_clock::time_point deadline;
-    Connection* conn;
-    bool cancelled;  // the cancel request went out; next comes the socket
-  };
-
-  void loop(std::stop_token st) {
-    std::unique_lock lock(mu_);
-    while (!st.stop_requested()) {
-      auto now = std::chrono::steady_clock::now();
-      auto earliest = std::chrono::steady_clock::time_point::max();
-      for (auto it = watched_.begin(); it != watched_.end();) {
-        Watched& w = it->second;
-        if (w.deadline > now) {
-          earliest = std::min(earliest, w.deadline);
-          ++it;
-        } else if (!w.cancelled) {
-          log_.warn("statement outlived its timeout and the server did not cancel it; cancelling it");
-          pool_.cancel(*w.conn);
-          w.cancelled = true;
-          w.deadline = now + grace_;
-          earliest = std::min(earliest, w.deadline);
-          ++it;
-        } else {
-          log_.warn("the server did not answer the cancel either; closing the connection's socket");
-          ::shutdown(w.conn->raw().sock(), SHUT_RDWR);
-          it = watched_.erase(it);
-        }
-      }
-      // Sleep until the earliest deadline, or until a new watch (maybe an earlier one) arrives.
-      std::uint64_t seen = generation_;
-      auto changed = [&] { return generation_ != seen; };
-      if (earliest == std::chrono::steady_clock::time_point::max()) cv_.wait(lock, st, changed);
-      else cv_.wait_until(lock, st, earliest, changed);
-    }
-  }
-
-  ConnectionPool& pool_;
-  Logger& log_;
-  Millis grace_;
-  std::mutex mu_;
-  std::condition_variable_any cv_;
-  std::map<std::uint64_t, Watched> watched_;
-  std::uint64_t next_id_ = 0;
-  std::uint64_t generation_ = 0;
-  std::jthread thread_;
-};
-
 namespace {
-
-class Watch {
- public:
-  Watch(StatementWatchdog& w, Connection& c, Millis after)
-      : w_(w), id_(w.watch(c, std::chrono::steady_clock::now() + after)) {}
-  ~Watch() { w_.unwatch(id_); }
-
- private:
-  StatementWatchdog& w_;
-  std::uint64_t id_;
-};
 
 std::string one_line(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -177,7 +91,8 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
   Connection& c = lease.connection();
   std::string stage = implicit ? "statement" : "begin";
   try {
-    Watch watch(watchdog, c, t.statement + grace);
+    WatchedStatement watch(watchdog, t.statement + grace,
+                           {[&pool, &c] { pool.cancel(c); }, [&c] { ::shutdown(c.raw().sock(), SHUT_RDWR); }});
     pqxx::nontransaction tx(c.raw());
     if (!implicit) tx.exec("BEGIN; " + set_local(t));
     stage = "statement";
@@ -574,7 +489,7 @@ StoreOptions StoreOptions::from_config(const Config& c) {
 }
 
 TaskStore::TaskStore(ConnectionPool& pool, StoreOptions options, Logger& log)
-    : pool_(pool), options_(std::move(options)), log_(log), watchdog_(std::make_unique<StatementWatchdog>(pool, log, options_.client_grace)) {}
+    : pool_(pool), options_(std::move(options)), log_(log), watchdog_(std::make_unique<StatementWatchdog>(log, options_.client_grace)) {}
 
 TaskStore::~TaskStore() = default;
 

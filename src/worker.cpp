@@ -257,7 +257,11 @@ MetricsSnapshot Worker::metrics() const {
   auto last = s_->poller->last_tick();
   if (last != std::chrono::steady_clock::time_point{})
     m.seconds_since_tick = std::chrono::duration<double>(std::chrono::steady_clock::now() - last).count();
-  m.circuit_open = s_->breaker->state() == CircuitBreaker::State::open;
+  CircuitBreaker::State breaker = s_->breaker->state();
+  m.circuit_open = breaker == CircuitBreaker::State::open;
+  m.circuit_state = breaker == CircuitBreaker::State::open        ? "open"
+                    : breaker == CircuitBreaker::State::half_open ? "half_open"
+                                                                  : "closed";
   m.listening = s_->poller->listening();
   return m;
 }
@@ -268,6 +272,8 @@ Readiness Worker::readiness() const {
   if (!s_) return {false, "starting: waiting for the database"};
   if (s_->breaker->state() == CircuitBreaker::State::open)
     return {false, "the database keeps failing: claims are paused (circuit breaker open)"};
+  if (s_->breaker->state() == CircuitBreaker::State::half_open)
+    return {false, "the database kept failing: a probe claim is testing it (circuit breaker half-open)"};
   auto last = s_->poller->last_tick();
   if (last == std::chrono::steady_clock::time_point{}) return {false, "starting: no claim round has completed yet"};
   // The round after the last completed one is due at the schedule's next fire time after it; it

@@ -34,6 +34,7 @@ struct MetricsSnapshot {
   std::size_t outcomes_unwritten = 0;
   double seconds_since_tick = -1;  // since the last successful claim round; -1 before the first
   bool circuit_open = false;
+  const char* circuit_state = "closed";  // closed, open or half_open
   bool listening = false;  // LISTEN agentcron_due is up
 };
 

@@ -64,8 +64,10 @@ struct Backoff {
   Millis delay(int attempt, std::mt19937_64& rng) const;
 };
 
-// Stops calling a database that keeps failing: after `threshold` consecutive transient failures
-// it opens for `cooldown`, then lets one probe through (half-open); a success closes it.
+// Stops calling a database that keeps failing: after `threshold` consecutive failures that count
+// it opens for `cooldown`, then lets one probe through (half-open); a success closes it, and a
+// probe that fails for any reason — a permanent error too, such as 25006 from a primary demoted
+// to read-only — opens it again (a probe whose failure went unrecorded would jam it half-open).
 class CircuitBreaker {
  public:
   enum class State { closed, open, half_open };
@@ -74,7 +76,9 @@ class CircuitBreaker {
   // Whether a call may go ahead now. In half-open state only one caller gets true.
   bool allow();
   void record_success();
-  void record_failure(std::string_view sqlstate = "");
+  // `counts`: whether the failure counts toward opening a closed breaker (the half-open probe's
+  // failure always reopens it).
+  void record_failure(std::string_view sqlstate = "", bool counts = true);
   State state() const;
 
  private:

@@ -14,6 +14,7 @@
 #include "agentcron/completer.hpp"
 #include "agentcron/executor.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/metrics.hpp"
 #include "agentcron/poller.hpp"
 #include "agentcron/task_store.hpp"
 #include "support/fn_handler.hpp"
@@ -250,6 +251,55 @@ TEST_F(WorkerTest, TenThousandTasksRunExactlyOnceInBatchesOfFiftyWithinTheConnec
     return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = "
                      "'agentcron/" + id + "'") == 0;
   }, 5s)) << "the worker's connections outlived it";
+}
+
+// A primary demoted to read-only (as after a failover) refuses every claim with 25006: the
+// breaker opens and /readyz says so, its probes keep failing and reopening it, and once the
+// server takes writes again claims resume — the breaker never jams half-open.
+TEST_F(WorkerTest, ABreakerOpenedByAReadOnlyServerRecoversWhenWritesComeBack) {
+  Config c = db.config();
+  c.scheduler.schedule = "@every 100ms";
+  c.retry.breaker_threshold = 2;
+  c.retry.breaker_cooldown = 200ms;
+  HandlerRegistry reg;
+  reg.add("noop", recording());
+  Worker worker(c, std::move(reg), log, "read-only");
+  auto worker_backends = [&] {
+    db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agentcron/read-only'");
+  };
+  auto succeeded = [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'"); };
+  std::string readiness_while_read_only, metrics_while_read_only;
+  bool opened = false, recovered = false;
+  db.insert_due(5);
+  bool ok = testing::run_worker_until(
+      worker, [&] {
+        if (succeeded() < 5) return false;
+        if (!opened) {
+          // New sessions of this database are read-only; the worker's current ones are ended.
+          db.exec("ALTER DATABASE " + db.name() + " SET default_transaction_read_only = on");
+          worker_backends();
+          db.insert_due(5);  // the test's own session predates the setting: it still writes
+          opened = testing::eventually([&] {
+            Readiness r = worker.readiness();
+            if (r.ready) return false;
+            readiness_while_read_only = r.reason;
+            return r.reason.find("circuit breaker") != std::string::npos;
+          }, 20s);
+          metrics_while_read_only = render_metrics(worker.metrics());
+          // Several cooldowns pass with probes failing on 25006.
+          testing::eventually([&] { return logs.str().find("\"sqlstate\":\"25006\"") != std::string::npos; }, 5s);
+          db.exec("ALTER DATABASE " + db.name() + " RESET default_transaction_read_only");
+          worker_backends();
+          return !opened;
+        }
+        recovered = succeeded() == 10 && worker.readiness().ready;
+        return recovered;
+      },
+      40s);
+  EXPECT_TRUE(opened) << readiness_while_read_only << "\n" << logs.str();
+  EXPECT_TRUE(ok && recovered) << logs.str();
+  EXPECT_NE(metrics_while_read_only.find("agentcron_database_circuit_state{state=\"closed\"} 0"), std::string::npos)
+      << metrics_while_read_only;
 }
 
 }  // namespace

@@ -85,6 +85,25 @@ TEST(CircuitBreaker, OpensAfterThresholdThenLetsOneProbeThrough) {
   EXPECT_TRUE(b.allow());
 }
 
+// After a failover the old primary answers 25006 (read-only), a permanent error: a probe that
+// fails so must reopen the breaker, or it stays half-open with its one probe out, forever.
+TEST(CircuitBreaker, AProbeThatFailsPermanentlyReopensItInsteadOfJammingIt) {
+  FakeClock clock;
+  CircuitBreaker b(1, Millis(1000), clock);
+  b.record_failure("57P01");
+  clock.t += std::chrono::seconds(2);
+  ASSERT_TRUE(b.allow());  // the probe
+  EXPECT_EQ(b.state(), CircuitBreaker::State::half_open);
+  b.record_failure("25006", /*counts=*/false);
+  EXPECT_EQ(b.state(), CircuitBreaker::State::open);
+  clock.t += std::chrono::seconds(2);
+  EXPECT_TRUE(b.allow());  // a new probe after the cooldown: not jammed
+  b.record_success();
+  EXPECT_EQ(b.state(), CircuitBreaker::State::closed);
+  b.record_failure("25006", /*counts=*/false);  // closed: a failure that does not count leaves it closed
+  EXPECT_EQ(b.state(), CircuitBreaker::State::closed);
+}
+
 TEST(CircuitBreaker, SuccessResetsTheCount) {
   FakeClock clock;
   CircuitBreaker b(2, Millis(1000), clock);
