@@ -21,7 +21,11 @@ Completer::Completer(CompleterOptions options, TaskStore& store, Logger& log)
   thread_ = std::jthread([this](std::stop_token st) { loop(st); });
 }
 
-Completer::~Completer() { stop(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
+// Stopped once already (as the worker does before it closes the pool): nothing more to write, and
+// the collaborators its callbacks reach may be gone by now.
+Completer::~Completer() {
+  if (!stopped_) stop(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+}
 
 Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, SysTime db_now, std::mt19937_64& rng) {
   const Task& t = run.task;
@@ -216,13 +220,15 @@ bool Completer::write_releases(std::vector<FinishedRun> runs) {
 
 bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) {
   std::vector<std::int64_t> given_up;
-  bool transient = e.error_class() != ErrorClass::permanent;
+  // Anything but a refusal of these very values is retried: transient errors, in-doubt commits
+  // (every outcome is guarded by its claim, so a repeat is harmless), and permanent errors of the
+  // whole database (read-only after a failover, a revoked privilege) that an operator may fix.
+  // Outcomes are never dropped while the process lives unless the database refuses them.
+  bool retry_later = !e.refuses_values();
   {
     std::lock_guard lock(mu_);
     ++stats_.write_errors;
-    if (transient) {
-      // Transient (or in doubt: every outcome is guarded by the lease, so a repeat is harmless):
-      // back to the front, to be tried again after a backoff.
+    if (retry_later) {
       log_.warn("writing task outcomes failed; will retry", {{"count", static_cast<std::int64_t>(runs.size())},
                                                              {"sqlstate", e.sqlstate()},
                                                              {"error", e.what()}});
@@ -255,7 +261,7 @@ bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) 
     for (auto it = runs.rbegin(); it != runs.rend(); ++it) queue_.push_front(std::move(*it));
   }
   if (!given_up.empty()) announce_written(given_up);
-  return !transient;
+  return !retry_later;
 }
 
 void Completer::announce_written(const std::vector<std::int64_t>& ids) {
@@ -284,6 +290,7 @@ bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
 }
 
 bool Completer::stop(std::chrono::steady_clock::time_point deadline) {
+  stopped_ = true;
   if (thread_.joinable()) {
     thread_.request_stop();
     cv_.notify_all();

@@ -144,7 +144,9 @@ Lease ConnectionPool::acquire() {
   while (true) {
     if (closed_) {
       stop_waiting();
-      throw DatabaseError("connection pool is closed", "", ErrorClass::permanent);
+      // Not the database's word on any statement (08003: no connection): nothing may take it
+      // as a refusal of the values it was asked to write.
+      throw DatabaseError("connection pool is closed", "08003", ErrorClass::transient);
     }
     if (!idle_.empty()) {
       std::unique_ptr<Connection> c = std::move(idle_.back());

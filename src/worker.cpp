@@ -55,6 +55,7 @@ Worker::~Worker() {
 
 void Worker::request_shutdown(int count) {
   shutdown_requests_ = std::max(shutdown_requests_.load(), count);
+  stop_claiming_.request_stop();
   if (count >= 2) {
     log_.warn("second signal: skipping the shutdown grace");
     skip_grace_.request_stop();
@@ -204,7 +205,7 @@ CompleterStats Worker::shutdown_services() {
                        s.executor->all_handlers_returned();
   for (auto& p : s.periodic) p->request_stop();
   for (auto& p : s.periodic) p->wait();
-  s.completer->stop(flush_deadline());
+  outcomes_lost_ = !s.completer->stop(flush_deadline());
   s.pool->close(std::chrono::steady_clock::now() + std::chrono::seconds(5));
   auto st = s.completer->stats();
   log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},
@@ -340,22 +341,24 @@ int Worker::once(const WorkerRunOptions& opts) {
       claimed = static_cast<int>(tasks.size());
       s.executor->submit(std::move(tasks));
     } else {
-      while (shutdown_requests_ == 0 && claimed < limit) {
+      // The first signal ends every wait here at once: no claim after it.
+      std::stop_token stop = stop_claiming_.get_token();
+      while (!stop.stop_requested() && claimed < limit) {
         TickResult r = s.poller->run_once(limit - claimed);
         claimed += r.claimed;
         if (r.batches == 0) {
           // No room (slots busy, or outcomes not yet written): make room, then claim again.
-          s.executor->wait_free(1, std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
+          s.executor->wait_free(1, std::chrono::steady_clock::time_point::max(), stop);
           s.completer->flush(flush_deadline());
           continue;
         }
         if (r.claimed == 0) {  // a claim came back empty: nothing (more) is due
           if (s.executor->busy() == 0) break;
-          s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
+          s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), stop);
           continue;
         }
         int want = std::max(1, std::min(config_.scheduler.batch_size, config_.scheduler.concurrency) / 2);
-        s.executor->wait_free(want, std::chrono::steady_clock::time_point::max(), skip_grace_.get_token());
+        s.executor->wait_free(want, std::chrono::steady_clock::time_point::max(), stop);
       }
     }
   } catch (const DatabaseError& e) {
@@ -363,12 +366,15 @@ int Worker::once(const WorkerRunOptions& opts) {
     failed_db = true;
   }
   // Run what was claimed to the end, unless a signal asks to stop (then the grace applies).
-  while (shutdown_requests_ == 0 &&
-         !s.executor->wait_idle(std::chrono::steady_clock::now() + std::chrono::milliseconds(200))) {
-  }
+  s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), stop_claiming_.get_token());
   log_.info("once: claimed tasks", {{"claimed", claimed}});
   CompleterStats st = shutdown_services();
-  if (failed_db) return 69;
+  // Never 0 when the batch's outcomes did not all reach the database: those tasks will run again
+  // after their leases expire, and a script must not take the batch as done.
+  if (failed_db || outcomes_lost_) {
+    if (outcomes_lost_) log_.error("once: task outcomes could not be written; exiting 69");
+    return 69;
+  }
   return st.failed + st.retried > 0 ? 1 : 0;
 }
 

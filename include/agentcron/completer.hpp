@@ -96,6 +96,7 @@ class Completer {
   std::mt19937_64 rng_{std::random_device{}()};
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
+  std::atomic<bool> stopped_{false};
   std::function<void(const std::vector<std::int64_t>&)> on_written_;
   std::function<std::optional<std::int64_t>(std::int64_t)> redelivered_;
   std::function<int()> outcomes_coming_;

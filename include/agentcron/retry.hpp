@@ -38,6 +38,16 @@ class DatabaseError : public std::runtime_error {
   const std::string& sqlstate() const { return sqlstate_; }
   ErrorClass error_class() const { return class_; }
   bool is_transient() const { return class_ == ErrorClass::transient; }
+  // Whether the statement's values themselves were refused, for good: a data exception (22xxx,
+  // e.g. a NOTIFY payload too long), an integrity constraint (23xxx), a program limit (54xxx), or
+  // values the client would not send (no SQLSTATE, permanent: e.g. text libpq cannot quote). The
+  // same statement with other values may pass; these values never will. A read-only server
+  // (25006) or a missing privilege refuses every statement, not these values.
+  bool refuses_values() const {
+    if (class_ != ErrorClass::permanent) return false;
+    return sqlstate_.empty() || sqlstate_.rfind("22", 0) == 0 || sqlstate_.rfind("23", 0) == 0 ||
+           sqlstate_.rfind("54", 0) == 0;
+  }
 
  private:
   std::string sqlstate_;

@@ -75,7 +75,9 @@ class Worker {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<int> shutdown_requests_{0};
-  std::stop_source skip_grace_;
+  std::stop_source skip_grace_;     // the second signal
+  std::stop_source stop_claiming_;  // the first signal: ends `once --drain`'s waits at once
+  bool outcomes_lost_ = false;      // shutdown left outcomes unwritten (the database was gone)
 };
 
 }  // namespace agentcron

@@ -234,6 +234,26 @@ TEST_F(WorkerE2E, OnceExitCodes) {
   EXPECT_TRUE(connections_closed());
 }
 
+// The first SIGTERM during `once --drain` stops claiming at once — not after a running task
+// happens to free a slot — and the running tasks get the grace, then go back to pending.
+TEST_F(WorkerE2E, OnceDrainStopsClaimingAtTheFirstSigtermAndEndsWithinTheGrace) {
+  write_config("concurrency = 2\nbatch_size = 2\n",
+               "[shutdown]\ngrace = \"1s\"\n[handlers.slow]\ntype = \"exec\"\ncommand = " + std::string(kSleepCommand) +
+                   "\nkill_after = \"1s\"\n");
+  insert_sleepers(6, "60");
+  Process once({"--config", config_path, "once", "--drain"});
+  ASSERT_TRUE(eventually([&] { return count("status = 'running'") == 2; })) << once.err();
+  once.signal(SIGTERM);
+  auto start = std::chrono::steady_clock::now();
+  auto code = once.wait(15s);
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(code) << once.err();
+  EXPECT_EQ(*code, 0) << once.err();  // nothing failed: two released, four never claimed
+  EXPECT_LT(took, 1s + 1s + 2s);      // grace, kill_after, and a margin
+  EXPECT_EQ(count("status = 'pending' AND attempts = 0"), 6);
+  EXPECT_TRUE(connections_closed());
+}
+
 TEST_F(WorkerE2E, OnceAgainstAnUnreachableDatabaseExits69Promptly) {
   write_config("", "[handlers.ok]\ntype = \"notify\"\n", "postgresql://agentcron:hunter2@127.0.0.1:1/nothing");
   auto start = std::chrono::steady_clock::now();

@@ -223,5 +223,26 @@ TEST_F(OutageTest, AnImmediateRestartThatLosesAClaimRunsNoTaskTwiceAtOnceInOneWo
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded' AND attempts = 1"), kTasks);
 }
 
+// `once` must not say 0 when the batch's outcomes never reached the database: PostgreSQL stops
+// while the tasks run, the outcomes cannot be written, and the exit code is 69.
+TEST_F(OutageTest, OnceExits69WhenItsOutcomesCannotBeWritten) {
+  std::string conf = config_path + ".once";
+  std::ofstream(conf) << "[database]\nurl = \"" << db.url() << "\"\nconnect_timeout = \"1s\"\n"
+                      << "[timeouts]\nupdate = \"1s\"\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n"
+                      << "[handlers.slow]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 2\"]\n";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind) SELECT 'slow' FROM generate_series(1, 3)");
+  Process once({"--config", conf, "once"});
+  ASSERT_TRUE(eventually([&] {
+    return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'running'") == 3;
+  }, 20s)) << once.err();
+  db.reconnect();
+  pg_ctl("-m fast stop");
+  auto code = once.wait(60s);
+  ::unlink(conf.c_str());
+  ASSERT_TRUE(code) << once.err();
+  EXPECT_EQ(*code, 69) << once.err();
+  EXPECT_NE(once.err().find("task outcomes could not be written"), std::string::npos) << once.err();
+}
+
 }  // namespace
 }  // namespace agentcron

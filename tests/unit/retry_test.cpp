@@ -104,6 +104,20 @@ TEST(CircuitBreaker, AProbeThatFailsPermanentlyReopensItInsteadOfJammingIt) {
   EXPECT_EQ(b.state(), CircuitBreaker::State::closed);
 }
 
+// Only a refusal of the values themselves ends a task's outcome as failed; a database that
+// refuses everything (read-only, no privilege) or is unreachable gets the outcome again later.
+TEST(DatabaseErrorTest, RefusesValuesOnlyForDataConstraintAndLimitErrorsAndClientRefusals) {
+  auto err = [](const char* state, ErrorClass c) { return DatabaseError("x", state, c); };
+  EXPECT_TRUE(err("22023", ErrorClass::permanent).refuses_values());  // NOTIFY payload too long
+  EXPECT_TRUE(err("23505", ErrorClass::permanent).refuses_values());
+  EXPECT_TRUE(err("54000", ErrorClass::permanent).refuses_values());
+  EXPECT_TRUE(err("", ErrorClass::permanent).refuses_values());       // libpq would not quote it
+  EXPECT_FALSE(err("25006", ErrorClass::permanent).refuses_values());  // read-only server
+  EXPECT_FALSE(err("42501", ErrorClass::permanent).refuses_values());  // no privilege
+  EXPECT_FALSE(err("08003", ErrorClass::transient).refuses_values());  // pool closed
+  EXPECT_FALSE(err("08006", ErrorClass::in_doubt).refuses_values());
+}
+
 TEST(CircuitBreaker, SuccessResetsTheCount) {
   FakeClock clock;
   CircuitBreaker b(2, Millis(1000), clock);
