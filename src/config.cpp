@@ -46,6 +46,7 @@ struct KeySpec {
 
 // Far beyond any sensible setting, and safe from overflow when added to a clock.
 constexpr auto kMaxDuration = std::chrono::days(3650);
+constexpr double kMaxServerTimeoutMs = 2147483647;  // INT_MAX ms: statement_timeout's and libpq's limit
 
 std::optional<std::string> check_cron(const std::string& v) {
   try {
@@ -98,9 +99,9 @@ const std::vector<KeySpec>& key_specs() {
        "Most connections the process opens, the LISTEN connection included."},
       {"database", "pool_timeout", DurRef(REF(database.pool_timeout)), 1, 0, false, nullptr, "> 0",
        "Longest wait for a free pooled connection before an acquire fails."},
-      {"database", "connect_timeout", DurRef(REF(database.connect_timeout)), 1000, 0, false, nullptr, ">= 1s",
+      {"database", "connect_timeout", DurRef(REF(database.connect_timeout)), 1000, kMaxServerTimeoutMs, false, nullptr, ">= 1s, at most 2147483647ms (24.8d)",
        "Time limit of one connection attempt."},
-      {"database", "network_timeout", DurRef(REF(database.network_timeout)), 1000, 0, false, nullptr, ">= 1s",
+      {"database", "network_timeout", DurRef(REF(database.network_timeout)), 1000, kMaxServerTimeoutMs, false, nullptr, ">= 1s, at most 2147483647ms (24.8d)",
        "A dead network peer is noticed within this (TCP keepalives and tcp_user_timeout)."},
       {"database", "max_lifetime", DurRef(REF(database.max_lifetime)), 1000, 0, false, nullptr, ">= 1s",
        "A pooled connection is closed and replaced after this age."},
@@ -108,13 +109,13 @@ const std::vector<KeySpec>& key_specs() {
        "PgBouncer transaction-pooling mode: no named prepared statements, no session SET, no LISTEN."},
       {"database", "application_name", StrRef(REF(database.application_name)), 0, 0, false, check_app_name, "1–40 characters",
        "pg_stat_activity shows each connection as <application_name>/<worker id>."},
-      {"timeouts", "claim", DurRef(REF(timeouts.claim)), 1, 0, false, nullptr, "> 0",
+      {"timeouts", "claim", DurRef(REF(timeouts.claim)), 1, kMaxServerTimeoutMs, false, nullptr, "> 0, at most 2147483647ms (24.8d)",
        "statement_timeout of the claim query."},
-      {"timeouts", "update", DurRef(REF(timeouts.update)), 1, 0, false, nullptr, "> 0",
+      {"timeouts", "update", DurRef(REF(timeouts.update)), 1, kMaxServerTimeoutMs, false, nullptr, "> 0, at most 2147483647ms (24.8d)",
        "statement_timeout of every other query (complete, release, extend, rescue, enqueue)."},
-      {"timeouts", "lock", DurRef(REF(timeouts.lock)), 1, 0, false, nullptr, "> 0",
+      {"timeouts", "lock", DurRef(REF(timeouts.lock)), 1, kMaxServerTimeoutMs, false, nullptr, "> 0, at most 2147483647ms (24.8d)",
        "lock_timeout of every transaction."},
-      {"timeouts", "idle_in_transaction", DurRef(REF(timeouts.idle_in_transaction)), 1, 0, false, nullptr, "> 0",
+      {"timeouts", "idle_in_transaction", DurRef(REF(timeouts.idle_in_transaction)), 1, kMaxServerTimeoutMs, false, nullptr, "> 0, at most 2147483647ms (24.8d)",
        "idle_in_transaction_session_timeout of every transaction."},
       {"scheduler", "schedule", StrRef(REF(scheduler.schedule)), 0, 0, true, check_cron, "cron (5 or 6 fields) or @every",
        "When the poller claims due tasks."},
@@ -281,6 +282,9 @@ void apply(Config& c, const KeySpec& k, const Raw& raw) {
           if (d->count() < k.min)
             fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
           if (*d > kMaxDuration) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
+          // PostgreSQL's timeouts and libpq's socket timeouts are 32-bit milliseconds.
+          if (k.max > 0 && static_cast<double>(d->count()) > k.max)
+            fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
           slot = *d;
         } else {
           auto* s = std::get_if<std::string>(&raw.value);

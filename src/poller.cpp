@@ -80,6 +80,15 @@ TickResult Poller::run_once(int max_tasks) {
   return r;
 }
 
+CronSchedule::Time Poller::tick_after(const CronSchedule& schedule, const TimeZone& zone, CronSchedule::Time now,
+                                      double jitter) {
+  CronSchedule::Time fire = schedule.next(now, zone);
+  if (jitter <= 0) return fire;
+  auto gap = schedule.next(fire, zone) - fire;
+  auto spread = std::min<CronSchedule::Time::duration>(std::chrono::seconds(1), gap / 10);
+  return fire + std::chrono::duration_cast<CronSchedule::Time::duration>(spread * std::min(jitter, 0.999));
+}
+
 int Poller::room() const { return executor_.free_slots() - (backlog_ ? backlog_() : 0); }
 
 void Poller::tick_safely() {
@@ -198,7 +207,7 @@ void Poller::loop(std::stop_token st) {
     CronSchedule::Time next_tick;
     {
       std::lock_guard lock(mu_);
-      next_tick = options_.schedule.next(std::chrono::system_clock::now(), options_.zone);
+      next_tick = tick_after(options_.schedule, options_.zone, std::chrono::system_clock::now(), options_.tick_jitter);
     }
     ensure_listener();
     // Wait for the tick, a notification, or a wake-up.

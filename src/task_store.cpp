@@ -633,13 +633,25 @@ EnqueueResult TaskStore::enqueue(const EnqueueParams& p) {
   if (p.at) at = iso(*p.at);
   std::optional<std::int64_t> in;
   if (p.in) in = p.in->count();
-  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "enqueue task", true,
-                        [&](pqxx::transaction_base& tx, Connection& c) {
-                          auto r = run(tx, c, options_.pgbouncer, options_.update, kEnqueue, p.agent_id, p.kind,
-                                       p.payload, at, in, p.cron, p.timezone, p.priority, p.max_attempts, p.timeout_ms,
-                                       p.dedup_key, p.approval);
-                          return EnqueueResult{r[0][0].as<std::int64_t>(), r[0][1].as<bool>()};
-                        });
+  // A concurrent enqueue with the same dedup key may commit between this statement's snapshot
+  // and its insert: the insert then yields to it, yet the snapshot cannot see its row, and the
+  // statement returns nothing. Sent again, with a new snapshot, it finds that row.
+  for (int round = 1;; ++round) {
+    std::optional<EnqueueResult> r =
+        in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "enqueue task", true,
+                       [&](pqxx::transaction_base& tx, Connection& c) -> std::optional<EnqueueResult> {
+                         auto rows = run(tx, c, options_.pgbouncer, options_.update, kEnqueue, p.agent_id, p.kind,
+                                         p.payload, at, in, p.cron, p.timezone, p.priority, p.max_attempts,
+                                         p.timeout_ms, p.dedup_key, p.approval);
+                         if (rows.empty()) return std::nullopt;
+                         return EnqueueResult{rows[0][0].as<std::int64_t>(), rows[0][1].as<bool>()};
+                       });
+    if (r) return *r;
+    if (round == 5)  // the live task with this key came and went five times over: give up honestly
+      throw DatabaseError("enqueue task: the task with dedup key \"" + p.dedup_key.value_or("") +
+                              "\" kept changing under concurrent enqueues; try again",
+                          "40001", ErrorClass::transient);
+  }
 }
 
 QueueStatus TaskStore::status() {

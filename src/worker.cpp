@@ -25,10 +25,16 @@
 
 namespace agentcron {
 
+// host:pid:suffix. In containers every worker may be pid 1 on a hostname shared by a fleet's
+// replicas (or reused after a restart): the random suffix keeps locked_by unique, so that one
+// worker's outcomes and releases never match another's tasks.
 std::string default_worker_id() {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
-  return std::string(host) + ":" + std::to_string(::getpid());
+  std::random_device rd;
+  char suffix[9];
+  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
+  return std::string(host) + ":" + std::to_string(::getpid()) + ":" + suffix;
 }
 
 struct Worker::Services {
@@ -67,24 +73,33 @@ void Worker::request_shutdown(int count) {
   cv_.notify_all();
 }
 
+// Only the reloadable fields of config_ change, and only under mu_: every other field is fixed
+// from construction on and read freely; the reloadable ones are read under mu_ (see scheduler()).
 void Worker::reload(const Config& next) {
+  std::lock_guard lock(mu_);
   Config merged = apply_reloadable(config_, next);
   if (auto level = parse_log_level(merged.log.level)) log_.set_level(*level);
-  std::lock_guard lock(mu_);
   if (s_ && s_->poller)
     s_->poller->reconfigure(CronSchedule::parse(merged.scheduler.schedule), TimeZone::locate(merged.scheduler.timezone),
                             merged.scheduler.batch_size);
   if (s_ && s_->executor) s_->executor->set_concurrency(merged.scheduler.concurrency);
-  config_ = merged;
+  config_.scheduler = merged.scheduler;
+  config_.log.level = merged.log.level;
   log_.info("configuration reloaded", {{"schedule", merged.scheduler.schedule},
                                         {"batch_size", merged.scheduler.batch_size},
                                         {"concurrency", merged.scheduler.concurrency},
                                         {"log_level", merged.log.level}});
 }
 
+SchedulerConfig Worker::scheduler() const {
+  std::lock_guard lock(mu_);
+  return config_.scheduler;
+}
+
 int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   auto s = std::make_unique<Services>();
-  const Config& c = config_;
+  Config c = config_;
+  c.scheduler = scheduler();
   s->pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, id_), log_);
   s->store = std::make_unique<TaskStore>(*s->pool, StoreOptions::from_config(c), log_);
   s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
@@ -151,6 +166,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   popts.worker = id_;
   popts.kinds = handlers_.kinds();
   popts.max_payload_bytes = c.executor.max_payload_bytes;
+  popts.tick_jitter = std::uniform_real_distribution<double>(0, 1)(rng);
   s->poller = std::make_unique<Poller>(popts, *s->store, *s->executor, *s->breaker, log_);
   Poller* poller = s->poller.get();
   s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
@@ -309,10 +325,11 @@ int Worker::run(const WorkerRunOptions& opts) {
   }
   int rc = start_services(opts, false);
   if (rc != 0 || !s_) return rc;
+  SchedulerConfig sc = scheduler();
   log_.info("worker started", {{"worker", id_},
-                               {"schedule", config_.scheduler.schedule},
-                               {"concurrency", config_.scheduler.concurrency},
-                               {"batch_size", config_.scheduler.batch_size},
+                               {"schedule", sc.schedule},
+                               {"concurrency", sc.concurrency},
+                               {"batch_size", sc.batch_size},
                                {"connection_limit", config_.database.connection_limit}});
   s_->poller->start();
   notify_systemd("READY=1");
@@ -329,13 +346,14 @@ int Worker::once(const WorkerRunOptions& opts) {
   int rc = start_services(opts, true);
   if (rc != 0 || !s_) return rc;
   Services& s = *s_;
-  int limit = opts.max_tasks > 0 ? opts.max_tasks : (opts.drain ? INT_MAX : config_.scheduler.batch_size);
+  const SchedulerConfig sc = scheduler();
+  int limit = opts.max_tasks > 0 ? opts.max_tasks : (opts.drain ? INT_MAX : sc.batch_size);
   int claimed = 0;
   bool failed_db = false;
   try {
     if (!opts.drain) {
       // One batch: up to batch_size (or --max-tasks) tasks; the executor queues past its slots.
-      ClaimParams p{std::min(limit, config_.scheduler.batch_size), handlers_.kinds(), id_, config_.scheduler.lease,
+      ClaimParams p{std::min(limit, sc.batch_size), handlers_.kinds(), id_, sc.lease,
                     config_.executor.max_payload_bytes};
       auto tasks = s.store->claim_due(p);
       claimed = static_cast<int>(tasks.size());
@@ -357,7 +375,7 @@ int Worker::once(const WorkerRunOptions& opts) {
           s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), stop);
           continue;
         }
-        int want = std::max(1, std::min(config_.scheduler.batch_size, config_.scheduler.concurrency) / 2);
+        int want = std::max(1, std::min(sc.batch_size, sc.concurrency) / 2);
         s.executor->wait_free(want, std::chrono::steady_clock::time_point::max(), stop);
       }
     }

@@ -32,6 +32,7 @@ struct PollerOptions {
   std::string worker;
   std::vector<std::string> kinds;
   int max_payload_bytes = 1 << 20;  // larger payloads are not fetched (ClaimParams)
+  double tick_jitter = 0;           // 0 ≤ j < 1: this worker's place within a tick's spread (tick_after)
   Backoff reconnect{std::chrono::seconds(1), std::chrono::seconds(30), 2};  // of the LISTEN connection
 };
 
@@ -55,6 +56,11 @@ class Poller {
  public:
   Poller(PollerOptions options, TaskStore& store, Executor& executor, CircuitBreaker& breaker, Logger& log);
   ~Poller();
+  // When the round after `now` starts: the schedule's next fire time, later by `jitter` of the
+  // smaller of one second and a tenth of the gap to the fire after it — so that a fleet on one
+  // schedule spreads its claims instead of sending them all in the same millisecond.
+  static CronSchedule::Time tick_after(const CronSchedule& schedule, const TimeZone& zone, CronSchedule::Time now,
+                                       double jitter);
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
 

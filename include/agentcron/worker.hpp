@@ -62,6 +62,7 @@ class Worker {
   struct Services;
   int start_services(const WorkerRunOptions& opts, bool one_shot);
   CompleterStats shutdown_services();  // returns the outcome counts
+  SchedulerConfig scheduler() const;   // the reloadable section as it is now
   // How long writing the remaining outcomes may take: a few retries of an update.
   std::chrono::steady_clock::time_point flush_deadline() const;
 

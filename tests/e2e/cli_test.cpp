@@ -4,6 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <regex>
+#include <set>
 
 #include "support/process.hpp"
 #include "support/test_db.hpp"
@@ -120,6 +123,31 @@ TEST(Cli, UnreachableDatabaseExits69WithoutThePassword) {
   EXPECT_EQ(r.code, 69);
   EXPECT_NE(r.err.find("database error"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("hunter2"), std::string::npos) << r.err;
+}
+
+// Twenty `enqueue --dedup-key K` at once: one inserts, every other one reports that task — none
+// fails because the winner committed between its snapshot and its insert.
+TEST(Cli, ConcurrentEnqueuesWithOneDedupKeyAllReportTheOneLiveTask) {
+  testing::TestDatabase db;
+  std::vector<std::unique_ptr<testing::Process>> procs;
+  for (int i = 0; i < 20; ++i)
+    procs.push_back(std::make_unique<testing::Process>(std::vector<std::string>{
+        "--database-url", db.url(), "--log-level", "warn", "enqueue", "--kind", "noop", "--dedup-key", "K"}));
+  std::set<std::string> ids;
+  int inserted = 0;
+  for (auto& p : procs) {
+    auto code = p->wait(std::chrono::seconds(60));
+    ASSERT_TRUE(code);
+    EXPECT_EQ(*code, 0) << p->err();
+    std::smatch m;
+    std::string out = p->out();
+    ASSERT_TRUE(std::regex_search(out, m, std::regex("task ([0-9]+)"))) << out << p->err();
+    ids.insert(m[1]);
+    if (out.rfind("enqueued task", 0) == 0) ++inserted;
+  }
+  EXPECT_EQ(ids.size(), 1u);
+  EXPECT_EQ(inserted, 1);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE dedup_key = 'K'"), 1);
 }
 
 }  // namespace

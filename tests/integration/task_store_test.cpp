@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <future>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <signal.h>
@@ -315,6 +316,34 @@ TEST_F(StoreTest, DeleteFinishedHonoursRetentionInBatches) {
   EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 11);
   EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 0);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks"), 2);
+}
+
+// Enqueues that wait on another transaction's insert of the same dedup key see nothing once it
+// commits (their snapshot predates it) and insert nothing (the key is taken): each must still
+// report the one live task.
+TEST_F(StoreTest, EnqueuesBlockedOnAnUncommittedTaskWithTheirDedupKeyReportIt) {
+  config.database.connection_limit = 4;
+  open(config);
+  pqxx::connection other(db.conninfo());
+  pqxx::work tx(other);
+  std::int64_t id = tx.exec1("INSERT INTO agentcron.agent_tasks (kind, dedup_key) VALUES ('noop', 'K') RETURNING id")[0]
+                        .as<std::int64_t>();
+  EnqueueParams p;
+  p.kind = "noop";
+  p.dedup_key = "K";
+  std::vector<std::future<EnqueueResult>> waiting;
+  for (int i = 0; i < 3; ++i) waiting.push_back(std::async(std::launch::async, [&] { return store->enqueue(p); }));
+  ASSERT_TRUE(testing::eventually([&] {
+    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND wait_event_type = 'Lock' AND query LIKE '%agentcron_enqueue%'") == 3;
+  }, 20s));
+  tx.commit();
+  for (auto& w : waiting) {
+    EnqueueResult r = w.get();
+    EXPECT_EQ(r.id, id);
+    EXPECT_TRUE(r.deduplicated);
+  }
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE dedup_key = 'K'"), 1);
 }
 
 TEST_F(StoreTest, EnqueueWithDedupKeyAndStatus) {

@@ -154,6 +154,10 @@ TEST_F(ConfigTest, EveryBadFileValueNamesKeyFileAndLine) {
       {"[database]\nurl = \"postgres://h/db?connection_limit=0\"\n", ":2 (url parameter): database.connection_limit must be between 1 and 1000"},
       {"[database]\napplication_name = \"\"\n", ":2: database.application_name must be 1 to 40 characters"},
       {"[database]\nconnect_timeout = \"500ms\"\n", ":2: database.connect_timeout must be >= 1s"},
+      // Beyond what statement_timeout and libpq's socket timeouts take (32-bit milliseconds).
+      {"[timeouts]\nclaim = \"25d\"\n", ":2: timeouts.claim must be > 0, at most 2147483647ms (24.8d), got \"25d\""},
+      {"[timeouts]\nidle_in_transaction = \"2147483648ms\"\n", ":2: timeouts.idle_in_transaction must be > 0, at most 2147483647ms (24.8d)"},
+      {"[database]\nnetwork_timeout = \"30d\"\n", ":2: database.network_timeout must be >= 1s, at most 2147483647ms (24.8d)"},
       {"[scheduler]\nschedule = \"0 24 * * *\"\n", ":2: scheduler.schedule is not a valid schedule: cron: field 2 (hour): 24 is out of range 0-23"},
       {"[scheduler]\ntimezone = \"Mars/Base\"\n", ":2: scheduler.timezone is not a known IANA time zone"},
       {"[scheduler]\nlease = \"1s\"\n", ":2: scheduler.lease must be >= 3s"},
