@@ -229,6 +229,10 @@ int cmd_config(const Globals& g) {
   auto log = make_logger(c);
   HandlerRegistry::from_config(c, *log);  // a handler this build cannot run is a config error too
   std::cout << describe_config(c);
+  // What a supervisor must allow for a stop (systemd TimeoutStopSec, Kubernetes
+  // terminationGracePeriodSeconds): the worst case, with the database gone (docs/operations.md).
+  std::cout << "# shutdown budget: " << format_duration(std::chrono::ceil<std::chrono::seconds>(shutdown_budget(c)))
+            << " at most from SIGTERM to exit\n";
   return kExitOk;
 }
 

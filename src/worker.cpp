@@ -48,7 +48,8 @@ struct Worker::Services {
   std::unique_ptr<Rescuer> rescuer;
   std::unique_ptr<Janitor> janitor;
   std::unique_ptr<LeaseKeeper> lease_keeper;
-  std::vector<std::unique_ptr<Periodic>> periodic;
+  std::unique_ptr<Periodic> lease_renewal;             // runs until every task is settled
+  std::vector<std::unique_ptr<Periodic>> maintenance;  // rescuer, janitor: stop at once
 };
 
 Worker::Worker(Config config, HandlerRegistry handlers, Logger& log, std::string worker_id)
@@ -180,28 +181,35 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->completer->set_outcomes_coming([exec = s->executor.get()] { return exec->outcomes_coming(); });
 
   s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease, log_);
-  s->periodic.push_back(std::make_unique<Periodic>("extending leases", s->lease_keeper->interval(),
-                                                   [k = s->lease_keeper.get()] { k->run_once(); }, log_,
-                                                   s->lease_keeper->retry_interval()));
+  s->lease_renewal = std::make_unique<Periodic>("extending leases", s->lease_keeper->interval(),
+                                                [k = s->lease_keeper.get()] { k->run_once(); }, log_,
+                                                s->lease_keeper->retry_interval());
   if (!one_shot) {
     s->rescuer = std::make_unique<Rescuer>(*s->store, log_);
     s->janitor = std::make_unique<Janitor>(*s->store, c.retention.succeeded, c.retention.failed, log_);
     Millis rescue_every = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
-    s->periodic.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
+    s->maintenance.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
                                                      [r = s->rescuer.get()] { r->run_once(); }, log_));
-    s->periodic.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
+    s->maintenance.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
                                                      [j = s->janitor.get()] { j->run_once(); }, log_));
   }
-  for (auto& p : s->periodic) p->start();
+  s->lease_renewal->start();
+  for (auto& p : s->maintenance) p->start();
   std::lock_guard lock(mu_);
   s_ = std::move(s);
   return 0;
 }
 
+// The phases, and the terms of shutdown_budget() they answer to:
+//   drain    nothing new starts; the grace, then cancelled handlers stop — while the poller's and
+//            the maintenance jobs' last statements run out beside them;
+//   settle   lease renewal and the completer's writer stop together (each may be mid-statement);
+//   flush    what is left is written until the flush window closes;
+//   close    the pool says goodbye to the server.
 CompleterStats Worker::shutdown_services() {
   Services& s = *s_;
   s.poller->request_stop();
-  s.poller->wait();
+  for (auto& p : s.maintenance) p->request_stop();
   notify_systemd("STOPPING=1");
   int running = s.executor->busy();
   if (running > 0) {
@@ -215,14 +223,14 @@ CompleterStats Worker::shutdown_services() {
   }
   // Cancelled exec handlers need up to kill_after to stop their process groups; their tasks are
   // released only then, and their leases are extended until then.
-  Millis stop_time = std::chrono::seconds(1);
-  for (const auto& h : config_.handlers) stop_time = std::max(stop_time, h.kill_after + std::chrono::seconds(1));
-  bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + stop_time) &&
+  bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + handler_stop_time(config_)) &&
                        s.executor->all_handlers_returned();
-  for (auto& p : s.periodic) p->request_stop();
-  for (auto& p : s.periodic) p->wait();
+  s.poller->wait();
+  for (auto& p : s.maintenance) p->wait();
+  s.lease_renewal->request_stop();
   outcomes_lost_ = !s.completer->stop(flush_deadline());
-  s.pool->close(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  s.lease_renewal->wait();
+  s.pool->close(std::chrono::steady_clock::now() + kPoolCloseTime);
   auto st = s.completer->stats();
   log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},
                         {"failed", static_cast<std::int64_t>(st.failed)},
@@ -245,7 +253,35 @@ CompleterStats Worker::shutdown_services() {
 }
 
 std::chrono::steady_clock::time_point Worker::flush_deadline() const {
-  return std::chrono::steady_clock::now() + std::max<Millis>(config_.timeouts.update * 2, std::chrono::seconds(5));
+  return std::chrono::steady_clock::now() + flush_window(config_);
+}
+
+namespace {
+
+// One statement against a database that does not answer: a wait for a pooled connection, a
+// connect attempt, the statement's own timeout, then the watchdog's cancel and, a grace later,
+// its cut of the socket.
+Millis statement_bound(const Config& c, Millis statement) {
+  Millis grace = StoreOptions{}.client_grace;
+  return c.database.pool_timeout + c.database.connect_timeout + statement + 2 * grace;
+}
+
+}  // namespace
+
+Millis handler_stop_time(const Config& c) {
+  Millis t = std::chrono::seconds(1);
+  for (const auto& h : c.handlers) t = std::max(t, h.kill_after + std::chrono::seconds(1));
+  return t;
+}
+
+Millis flush_window(const Config& c) { return std::max<Millis>(c.timeouts.update * 2, std::chrono::seconds(5)); }
+
+Millis shutdown_budget(const Config& c) {
+  Millis update = statement_bound(c, c.timeouts.update);
+  Millis drain = std::max({c.shutdown.grace + handler_stop_time(c), statement_bound(c, c.timeouts.claim), update});
+  Millis settle = update;                          // the lease renewal's and the writer's last statements, side by side
+  Millis flush = flush_window(c) + update;         // the last write may start just before the window closes
+  return drain + settle + flush + kPoolCloseTime;  // and the pool's goodbye
 }
 
 WorkerStats Worker::stats() const {

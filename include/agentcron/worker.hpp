@@ -21,6 +21,18 @@ class Logger;
 // hostname:pid — unique among the workers on one database, readable in pg_stat_activity.
 std::string default_worker_id();
 
+// How long a shutdown may take at most, with the database gone at the worst moment: the drain
+// (max of shutdown.grace + the handlers' stop time, and one claim or update statement against a
+// database that does not answer), one more update statement (lease renewal and the outcome
+// writer stopping side by side), the flush window plus its last statement, and the pool's close.
+// One statement against a silent database is pool_timeout + connect_timeout + its timeout + two
+// client graces (5 s: the watchdog's cancel, then its cut). docs/operations.md has the formula;
+// packaging/agentcron.service's TimeoutStopSec is this for the defaults, with a margin.
+Millis shutdown_budget(const Config& c);
+Millis handler_stop_time(const Config& c);  // the longest exec kill_after, and a second
+Millis flush_window(const Config& c);       // max(2 × timeouts.update, 5 s)
+inline constexpr Millis kPoolCloseTime = std::chrono::seconds(5);
+
 struct WorkerRunOptions {
   bool migrate = false;     // apply pending migrations first
   bool drain = false;       // once: until nothing is due

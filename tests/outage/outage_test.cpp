@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agentcron/duration.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/worker.hpp"
 #include "support/fn_handler.hpp"
@@ -242,6 +243,39 @@ TEST_F(OutageTest, OnceExits69WhenItsOutcomesCannotBeWritten) {
   ASSERT_TRUE(code) << once.err();
   EXPECT_EQ(*code, 69) << once.err();
   EXPECT_NE(once.err().find("task outcomes could not be written"), std::string::npos) << once.err();
+}
+
+// The shutdown budget holds with the database gone at the worst moment: a SIGTERM while tasks
+// run, then PostgreSQL stops before their outcomes can be written. The worker exits 0 within the
+// budget that `config check` prints for its configuration.
+TEST_F(OutageTest, ShutdownWithTheDatabaseGoneEndsWithinTheBudget) {
+  std::string conf = config_path + ".budget";
+  std::ofstream(conf) << "[database]\nurl = \"" << db.url() << "\"\nconnect_timeout = \"1s\"\npool_timeout = \"1s\"\n"
+                      << "[timeouts]\nclaim = \"1s\"\nupdate = \"1s\"\n[shutdown]\ngrace = \"2s\"\n"
+                      << "[scheduler]\nschedule = \"@every 200ms\"\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n"
+                      << "[handlers.slow]\ntype = \"exec\"\nkill_after = \"1s\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1\"]\n";
+  auto check = testing::run_agentcron({"--config", conf, "config", "check"});
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(check.out, m, std::regex("shutdown budget: ([0-9a-z]+) at most"))) << check.out << check.err;
+  auto budget = parse_duration(m[1].str());
+  ASSERT_TRUE(budget) << m[1];
+  db.exec("INSERT INTO agentcron.agent_tasks (kind) SELECT 'slow' FROM generate_series(1, 4)");
+  Process w({"--config", conf, "run"});
+  ASSERT_TRUE(eventually([&] {
+    return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'running'") == 4;
+  }, 20s)) << w.err();
+  db.reconnect();
+  auto start = std::chrono::steady_clock::now();
+  w.signal(SIGTERM);
+  pg_ctl("-m immediate stop");
+  auto code = w.wait(*budget + 30s);
+  auto took = std::chrono::steady_clock::now() - start;
+  ::unlink(conf.c_str());
+  ASSERT_TRUE(code) << w.err();
+  EXPECT_EQ(*code, 0) << w.err();
+  std::printf("shutdown with the database gone: %.1f s of a %s budget\n", std::chrono::duration<double>(took).count(),
+              m[1].str().c_str());
+  EXPECT_LE(took, *budget) << w.err();
 }
 
 }  // namespace
