@@ -20,7 +20,8 @@ SET last_error = CASE WHEN status IN ('pending', 'running')
     updated_at = now()
 WHERE NOT (scheduled_for >= '1900-01-01 00:00:00+00' AND scheduled_for < '2200-01-01 00:00:00+00');
 
--- NOT VALID, then VALIDATE: the check of existing rows takes a lock that lets claims go on.
+-- NOT VALID: new rows are checked from here on, and adding it holds its ACCESS EXCLUSIVE lock only
+-- for this migration's short transaction. Migration 0006 validates the existing rows in a
+-- transaction of its own, under a lock that lets claims go on.
 ALTER TABLE agentcron.agent_tasks ADD CONSTRAINT agent_tasks_scheduled_for_range
   CHECK (scheduled_for >= '1900-01-01 00:00:00+00' AND scheduled_for < '2200-01-01 00:00:00+00') NOT VALID;
-ALTER TABLE agentcron.agent_tasks VALIDATE CONSTRAINT agent_tasks_scheduled_for_range;

@@ -14,6 +14,11 @@ namespace {
 // cut on a character boundary. A handler's bytes are not worth losing the row over.
 std::string clean(const std::string& s) { return bounded_utf8(s, 8192); }
 
+// An exception from building or sending a write that is not the database's answer.
+DatabaseError client_refusal(const std::exception& e) {
+  return DatabaseError(std::string("could not write task outcomes: ") + e.what(), "", ErrorClass::permanent);
+}
+
 }  // namespace
 
 Completer::Completer(CompleterOptions options, TaskStore& store, Logger& log)
@@ -71,8 +76,10 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
   bool attempts_left = t.attempt < t.max_attempts;
   if (o.kind == TaskOutcome::Kind::retry && attempts_left && fire.error.empty()) {
     Millis delay = task_retry.delay(t.attempt, rng);
+    // An endpoint's Retry-After is honoured up to retry.max_delay: a reply cannot park a task
+    // for years (or past the range scheduled_for accepts).
     if (o.retry_not_before && *o.retry_not_before > db_now)
-      delay = std::max(delay, std::chrono::ceil<Millis>(*o.retry_not_before - db_now));
+      delay = std::max(delay, std::min(std::chrono::ceil<Millis>(*o.retry_not_before - db_now), task_retry.max));
     // A recurring task retries only while the retry comes before its next fire time.
     if (!fire.at || db_now + delay < *fire.at) {
       c.status = Completion::Status::pending;
@@ -135,17 +142,21 @@ bool Completer::write_some() {
 bool Completer::write_completions(std::vector<FinishedRun> runs) {
   if (runs.empty()) return true;
   std::vector<Completion> completions;
-  completions.reserve(runs.size());
-  for (const auto& run : runs) completions.push_back(decide(run, options_.task_retry, run.task.db_now(), rng_));
   std::vector<std::int64_t> written;
   try {
+    completions.reserve(runs.size());
+    for (const auto& run : runs) completions.push_back(decide(run, options_.task_retry, run.task.db_now(), rng_));
     written = store_.complete_many(completions, options_.worker);
   } catch (const DatabaseError& e) {
     return put_back(std::move(runs), e);
+  } catch (const std::exception& e) {
+    // Not the database's answer, yet these runs must not vanish (their ids would stay held and
+    // their leases renewed for ever): handled as values that cannot be written.
+    return put_back(std::move(runs), client_refusal(e));
   }
   std::sort(written.begin(), written.end());
   std::uint64_t ok = 0, retried = 0, failed = 0, stale = 0;
-  std::vector<std::int64_t> done;
+  std::vector<ClaimRef> done;
   std::vector<FinishedRun> again;
   for (std::size_t i = 0; i < completions.size(); ++i) {
     const Completion& c = completions[i];
@@ -167,7 +178,7 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
                 {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
       continue;
     }
-    done.push_back(t.id);
+    done.push_back(t.claim());
     bool is_retry = c.run_outcome == "retry";
     bool is_failure = !is_retry && (c.status == Completion::Status::failed || c.run_outcome == "failed");
     if (is_retry) ++retried;
@@ -199,27 +210,25 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
 
 bool Completer::write_releases(std::vector<FinishedRun> runs) {
   if (runs.empty()) return true;
-  std::vector<std::int64_t> ids;
   std::vector<ClaimRef> claims;
-  for (const auto& run : runs) {
-    ids.push_back(run.task.id);
-    claims.push_back(run.task.claim());
-  }
+  for (const auto& run : runs) claims.push_back(run.task.claim());
   try {
     store_.release_many(claims, options_.worker, "shutdown");
   } catch (const DatabaseError& e) {
     return put_back(std::move(runs), e);
+  } catch (const std::exception& e) {
+    return put_back(std::move(runs), client_refusal(e));
   }
   {
     std::lock_guard lock(mu_);
-    stats_.released += ids.size();
+    stats_.released += claims.size();
   }
-  announce_written(ids);
+  announce_written(claims);
   return true;
 }
 
 bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) {
-  std::vector<std::int64_t> given_up;
+  std::vector<ClaimRef> given_up;
   // Anything but a refusal of these very values is retried: transient errors, in-doubt commits
   // (every outcome is guarded by its claim, so a repeat is harmless), and permanent errors of the
   // whole database (read-only after a failover, a revoked privilege) that an operator may fix.
@@ -255,7 +264,7 @@ bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) 
                                                      {"attempt", run.task.attempt},
                                                      {"sqlstate", e.sqlstate()},
                                                      {"error", e.what()}});
-      given_up.push_back(run.task.id);
+      given_up.push_back(run.task.claim());
       runs.clear();
     }
     for (auto it = runs.rbegin(); it != runs.rend(); ++it) queue_.push_front(std::move(*it));
@@ -264,8 +273,8 @@ bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) 
   return !retry_later;
 }
 
-void Completer::announce_written(const std::vector<std::int64_t>& ids) {
-  if (on_written_) on_written_(ids);
+void Completer::announce_written(const std::vector<ClaimRef>& claims) {
+  if (on_written_) on_written_(claims);
 }
 
 bool Completer::flush(std::chrono::steady_clock::time_point deadline) {

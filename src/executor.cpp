@@ -83,56 +83,67 @@ int Executor::outcomes_coming() const {
   return busy_ - delivering_;
 }
 
+void Executor::enqueue_locked(Task t) {
+  Hold& hold = held_[t.id];
+  hold.token = t.claim_token;
+  auto r = std::make_shared<Running>();
+  r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
+  r->task = std::move(t);
+  running_[r->task.id] = r;
+  queue_.push_back(std::move(r));
+  ++busy_;
+}
+
 int Executor::submit(std::vector<Task> tasks) {
   if (tasks.empty()) return 0;
   int accepted = 0;
   std::vector<std::int64_t> refused;
   {
     std::lock_guard lock(mu_);
+    if (closing_) return 0;  // shutting down: the claim's leases expire and the rescuer returns them
     for (auto& t : tasks) {
-      // Never a second copy of a task this worker runs: the row already names us and the
-      // attempt, so the running copy's outcome is the one that will finish it.
-      auto [hold, fresh] = held_.try_emplace(t.id);
-      if (!fresh) {
+      // Never a second copy of a task this worker runs: the running copy's outcome finishes it.
+      if (auto hold = held_.find(t.id); hold != held_.end()) {
         // The row now carries the new claim's token: the running copy's outcome, lease
-        // extensions and release must name it.
-        hold->second.redelivered = true;
+        // extensions and release must name it — and should the copy's outcome land before this
+        // claim was made, the claim is run once the copy is done (release_hold_locked).
         hold->second.token = t.claim_token;
         if (auto r = running_.find(t.id); r != running_.end()) r->second->task.claim_token = t.claim_token;
         refused.push_back(t.id);
+        hold->second.redelivery = std::move(t);
         continue;
       }
-      hold->second.token = t.claim_token;
-      auto r = std::make_shared<Running>();
-      r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
-      r->task = std::move(t);
-      running_[r->task.id] = r;
-      queue_.push_back(std::move(r));
-      ++busy_;
+      enqueue_locked(std::move(t));
       ++accepted;
     }
     grow_locked(std::max(0, kEagerThreads - static_cast<int>(slots_.size())));
     if (starved_locked()) supervisor_cv_.notify_all();
   }
   for (std::int64_t id : refused)
-    log_.warn("claimed a task this worker is still running (the database lost an earlier claim's commit); "
-              "leaving it to the running copy",
+    log_.warn("claimed a task this worker still holds (its last run is finishing, or the database lost a "
+              "claim's commit); leaving it to the running copy",
               {{"task_id", id}});
   for (int i = 0; i < accepted; ++i) work_cv_.notify_one();
   return accepted;
 }
 
-void Executor::forget(const std::vector<std::int64_t>& ids) {
+void Executor::forget(const std::vector<ClaimRef>& claims) {
   std::lock_guard lock(mu_);
-  for (std::int64_t id : ids) release_hold_locked(id, false, true);
+  for (const ClaimRef& c : claims) {
+    if (auto it = held_.find(c.id); it != held_.end()) it->second.written = c.token;
+    release_hold_locked(c.id, false, true);
+  }
 }
 
 std::optional<std::int64_t> Executor::unrecorded(std::int64_t id) {
   std::lock_guard lock(mu_);
   auto it = held_.find(id);
-  if (it != held_.end() && it->second.redelivered) {
-    it->second.redelivered = false;
-    return it->second.token;
+  if (it != held_.end() && it->second.redelivery) {
+    // The outcome found the row pending (its claim lost) and then claimed again by us: the same
+    // outcome under the new claim finishes it, without a second run.
+    std::int64_t token = it->second.redelivery->claim_token;
+    it->second.redelivery.reset();
+    return token;
   }
   release_hold_locked(id, false, true);
   return std::nullopt;
@@ -143,7 +154,19 @@ void Executor::release_hold_locked(std::int64_t id, bool handler_done, bool outc
   if (it == held_.end()) return;
   it->second.handler_done |= handler_done;
   it->second.outcome_done |= outcome_done;
-  if (it->second.handler_done && it->second.outcome_done) held_.erase(it);
+  if (!it->second.handler_done || !it->second.outcome_done) return;
+  std::optional<Task> next = std::move(it->second.redelivery);
+  std::optional<std::int64_t> written = it->second.written;
+  held_.erase(it);
+  // A refused claim whose token the written outcome carried was finished by it (the database had
+  // lost the earlier claim); any other is a claim made after that outcome landed.
+  if (!next || closing_ || (written && *written == next->claim_token)) return;
+  // The row was claimed again (after a zero-delay retry, a release or the next fire landed) while
+  // the last run was finishing: that claim is live and ours, so it runs now.
+  enqueue_locked(std::move(*next));
+  grow_locked(std::max(0, kEagerThreads - static_cast<int>(slots_.size())));
+  if (starved_locked()) supervisor_cv_.notify_all();
+  work_cv_.notify_one();
 }
 
 std::vector<std::int64_t> Executor::running_ids() const {
@@ -164,20 +187,22 @@ std::vector<ClaimRef> Executor::held_claims() const {
   return claims;
 }
 
-int Executor::lose(const std::vector<std::int64_t>& ids) {
+int Executor::lose(const std::vector<ClaimRef>& claims) {
   std::unique_lock lock(mu_);
   int lost = 0;
-  for (std::int64_t id : ids) {
-    auto it = running_.find(id);
+  for (const ClaimRef& c : claims) {
+    auto it = running_.find(c.id);
     if (it == running_.end() || it->second->settled) continue;  // finished: its write will not match
     std::shared_ptr<Running> r = it->second;
+    // Another claim of ours since the extend was sent, or told already: nothing to do.
+    if (r->task.claim_token != c.token || r->stopped == Running::Stopped::lease_lost) continue;
     ++lost;
     ++leases_lost_;
     if (r->started_at == SysTime{}) {
       // Never started: it leaves the queue unrun (its slot sees it settled), with no outcome.
       r->settled = true;
       running_.erase(it);
-      release_hold_locked(id, false, true);
+      release_hold_locked(c.id, false, true);
     } else {
       r->stopped = Running::Stopped::lease_lost;
       r->stop.request_stop();
@@ -240,6 +265,7 @@ void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, st
 
 int Executor::cancel_all(const std::string& why) {
   std::unique_lock lock(mu_);
+  closing_ = true;
   int cancelled = 0;
   std::vector<std::shared_ptr<Running>> queued;
   for (auto& [id, r] : running_) {
@@ -247,7 +273,7 @@ int Executor::cancel_all(const std::string& why) {
     ++cancelled;
     if (r->started_at == SysTime{}) {
       queued.push_back(r);  // never started: nothing runs it, it may go back at once
-    } else if (r->stopped != Running::Stopped::lease_lost) {  // a lost lease is not ours to release
+    } else if (r->stopped == Running::Stopped::no) {  // a timeout stays a retry; a lost lease is not ours
       r->stopped = Running::Stopped::cancelled;
       r->cancel_reason = why;
       r->stop.request_stop();  // released by its slot once the handler has returned

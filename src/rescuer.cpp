@@ -11,7 +11,7 @@
 
 namespace agentcron {
 
-Periodic::Periodic(std::string name, Millis interval, std::function<void()> job, Logger& log, Millis retry)
+Periodic::Periodic(std::string name, Millis interval, Job job, Logger& log, Millis retry)
     : name_(std::move(name)), interval_(interval), retry_(retry > Millis(0) ? retry : interval), job_(std::move(job)),
       log_(log) {}
 
@@ -32,7 +32,7 @@ void Periodic::start() {
       auto started = std::chrono::steady_clock::now();
       next = started + interval_;  // a fixed rate: the next run is due an interval after this one started
       try {
-        job_();
+        job_(st);
       } catch (const DatabaseError& e) {
         next = std::min(next, std::chrono::steady_clock::now() + retry_);
         log_.warn(name_ + " failed; will run again", {{"sqlstate", e.sqlstate()}, {"error", e.what()},
@@ -55,7 +55,7 @@ void Periodic::wait() {
   if (thread_.joinable()) thread_.join();
 }
 
-RescuerResult Rescuer::run_once() {
+RescuerResult Rescuer::run_once(std::stop_token stop) {
   RescuerResult total;
   std::int64_t recurring_left = 0;
   while (true) {
@@ -63,10 +63,10 @@ RescuerResult Rescuer::run_once() {
     total.to_pending += r.to_pending;
     total.to_failed += r.to_failed;
     recurring_left = r.recurring_left;
-    if (r.to_pending + r.to_failed < batch_) break;
+    if (r.to_pending + r.to_failed < batch_ || stop.stop_requested()) break;
   }
   // A recurring task whose attempts are spent waits for its next fire time, as after a failed run.
-  while (recurring_left > 0) {
+  while (recurring_left > 0 && !stop.stop_requested()) {
     std::vector<Reschedule> moves;
     for (const ExpiredRecurring& e : store_.expired_recurring(batch_)) {
       NextFire fire = next_fire(e.cron, e.timezone, e.db_now);
@@ -84,9 +84,9 @@ RescuerResult Rescuer::run_once() {
   return total;
 }
 
-std::int64_t Janitor::run_once() {
+std::int64_t Janitor::run_once(std::stop_token stop) {
   std::int64_t total = 0;
-  for (int i = 0; i < max_batches_; ++i) {
+  for (int i = 0; i < max_batches_ && !stop.stop_requested(); ++i) {
     std::int64_t n = store_.delete_finished(succeeded_, failed_, batch_);
     total += n;
     if (n < batch_) break;
@@ -99,9 +99,9 @@ LeaseKeeperResult LeaseKeeper::run_once() {
   std::vector<ClaimRef> held = executor_.held_claims();
   std::vector<std::int64_t> extended = store_.extend_leases(held, worker_, lease_);
   std::sort(extended.begin(), extended.end());
-  std::vector<std::int64_t> missing;
+  std::vector<ClaimRef> missing;
   for (const ClaimRef& c : held)
-    if (!std::binary_search(extended.begin(), extended.end(), c.id)) missing.push_back(c.id);
+    if (!std::binary_search(extended.begin(), extended.end(), c.id)) missing.push_back(c);
   LeaseKeeperResult r{static_cast<std::int64_t>(extended.size()), executor_.lose(missing)};
   if (r.lost > 0)
     log_.warn("lost the lease of running tasks (rescued or changed by someone else); stopped their handlers",

@@ -14,6 +14,9 @@ StatementWatchdog::StatementWatchdog(Logger& log, Millis grace) : log_(log), gra
 StatementWatchdog::~StatementWatchdog() {
   thread_.request_stop();
   cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::unique_lock lock(mu_);
+  acted_.wait(lock, [&] { return in_flight_ == 0; });  // actions still running reach into *this
 }
 
 std::uint64_t StatementWatchdog::watch(std::chrono::steady_clock::time_point deadline, Actions actions) {
@@ -34,6 +37,25 @@ void StatementWatchdog::unwatch(std::uint64_t id) {
   watched_.erase(id);
 }
 
+void StatementWatchdog::perform(std::uint64_t id, bool cut, const std::function<void()>& act) {
+  if (cut) log_.warn("the server did not answer the cancel either; closing the connection's socket");
+  else log_.warn("statement outlived its timeout and the server did not cancel it; cancelling it");
+  if (act) act();
+  std::lock_guard lock(mu_);
+  Watched& after = watched_.at(id);
+  after.acting = false;
+  if (cut) {
+    after.deadline = std::chrono::steady_clock::time_point::max();  // nothing more to do to it
+  } else {
+    after.cancelled = true;
+    after.deadline = std::chrono::steady_clock::now() + grace_;
+  }
+  --in_flight_;
+  ++generation_;  // the loop recomputes its next deadline
+  cv_.notify_all();
+  acted_.notify_all();
+}
+
 void StatementWatchdog::loop(std::stop_token st) {
   std::unique_lock lock(mu_);
   while (!st.stop_requested()) {
@@ -50,26 +72,14 @@ void StatementWatchdog::loop(std::stop_token st) {
       due.emplace_back(id, w.cancelled);
       w.acting = true;
     }
+    // Each action on a thread of its own: a cancel request whose connect hangs (an unreachable
+    // server) delays neither the next statement's action nor anyone's watch().
     for (auto [id, cut] : due) {
-      Watched& w = watched_.at(id);  // acting: unwatch() leaves it in place until we are done
+      Watched& w = watched_.at(id);  // acting: unwatch() leaves it in place until it is done
       std::function<void()> act = cut ? w.actions.cut : w.actions.cancel;
-      lock.unlock();
-      if (cut) log_.warn("the server did not answer the cancel either; closing the connection's socket");
-      else log_.warn("statement outlived its timeout and the server did not cancel it; cancelling it");
-      if (act) act();
-      lock.lock();
-      Watched& after = watched_.at(id);
-      after.acting = false;
-      if (cut) {
-        after.deadline = std::chrono::steady_clock::time_point::max();  // nothing more to do to it
-      } else {
-        after.cancelled = true;
-        after.deadline = std::chrono::steady_clock::now() + grace_;
-        earliest = std::min(earliest, after.deadline);
-      }
-      acted_.notify_all();
+      ++in_flight_;
+      std::thread([this, id, cut, act = std::move(act)] { perform(id, cut, act); }).detach();
     }
-    if (!due.empty()) continue;  // time passed while acting: look again
     // Sleep until the earliest deadline, or until a new watch (maybe an earlier one) arrives.
     std::uint64_t seen = generation_;
     auto changed = [&] { return generation_ != seen; };

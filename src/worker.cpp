@@ -173,8 +173,8 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
   s->poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
   Executor* executor = s->executor.get();
-  s->completer->set_on_written([poller, executor](const std::vector<std::int64_t>& ids) {
-    executor->forget(ids);
+  s->completer->set_on_written([poller, executor](const std::vector<ClaimRef>& written) {
+    executor->forget(written);
     poller->on_slot_freed();
   });
   s->completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
@@ -182,16 +182,16 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
 
   s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease, log_);
   s->lease_renewal = std::make_unique<Periodic>("extending leases", s->lease_keeper->interval(),
-                                                [k = s->lease_keeper.get()] { k->run_once(); }, log_,
+                                                [k = s->lease_keeper.get()](std::stop_token) { k->run_once(); }, log_,
                                                 s->lease_keeper->retry_interval());
   if (!one_shot) {
     s->rescuer = std::make_unique<Rescuer>(*s->store, log_);
     s->janitor = std::make_unique<Janitor>(*s->store, c.retention.succeeded, c.retention.failed, log_);
     Millis rescue_every = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
     s->maintenance.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
-                                                     [r = s->rescuer.get()] { r->run_once(); }, log_));
+                                                     [r = s->rescuer.get()](std::stop_token st) { r->run_once(st); }, log_));
     s->maintenance.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
-                                                     [j = s->janitor.get()] { j->run_once(); }, log_));
+                                                     [j = s->janitor.get()](std::stop_token st) { j->run_once(st); }, log_));
   }
   s->lease_renewal->start();
   for (auto& p : s->maintenance) p->start();
@@ -201,16 +201,20 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
 }
 
 // The phases, and the terms of shutdown_budget() they answer to:
-//   drain    nothing new starts; the grace, then cancelled handlers stop — while the poller's and
-//            the maintenance jobs' last statements run out beside them;
-//   settle   lease renewal and the completer's writer stop together (each may be mid-statement);
-//   flush    what is left is written until the flush window closes;
+//   claim    the poller's claim in flight ends (no claim, and so no task, after it);
+//   drain    the grace, then cancelled handlers stop — while the maintenance jobs' last
+//            statements run out beside them;
+//   flush    the completer's writer stops and what is left is written until the flush window
+//            closes — with leases still renewed, so that no task is rescued meanwhile;
+//   renewal  the lease renewal's last statement;
 //   close    the pool says goodbye to the server.
 CompleterStats Worker::shutdown_services() {
   Services& s = *s_;
   s.poller->request_stop();
   for (auto& p : s.maintenance) p->request_stop();
   notify_systemd("STOPPING=1");
+  s.poller->wait();
+  s.executor->set_on_slot_freed(nullptr);  // the poller's thread is gone; its object soon too
   int running = s.executor->busy();
   if (running > 0) {
     log_.info("waiting for running tasks", {{"running", running}, {"grace_ms", static_cast<std::int64_t>(config_.shutdown.grace.count())}});
@@ -225,10 +229,9 @@ CompleterStats Worker::shutdown_services() {
   // released only then, and their leases are extended until then.
   bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + handler_stop_time(config_)) &&
                        s.executor->all_handlers_returned();
-  s.poller->wait();
   for (auto& p : s.maintenance) p->wait();
-  s.lease_renewal->request_stop();
   outcomes_lost_ = !s.completer->stop(flush_deadline());
+  s.lease_renewal->request_stop();
   s.lease_renewal->wait();
   s.pool->close(std::chrono::steady_clock::now() + kPoolCloseTime);
   auto st = s.completer->stats();
@@ -278,10 +281,13 @@ Millis flush_window(const Config& c) { return std::max<Millis>(c.timeouts.update
 
 Millis shutdown_budget(const Config& c) {
   Millis update = statement_bound(c, c.timeouts.update);
-  Millis drain = std::max({c.shutdown.grace + handler_stop_time(c), statement_bound(c, c.timeouts.claim), update});
-  Millis settle = update;                          // the lease renewal's and the writer's last statements, side by side
-  Millis flush = flush_window(c) + update;         // the last write may start just before the window closes
-  return drain + settle + flush + kPoolCloseTime;  // and the pool's goodbye
+  Millis write = 2 * update;  // one write of the completer: its completions, then its releases
+  Millis claim = statement_bound(c, c.timeouts.claim);
+  Millis drain = std::max(c.shutdown.grace + handler_stop_time(c), update);  // maintenance overlaps the grace
+  // The writer's write in flight, overlapping the flush window, then the last write started
+  // just before the window closed.
+  Millis flush = std::max(write, flush_window(c)) + write;
+  return claim + drain + flush + update + kPoolCloseTime;  // + the renewal's last statement, the pool's goodbye
 }
 
 WorkerStats Worker::stats() const {

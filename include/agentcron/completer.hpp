@@ -58,9 +58,9 @@ class Completer {
 
   CompleterStats stats() const;
   std::size_t pending() const;
-  // Called (without locks held) with the task ids whose outcomes were written (or given up
-  // for good) after each write: the backlog shrank, and those tasks may run again.
-  void set_on_written(std::function<void(const std::vector<std::int64_t>&)> cb) { on_written_ = std::move(cb); }
+  // Called (without locks held) with the claims whose outcomes were written (or given up for
+  // good) after each write: the backlog shrank, and those tasks may run again.
+  void set_on_written(std::function<void(const std::vector<ClaimRef>&)> cb) { on_written_ = std::move(cb); }
   // Asked (without locks held) about an outcome that matched no row: the token of a claim of the
   // task this worker got again since (see Executor::unrecorded), under which the outcome is to be
   // written again; nullopt: none. Unset: never.
@@ -84,7 +84,7 @@ class Completer {
   // or replaced by a plain failure — or gives up on a lone run nothing smaller can replace.
   // Returns false when the error is transient.
   bool put_back(std::vector<FinishedRun> runs, const DatabaseError& e);
-  void announce_written(const std::vector<std::int64_t>& ids);
+  void announce_written(const std::vector<ClaimRef>& claims);
 
   CompleterOptions options_;
   TaskStore& store_;
@@ -97,7 +97,7 @@ class Completer {
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
   std::atomic<bool> stopped_{false};
-  std::function<void(const std::vector<std::int64_t>&)> on_written_;
+  std::function<void(const std::vector<ClaimRef>&)> on_written_;
   std::function<std::optional<std::int64_t>(std::int64_t)> redelivered_;
   std::function<int()> outcomes_coming_;
   std::jthread thread_;

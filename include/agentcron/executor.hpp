@@ -63,8 +63,9 @@ class Executor {
   // database crash loses a claim's commit, the next claim hands out the same tasks again.
   // Returns how many tasks were accepted.
   int submit(std::vector<Task> tasks);
-  // The outcomes of `ids` are written (or given up): they may be claimed and run again.
-  void forget(const std::vector<std::int64_t>& ids);
+  // The outcomes of `claims` are written (or given up): those tasks may be claimed and run again.
+  // A claim of one refused meanwhile under another token is live, and runs now.
+  void forget(const std::vector<ClaimRef>& claims);
   // The outcome of `id` matched no row. When this executor refused a claim of it meanwhile (the
   // database had lost the claim the outcome belongs to and handed the task out again, to this
   // worker, at the same attempt), returns that claim's token: the same outcome written under it
@@ -77,10 +78,10 @@ class Executor {
   // The claims whose leases this worker must keep: queued, running, or finished with the outcome
   // not written yet (with hold_until_forgotten).
   std::vector<ClaimRef> held_claims() const;
-  // The leases of `ids` were lost (an extend matched no row: rescued, or changed under us). Their
-  // handlers still running are asked to stop and their outcomes are dropped: the row is someone
-  // else's now. Returns how many handlers were told so.
-  int lose(const std::vector<std::int64_t>& ids);
+  // The leases of `claims` were lost (an extend matched no row: rescued, or changed under us).
+  // Those still held under that very claim have their handlers asked to stop and their outcomes
+  // dropped: the row is someone else's now. Returns how many handlers were told so.
+  int lose(const std::vector<ClaimRef>& claims);
   std::uint64_t leases_lost() const;
   // Waits until every slot is free, `deadline` passes or `cut` is requested; true when idle.
   bool wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
@@ -114,10 +115,14 @@ class Executor {
   struct Hold {
     bool handler_done = false;  // the handler returned, or never started
     bool outcome_done = false;  // the outcome is written (or settled, without hold_until_forgotten)
-    bool redelivered = false;   // a claim of it was refused while it was held
-    std::int64_t token = 0;     // the claim on the row: the last one handed to us
+    std::optional<Task> redelivery;  // a claim of it refused while it was held (the latest)
+    std::int64_t token = 0;          // the claim on the row: the last one handed to us
+    std::optional<std::int64_t> written;  // the claim whose outcome forget() reported written
   };
-  // Marks a held id's handler and/or outcome done, and lets go of it when both are (mu_ held).
+  // Queues `t` for a slot, holding its id (mu_ held).
+  void enqueue_locked(Task t);
+  // Marks a held id's handler and/or outcome done, and lets go of it when both are (mu_ held). A
+  // claim of it refused meanwhile is a claim of the row as it is now: that task is queued then.
   void release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done);
   void slot_loop(std::stop_token st);
   void grow_locked(int limit);   // starts up to `limit` slot threads for waiting tasks (mu_ held)
@@ -144,6 +149,7 @@ class Executor {
   std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines
   int delivering_ = 0;            // outcomes settled but not yet handed to the sink
   std::uint64_t leases_lost_ = 0;
+  bool closing_ = false;  // cancel_all ran: nothing new starts
   int idle_threads_ = 0;          // slot threads waiting for work
   std::function<void()> on_slot_freed_;
   std::vector<std::jthread> slots_;  // started on demand, up to capacity_

@@ -21,10 +21,13 @@ class TaskStore;
 
 // Runs `job` at a fixed rate, every `interval` from the start of the last run (a slow run is not
 // followed by a full interval of waiting), on its own thread until stopped. A run that throws is
-// logged and tried again after `retry` (a quick retry; default: the interval).
+// logged and tried again after `retry` (a quick retry; default: the interval). The job gets the
+// stop token: a job of several statements checks it between them, so that a stop waits for one
+// statement at most (the shutdown budget counts on it).
 class Periodic {
  public:
-  Periodic(std::string name, Millis interval, std::function<void()> job, Logger& log, Millis retry = Millis(0));
+  using Job = std::function<void(std::stop_token)>;
+  Periodic(std::string name, Millis interval, Job job, Logger& log, Millis retry = Millis(0));
   ~Periodic();
   void start();
   void request_stop();
@@ -34,7 +37,7 @@ class Periodic {
   std::string name_;
   Millis interval_;
   Millis retry_;
-  std::function<void()> job_;
+  Job job_;
   Logger& log_;
   std::mutex mu_;
   std::condition_variable_any cv_;
@@ -49,7 +52,7 @@ struct RescuerResult {
 class Rescuer {
  public:
   Rescuer(TaskStore& store, Logger& log, int batch = 500) : store_(store), log_(log), batch_(batch) {}
-  RescuerResult run_once();
+  RescuerResult run_once(std::stop_token stop = {});
 
  private:
   TaskStore& store_;
@@ -61,7 +64,7 @@ class Janitor {
  public:
   Janitor(TaskStore& store, Millis succeeded, Millis failed, Logger& log, int batch = 500, int max_batches = 20)
       : store_(store), succeeded_(succeeded), failed_(failed), log_(log), batch_(batch), max_batches_(max_batches) {}
-  std::int64_t run_once();  // rows deleted
+  std::int64_t run_once(std::stop_token stop = {});  // rows deleted
 
  private:
   TaskStore& store_;

@@ -45,6 +45,7 @@ class StatementWatchdog {
     bool acting = false;     // an action runs right now, outside the lock
   };
   void loop(std::stop_token st);
+  void perform(std::uint64_t id, bool cut, const std::function<void()>& act);  // on its own thread
 
   Logger& log_;
   Millis grace_;
@@ -54,6 +55,7 @@ class StatementWatchdog {
   std::map<std::uint64_t, Watched> watched_;
   std::uint64_t next_id_ = 0;
   std::uint64_t generation_ = 0;
+  int in_flight_ = 0;  // actions running on their own threads
   std::jthread thread_;
 };
 

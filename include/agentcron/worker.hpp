@@ -21,10 +21,11 @@ class Logger;
 // hostname:pid — unique among the workers on one database, readable in pg_stat_activity.
 std::string default_worker_id();
 
-// How long a shutdown may take at most, with the database gone at the worst moment: the drain
-// (max of shutdown.grace + the handlers' stop time, and one claim or update statement against a
-// database that does not answer), one more update statement (lease renewal and the outcome
-// writer stopping side by side), the flush window plus its last statement, and the pool's close.
+// How long a shutdown may take at most, with the database gone at the worst moment: the claim in
+// flight, the drain (shutdown.grace + the handlers' stop time), the flush (the writer's write in
+// flight or the flush window, whichever is longer, then one more write — a write being a
+// completion statement and a release statement), the lease renewal's last statement, and the
+// pool's close.
 // One statement against a silent database is pool_timeout + connect_timeout + its timeout + two
 // client graces (5 s: the watchdog's cancel, then its cut). docs/operations.md has the formula;
 // packaging/agentcron.service's TimeoutStopSec is this for the defaults, with a margin.

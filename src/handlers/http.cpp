@@ -54,6 +54,9 @@ std::optional<SysTime> parse_retry_after(const std::string& value, SysTime now) 
   in.imbue(std::locale::classic());
   in >> std::get_time(&tm, "%a, %d %b %Y %H:%M:%S GMT");
   if (in.fail()) return std::nullopt;
+  // A date past what the clock holds (2262) would overflow it; anything that far means "much
+  // later", which the completer caps at retry.max_delay anyway.
+  if (tm.tm_year + 1900 >= 2200) tm = std::tm{0, 0, 0, 1, 0, 2200 - 1900};
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 

@@ -134,7 +134,7 @@ TEST(PeriodicTest, AFailedRunIsRetriedAfterTheRetryIntervalNotTheFullInterval) {
   Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
   std::mutex mu;
   std::vector<std::chrono::steady_clock::time_point> runs;
-  Periodic p("renewing", 1s, [&] {
+  Periodic p("renewing", 1s, [&](std::stop_token) {
     std::lock_guard g(mu);
     runs.push_back(std::chrono::steady_clock::now());
     if (runs.size() == 1) throw DatabaseError("connection lost", "08006", ErrorClass::transient);

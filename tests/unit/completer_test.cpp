@@ -48,10 +48,16 @@ TEST_F(DecideTest, RetryWithinAttemptsGoesBackToPendingWithBackoff) {
   EXPECT_EQ(c.error, "boom");
 }
 
-TEST_F(DecideTest, RetryAfterIsTheEarliestRetryTime) {
-  Completion c = decide(run(TaskOutcome::retry("429", now + std::chrono::seconds(120))));
+TEST_F(DecideTest, RetryAfterIsTheEarliestRetryTimeUpToTheMaxDelay) {
+  Completion c = decide(run(TaskOutcome::retry("429", now + std::chrono::seconds(45))));
   ASSERT_TRUE(c.retry_delay);
-  EXPECT_GE(*c.retry_delay, Millis(120000));
+  EXPECT_GE(*c.retry_delay, Millis(45000));
+  // An endpoint cannot park a task beyond retry.max_delay (60 s here), however far it asks.
+  for (auto far : {std::chrono::hours(24 * 365 * 30), std::chrono::hours(2)}) {
+    Completion capped = decide(run(TaskOutcome::retry("429", now + far)));
+    ASSERT_TRUE(capped.retry_delay);
+    EXPECT_EQ(*capped.retry_delay, Millis(60000));
+  }
 }
 
 TEST_F(DecideTest, LastAttemptFails) {

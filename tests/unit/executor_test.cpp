@@ -254,13 +254,20 @@ TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutco
   // The handler returned, but the outcome is not written yet: still held.
   EXPECT_EQ(ex.submit({task(1, "slow")}), 0);
   EXPECT_TRUE(ex.unrecorded(1));   // re-delivered meanwhile: write the outcome again, keep holding
-  EXPECT_EQ(ex.submit({task(1, "slow")}), 0);
-  ex.forget({1});
+  ex.forget({{1, 0}});             // written now, and no claim refused since: let go of
   EXPECT_FALSE(ex.unrecorded(3));  // never re-delivered: let go of
   EXPECT_EQ(ex.submit({task(3, "slow")}), 1);
   EXPECT_EQ(ex.submit({task(1, "slow")}), 1);
   ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
   EXPECT_EQ(runs, 5);
+  // A claim refused while the last run's outcome was still unwritten, which then landed (a retry
+  // due at once, claimed again at once): that claim is live, and runs as soon as the hold goes.
+  Task again = task(1, "slow");
+  again.claim_token = 2;  // a claim made after the last outcome (token 0) was written
+  EXPECT_EQ(ex.submit({again}), 0);
+  ex.forget({{1, 0}});
+  ASSERT_TRUE(testing::eventually([&] { return runs == 6; }, 10s));
+  ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
 }
 
 // Slot threads start on demand: a burst of slow handlers must get a thread each, not wait

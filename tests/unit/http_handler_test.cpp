@@ -189,6 +189,8 @@ TEST(RetryAfter, ParsesBothFormsAndRejectsJunk) {
   EXPECT_EQ(parse_retry_after("30", now), now + 30s);
   EXPECT_EQ(parse_retry_after(" 0 ", now), now);
   EXPECT_EQ(std::chrono::system_clock::to_time_t(*parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now)), 784111777);
+  // A date past what the clock can hold is read as 2200-01-01, not overflowed.
+  EXPECT_EQ(std::chrono::system_clock::to_time_t(*parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now)), 7258118400);
   EXPECT_FALSE(parse_retry_after("soon", now));
   EXPECT_FALSE(parse_retry_after("-5", now));
   EXPECT_FALSE(parse_retry_after("", now));

@@ -59,6 +59,11 @@ TEST_F(StatementWatchdogTest, ACancelThatBlocksDelaysNoOtherStatement) {
     }
   });
   bool unblocked = others.wait_for(10s) == std::future_status::ready;
+  // And another statement past its deadline gets its own cancel meanwhile.
+  std::atomic<int> second_cancels{0};
+  std::uint64_t second = w.watch(std::chrono::steady_clock::now(), {[&] { ++second_cancels; }, {}});
+  bool second_cancelled = testing::eventually([&] { return second_cancels == 1; }, 10s);
+  w.unwatch(second);
   // The stuck statement's own unwatch waits for its action: its connection is still in use.
   auto own = std::async(std::launch::async, [&] { w.unwatch(stuck); });
   bool own_waited = own.wait_for(50ms) == std::future_status::timeout;
@@ -66,6 +71,7 @@ TEST_F(StatementWatchdogTest, ACancelThatBlocksDelaysNoOtherStatement) {
   own.get();
   others.get();
   EXPECT_TRUE(unblocked);
+  EXPECT_TRUE(second_cancelled);
   EXPECT_TRUE(own_waited);
 }
 
