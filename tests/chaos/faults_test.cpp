@@ -40,7 +40,7 @@ class Chaos : public ::testing::Test {
   void TearDown() override {
     ::unlink(config_path.c_str());
     // Whatever happened, leave the cluster running for the tests after this one.
-    std::system((testing::pg_ctl() + " status >/dev/null 2>&1 || " + testing::pg_ctl() + " start >/dev/null 2>&1").c_str());
+    testing::ensure_cluster_running();
   }
   void write_config(const std::string& url, const std::string& rest) {
     std::ofstream(config_path) << "[database]\nurl = \"" << url << "\"\n" << rest << "[log]\nformat = \"json\"\n";
@@ -61,10 +61,7 @@ class Chaos : public ::testing::Test {
     std::string url = db.url();
     return std::regex_search(url, m, std::regex(":([0-9]+)/")) ? std::stoi(m[1]) : 0;
   }
-  static void pg_ctl(const std::string& action) {
-    std::string cmd = testing::pg_ctl() + " " + action + " >/dev/null 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  }
+  static void pg_ctl(const std::string& action) { ASSERT_TRUE(testing::run_pg_ctl(action)) << "pg_ctl " << action; }
 };
 
 // kill -9 of one of two workers, ten times, during a drain of 10,000 tasks with a 3 s lease. An

@@ -33,10 +33,7 @@ using testing::eventually;
 using testing::Process;
 using testing::TestDatabase;
 
-void pg_ctl(const std::string& action) {
-  std::string cmd = testing::pg_ctl() + " " + action + " >/dev/null 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-}
+void pg_ctl(const std::string& action) { ASSERT_TRUE(testing::run_pg_ctl(action)) << "pg_ctl " << action; }
 
 class OutageTest : public ::testing::Test {
  protected:
@@ -55,7 +52,7 @@ class OutageTest : public ::testing::Test {
   }
   void TearDown() override {
     // Whatever happened, leave the cluster running for the tests after this one.
-    std::system((testing::pg_ctl() + " status >/dev/null 2>&1 || " + testing::pg_ctl() + " start >/dev/null 2>&1").c_str());
+    testing::ensure_cluster_running();
     db.reconnect();
     ::unlink(config_path.c_str());
   }

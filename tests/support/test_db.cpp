@@ -26,6 +26,14 @@ std::string pg_ctl() {
   return s;
 }
 
+bool run_pg_ctl(const std::string& action) {
+  return std::system((pg_ctl() + " " + action + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+void ensure_cluster_running() {
+  if (!run_pg_ctl("status")) run_pg_ctl("start");
+}
+
 TestDatabase::TestDatabase(Schema schema) {
   static std::atomic<int> counter{0};
   std::mt19937 rng{std::random_device{}()};

@@ -47,6 +47,10 @@ class TestDatabase {
 std::string server_conninfo();
 // The pg_ctl command line for the test cluster (AGENTCRON_TEST_PG_CTL), for restarts.
 std::string pg_ctl();
+// Runs `pg_ctl <action>` ("-m fast restart", "start", …) on the test cluster; true when it worked.
+bool run_pg_ctl(const std::string& action);
+// Starts the test cluster if a test left it stopped, for the tests after it.
+void ensure_cluster_running();
 
 // Polls `cond` every few milliseconds until it holds or `timeout` passes; returns the last value.
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(20));
