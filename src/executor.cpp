@@ -88,6 +88,13 @@ void Executor::enqueue_locked(Task t) {
   hold.token = t.claim_token;
   auto r = std::make_shared<Running>();
   r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
+  if (options_.lease > Millis(0)) {
+    r->fence_at = t.claimed_steady + options_.lease * 9 / 10;
+    if (r->fence_at < supervisor_wake_at_) {  // an earlier deadline than the supervisor sleeps to
+      ++generation_;
+      supervisor_cv_.notify_all();
+    }
+  }
   r->task = std::move(t);
   running_[r->task.id] = r;
   queue_.push_back(std::move(r));
@@ -211,6 +218,13 @@ int Executor::lose(const std::vector<ClaimRef>& claims) {
   lock.unlock();
   state_cv_.notify_all();
   return lost;
+}
+
+void Executor::renewed(const std::vector<std::int64_t>& ids, std::chrono::steady_clock::time_point sent) {
+  if (options_.lease <= Millis(0)) return;
+  std::lock_guard lock(mu_);
+  for (std::int64_t id : ids)
+    if (auto it = running_.find(id); it != running_.end()) it->second->fence_at = sent + options_.lease * 9 / 10;
 }
 
 std::uint64_t Executor::leases_lost() const {
@@ -383,11 +397,28 @@ void Executor::supervise(std::stop_token st) {
     auto now = std::chrono::steady_clock::now();
     auto earliest = std::chrono::steady_clock::time_point::max();
     std::vector<std::shared_ptr<Running>> expired;
+    std::vector<ClaimRef> unrenewed;
     for (auto& [id, r] : running_) {
+      if (r->settled || r->stopped == Running::Stopped::lease_lost) continue;
+      // A lease that could not be renewed in time (the database is unreachable): fence the task
+      // off before its lease expires and another worker's rescuer hands it out again.
+      if (r->fence_at <= now) {
+        unrenewed.push_back(r->task.claim());
+        continue;
+      }
+      earliest = std::min(earliest, r->fence_at);
       // Not started: its clock starts at the slot. Already told to stop: its slot settles it.
-      if (r->settled || r->started_at == SysTime{} || r->stopped != Running::Stopped::no) continue;
+      if (r->started_at == SysTime{} || r->stopped != Running::Stopped::no) continue;
       if (r->deadline <= now) expired.push_back(r);
       else earliest = std::min(earliest, r->deadline);
+    }
+    if (!unrenewed.empty()) {
+      lock.unlock();
+      log_.warn("could not renew the lease of running tasks before it ran out; stopping their handlers",
+                {{"count", static_cast<std::int64_t>(unrenewed.size())}});
+      lose(unrenewed);
+      lock.lock();
+      continue;
     }
     for (auto& r : expired) {
       // The outcome waits for the handler to return: its task keeps its lease until then.

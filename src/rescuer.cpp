@@ -97,7 +97,9 @@ std::int64_t Janitor::run_once(std::stop_token stop) {
 
 LeaseKeeperResult LeaseKeeper::run_once() {
   std::vector<ClaimRef> held = executor_.held_claims();
+  auto sent = std::chrono::steady_clock::now();  // the database's new lease starts after this
   std::vector<std::int64_t> extended = store_.extend_leases(held, worker_, lease_);
+  executor_.renewed(extended, sent);
   std::sort(extended.begin(), extended.end());
   std::vector<ClaimRef> missing;
   for (const ClaimRef& c : held)

@@ -151,7 +151,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
   s->completer = std::make_unique<Completer>(copts, *s->store, log_);
   Completer* completer = s->completer.get();
-  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout, true}, handlers_,
+  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease}, handlers_,
                                            [completer](FinishedRun&& r) { completer->add(std::move(r)); }, log_);
   PollerOptions popts;
   popts.schedule = CronSchedule::parse(c.scheduler.schedule);

@@ -30,6 +30,11 @@ struct ExecutorOptions {
   // Hold a task's id from submit() until forget() says its outcome is written, not only until
   // its handler returns: a claim re-delivered meanwhile is refused (see submit()).
   bool hold_until_forgotten = false;
+  // The claim's lease (scheduler.lease). When set, a task whose lease was not renewed in time is
+  // fenced off: at 90 % of the lease after its claim or its last renewal (renewed()), its handler
+  // is told to stop and its outcome dropped — before another worker can rescue and start it.
+  // 0: no fencing.
+  Millis lease{0};
 };
 
 // One finished run, handed to the completer.
@@ -82,6 +87,8 @@ class Executor {
   // Those still held under that very claim have their handlers asked to stop and their outcomes
   // dropped: the row is someone else's now. Returns how many handlers were told so.
   int lose(const std::vector<ClaimRef>& claims);
+  // The leases of `ids` were renewed by a statement sent at `sent`: they hold until sent + lease.
+  void renewed(const std::vector<std::int64_t>& ids, std::chrono::steady_clock::time_point sent);
   std::uint64_t leases_lost() const;
   // Waits until every slot is free, `deadline` passes or `cut` is requested; true when idle.
   bool wait_idle(std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
@@ -103,6 +110,7 @@ class Executor {
     std::stop_source stop;
     Millis limit{0};                                   // the handler's time limit
     std::chrono::steady_clock::time_point deadline{};  // set when a slot starts it
+    std::chrono::steady_clock::time_point fence_at = std::chrono::steady_clock::time_point::max();  // lease
     SysTime started_at{};
     bool settled = false;  // its outcome was handed to the sink (by its slot, or by cancel_all if queued)
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is

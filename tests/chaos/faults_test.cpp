@@ -7,7 +7,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -215,6 +217,69 @@ TEST_F(Chaos, ATwentySecondNetworkStallDuringADrain) {
   EXPECT_TRUE(log.find("\"sqlstate\":\"57014\"") != std::string::npos ||
               log.find("cancelling it") != std::string::npos || log.find("\"sqlstate\":\"08") != std::string::npos)
       << log.substr(0, 3000);
+}
+
+// A stall longer than the lease: worker A reaches the database through a proxy that stops for
+// 8 s, worker B directly. A's tasks run 10 s, longer than the 3 s lease, so they outlive their
+// last renewal: A stops them before their leases run out, B rescues those tasks and runs them.
+// Each run of an exec program records its start and end: no two runs of one task overlap, and
+// every task ends succeeded.
+TEST_F(Chaos, AStallLongerThanTheLeaseNeverRunsATaskTwiceAtOnce) {
+  std::string dir = "/tmp/agentcron-chaos-fence-" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str()), 0);
+  std::string log = dir + "/runs-$AGENTCRON_TASK_ID";
+  // A takes 8 tasks at a time; B has room for all of them, so a rescued task starts at once.
+  auto rest = [&](int concurrency) {
+    return "[scheduler]\nschedule = \"@every 200ms\"\nconcurrency = " + std::to_string(concurrency) + "\nlease = \"3s\"\n"
+                     "[timeouts]\nupdate = \"1s\"\nclaim = \"1s\"\n[retry]\nbreaker_cooldown = \"1s\"\n"
+                     "[metrics]\nlisten = \"\"\n[handlers.work]\ntype = \"exec\"\nkill_after = \"1s\"\n"
+                     "command = [\"/bin/sh\", \"-c\", \"echo S $$ $(date +%s%N) >> " + log + "; "
+                     "trap 'echo E $$ $(date +%s%N) >> " + log + "; exit 1' TERM; sleep 10 & wait; "
+                     "echo E $$ $(date +%s%N) >> " + log + "\"]\n";
+  };
+  testing::TcpProxy proxy(db_port());
+  std::string via_proxy = std::regex_replace(db.url(), std::regex(":[0-9]+/"), ":" + std::to_string(proxy.port()) + "/");
+  write_config(via_proxy, "connect_timeout = \"1s\"\npool_timeout = \"1s\"\n" + rest(8));
+  std::string config_a = config_path + ".a";
+  std::rename(config_path.c_str(), config_a.c_str());
+  write_config(db.url(), "connect_timeout = \"1s\"\n" + rest(32));
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, max_attempts) SELECT 'work', 10 FROM generate_series(1, 24)");
+  Process a({"--config", config_a, "run"});
+  ASSERT_TRUE(eventually([&] { return count("status = 'running' AND locked_by LIKE '%:" + std::to_string(a.pid()) + ":%'") >= 4; }, 20s))
+      << a.err();
+  Process b({"--config", config_path, "run"});
+  proxy.pause();
+  std::this_thread::sleep_for(8s);  // the stall: longer than the lease
+  proxy.resume();
+  bool done = eventually([&] { return count("status = 'succeeded'") == 24; }, 90s);
+  a.signal(SIGTERM);
+  b.signal(SIGTERM);
+  EXPECT_EQ(a.wait(60s), 0) << a.err().substr(0, 3000);
+  EXPECT_EQ(b.wait(60s), 0) << b.err().substr(0, 3000);
+  ::unlink(config_a.c_str());
+  ASSERT_TRUE(done) << count("status = 'succeeded'") << " succeeded\n" << a.err().substr(0, 3000);
+  int overlaps = 0, runs = 0, twice = 0;
+  for (int id = 1; id <= 24; ++id) {
+    std::ifstream in(dir + "/runs-" + std::to_string(id));
+    std::map<std::string, std::pair<long long, long long>> spans;  // pid -> (start, end)
+    std::string mark, pid;
+    long long ns;
+    while (in >> mark >> pid >> ns) (mark == "S" ? spans[pid].first : spans[pid].second) = ns;
+    std::vector<std::pair<long long, long long>> sorted;
+    for (const auto& [p, span] : spans) sorted.push_back({span.first, span.second ? span.second : LLONG_MAX});
+    std::sort(sorted.begin(), sorted.end());
+    runs += static_cast<int>(sorted.size());
+    if (sorted.size() > 1) ++twice;
+    for (std::size_t i = 1; i < sorted.size(); ++i)
+      if (sorted[i].first < sorted[i - 1].second) ++overlaps;
+  }
+  std::system(("rm -rf " + dir).c_str());
+  std::printf("chaos stall past the lease: 24 tasks, %d runs, %d tasks run twice, %d overlapping; "
+              "A stopped %s\n",
+              runs, twice, overlaps,
+              a.err().find("could not renew the lease") != std::string::npos ? "its unrenewed handlers" : "nothing");
+  EXPECT_EQ(overlaps, 0);
+  EXPECT_NE(a.err().find("could not renew the lease"), std::string::npos) << a.err().substr(0, 3000);
 }
 
 // One connection for everything, fifty slots: the LISTEN connection is given up, claims and
