@@ -83,13 +83,14 @@ int Executor::outcomes_coming() const {
   return busy_ - delivering_;
 }
 
-void Executor::enqueue_locked(Task t) {
+void Executor::enqueue_locked(Task t, std::chrono::steady_clock::time_point renewed) {
   Hold& hold = held_[t.id];
   hold.token = t.claim_token;
+  hold.renewed = std::max(renewed, t.claimed_steady);
   auto r = std::make_shared<Running>();
   r->limit = t.timeout_ms ? Millis(*t.timeout_ms) : options_.task_timeout;
   if (options_.lease > Millis(0)) {
-    r->fence_at = t.claimed_steady + options_.lease * 9 / 10;
+    r->fence_at = fence_after(hold.renewed);
     if (r->fence_at < supervisor_wake_at_) {  // an earlier deadline than the supervisor sleeps to
       ++generation_;
       supervisor_cv_.notify_all();
@@ -115,7 +116,11 @@ int Executor::submit(std::vector<Task> tasks) {
         // extensions and release must name it — and should the copy's outcome land before this
         // claim was made, the claim is run once the copy is done (release_hold_locked).
         hold->second.token = t.claim_token;
-        if (auto r = running_.find(t.id); r != running_.end()) r->second->task.claim_token = t.claim_token;
+        hold->second.renewed = std::max(hold->second.renewed, t.claimed_steady);  // the new claim's lease
+        if (auto r = running_.find(t.id); r != running_.end()) {
+          r->second->task.claim_token = t.claim_token;
+          if (options_.lease > Millis(0)) r->second->fence_at = std::max(r->second->fence_at, fence_after(t.claimed_steady));
+        }
         refused.push_back(t.id);
         hold->second.redelivery = std::move(t);
         continue;
@@ -164,13 +169,14 @@ void Executor::release_hold_locked(std::int64_t id, bool handler_done, bool outc
   if (!it->second.handler_done || !it->second.outcome_done) return;
   std::optional<Task> next = std::move(it->second.redelivery);
   std::optional<std::int64_t> written = it->second.written;
+  auto renewed = it->second.renewed;  // renewals since the refused claim were of its token
   held_.erase(it);
   // A refused claim whose token the written outcome carried was finished by it (the database had
   // lost the earlier claim); any other is a claim made after that outcome landed.
   if (!next || closing_ || (written && *written == next->claim_token)) return;
   // The row was claimed again (after a zero-delay retry, a release or the next fire landed) while
   // the last run was finishing: that claim is live and ours, so it runs now.
-  enqueue_locked(std::move(*next));
+  enqueue_locked(std::move(*next), renewed);
   grow_locked(std::max(0, kEagerThreads - static_cast<int>(slots_.size())));
   if (starved_locked()) supervisor_cv_.notify_all();
   work_cv_.notify_one();
@@ -205,6 +211,8 @@ int Executor::lose(const std::vector<ClaimRef>& claims) {
     if (r->task.claim_token != c.token || r->stopped == Running::Stopped::lease_lost) continue;
     ++lost;
     ++leases_lost_;
+    // A claim refused meanwhile under this very token is the claim that is lost: never run it.
+    if (auto h = held_.find(c.id); h != held_.end()) h->second.written = c.token;
     if (r->started_at == SysTime{}) {
       // Never started: it leaves the queue unrun (its slot sees it settled), with no outcome.
       r->settled = true;
@@ -220,11 +228,23 @@ int Executor::lose(const std::vector<ClaimRef>& claims) {
   return lost;
 }
 
+std::chrono::steady_clock::time_point Executor::fence_after(std::chrono::steady_clock::time_point renewed) const {
+  Millis margin = options_.fence_margin > Millis(0) ? options_.fence_margin : options_.lease / 10;
+  return renewed + options_.lease - std::min(margin, options_.lease / 2);
+}
+
+void Executor::close() {
+  std::lock_guard lock(mu_);
+  closing_ = true;
+}
+
 void Executor::renewed(const std::vector<std::int64_t>& ids, std::chrono::steady_clock::time_point sent) {
   if (options_.lease <= Millis(0)) return;
   std::lock_guard lock(mu_);
-  for (std::int64_t id : ids)
-    if (auto it = running_.find(id); it != running_.end()) it->second->fence_at = sent + options_.lease * 9 / 10;
+  for (std::int64_t id : ids) {
+    if (auto h = held_.find(id); h != held_.end()) h->second.renewed = std::max(h->second.renewed, sent);
+    if (auto it = running_.find(id); it != running_.end()) it->second->fence_at = fence_after(sent);
+  }
 }
 
 std::uint64_t Executor::leases_lost() const {
@@ -397,13 +417,13 @@ void Executor::supervise(std::stop_token st) {
     auto now = std::chrono::steady_clock::now();
     auto earliest = std::chrono::steady_clock::time_point::max();
     std::vector<std::shared_ptr<Running>> expired;
-    std::vector<ClaimRef> unrenewed;
+    std::vector<std::shared_ptr<Running>> unrenewed;
     for (auto& [id, r] : running_) {
-      if (r->settled || r->stopped == Running::Stopped::lease_lost) continue;
+      if (r->settled || r->fenced || r->stopped == Running::Stopped::lease_lost) continue;
       // A lease that could not be renewed in time (the database is unreachable): fence the task
       // off before its lease expires and another worker's rescuer hands it out again.
       if (r->fence_at <= now) {
-        unrenewed.push_back(r->task.claim());
+        unrenewed.push_back(r);
         continue;
       }
       earliest = std::min(earliest, r->fence_at);
@@ -412,14 +432,21 @@ void Executor::supervise(std::stop_token st) {
       if (r->deadline <= now) expired.push_back(r);
       else earliest = std::min(earliest, r->deadline);
     }
-    if (!unrenewed.empty()) {
-      lock.unlock();
-      log_.warn("could not renew the lease of running tasks before it ran out; stopping their handlers",
-                {{"count", static_cast<std::int64_t>(unrenewed.size())}});
-      lose(unrenewed);
-      lock.lock();
-      continue;
+    for (auto& r : unrenewed) {
+      // Stopped, then released once the handler has returned — a release guarded by the claim's
+      // token, so it lands only if the lease is still ours when the database answers again.
+      r->fenced = true;
+      log_.warn("could not renew the task's lease before it ran out; stopping its handler",
+                {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
+      if (r->started_at == SysTime{}) {
+        settle(r, TaskOutcome::released("its lease could not be renewed"), lock);
+      } else if (r->stopped == Running::Stopped::no || r->stopped == Running::Stopped::timed_out) {
+        r->stopped = Running::Stopped::cancelled;
+        r->cancel_reason = "its lease could not be renewed";
+        r->stop.request_stop();
+      }
     }
+    if (!unrenewed.empty()) continue;
     for (auto& r : expired) {
       // The outcome waits for the handler to return: its task keeps its lease until then.
       r->stopped = Running::Stopped::timed_out;

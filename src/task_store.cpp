@@ -237,12 +237,12 @@ std::optional<std::string> opt_text(const pqxx::field& f) {
 // A claimed row as a Task. A field this process cannot represent does not fail the claim (the
 // row is claimed already, and so are the good rows beside it): the task carries the reason as
 // its defect and the executor fails it alone.
-Task task_from_row(const pqxx::row& row) {
+Task task_from_row(const pqxx::row& row, std::chrono::steady_clock::time_point sent) {
   Task t;
   t.id = row[0].as<std::int64_t>();
   t.claim_token = row[13].as<std::int64_t>();
   t.claimed_at = from_epoch_us(row[10].as<std::int64_t>());
-  t.claimed_steady = std::chrono::steady_clock::now();
+  t.claimed_steady = sent;
   t.kind = row[2].as<std::string>();
   try {
     t.agent_id = opt_text(row[1]);
@@ -496,6 +496,9 @@ TaskStore::~TaskStore() = default;
 std::vector<Task> TaskStore::claim_due(const ClaimParams& p) {
   if (p.limit <= 0 || p.kinds.empty()) return {};
   std::string kinds = array_literal(p.kinds, [](const std::string& k) { return std::optional<std::string>(k); });
+  // The lease starts at the database's now(), inside the statement: this process counts it from
+  // before sending, so that its own view of the lease never outlasts the database's.
+  auto sent = std::chrono::steady_clock::now();
   return in_transaction(pool_, *watchdog_, options_.claim, options_.client_grace, "claim due tasks", true,
                         [&](pqxx::transaction_base& tx, Connection& c) {
                           pqxx::result r = run(tx, c, options_.pgbouncer, options_.claim, kClaim, kinds, p.limit,
@@ -503,7 +506,7 @@ std::vector<Task> TaskStore::claim_due(const ClaimParams& p) {
                                                p.max_payload_bytes);
                           std::vector<Task> tasks;
                           tasks.reserve(r.size());
-                          for (const auto& row : r) tasks.push_back(task_from_row(row));
+                          for (const auto& row : r) tasks.push_back(task_from_row(row, sent));
                           return tasks;
                         });
 }

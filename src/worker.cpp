@@ -151,7 +151,8 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
   s->completer = std::make_unique<Completer>(copts, *s->store, log_);
   Completer* completer = s->completer.get();
-  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease}, handlers_,
+  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease,
+                                                           std::max<Millis>(c.scheduler.lease / 10, handler_stop_time(c))}, handlers_,
                                            [completer](FinishedRun&& r) { completer->add(std::move(r)); }, log_);
   PollerOptions popts;
   popts.schedule = CronSchedule::parse(c.scheduler.schedule);
@@ -214,6 +215,7 @@ CompleterStats Worker::shutdown_services() {
   for (auto& p : s.maintenance) p->request_stop();
   notify_systemd("STOPPING=1");
   s.poller->wait();
+  s.executor->close();  // no claim after this one, and no refused claim started later either
   s.executor->set_on_slot_freed(nullptr);  // the poller's thread is gone; its object soon too
   int running = s.executor->busy();
   if (running > 0) {

@@ -31,10 +31,12 @@ struct ExecutorOptions {
   // its handler returns: a claim re-delivered meanwhile is refused (see submit()).
   bool hold_until_forgotten = false;
   // The claim's lease (scheduler.lease). When set, a task whose lease was not renewed in time is
-  // fenced off: at 90 % of the lease after its claim or its last renewal (renewed()), its handler
-  // is told to stop and its outcome dropped — before another worker can rescue and start it.
-  // 0: no fencing.
+  // fenced off: `fence_margin` before the lease would run out (counted from its claim or its last
+  // renewal, see renewed()), its handler is told to stop, and the task is released once it has —
+  // before another worker can rescue and start it. The margin must cover a handler's stopping (an
+  // exec program's kill_after). 0: no fencing.
   Millis lease{0};
+  Millis fence_margin{0};  // default: a tenth of the lease
 };
 
 // One finished run, handed to the completer.
@@ -87,6 +89,8 @@ class Executor {
   // Those still held under that very claim have their handlers asked to stop and their outcomes
   // dropped: the row is someone else's now. Returns how many handlers were told so.
   int lose(const std::vector<ClaimRef>& claims);
+  // Shutdown has begun: nothing new starts (a claim refused earlier is not run either).
+  void close();
   // The leases of `ids` were renewed by a statement sent at `sent`: they hold until sent + lease.
   void renewed(const std::vector<std::int64_t>& ids, std::chrono::steady_clock::time_point sent);
   std::uint64_t leases_lost() const;
@@ -116,19 +120,23 @@ class Executor {
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
     // decided when the handler returns.
     enum class Stopped { no, timed_out, cancelled, lease_lost } stopped = Stopped::no;
+    bool fenced = false;  // stopped because its lease could not be renewed (released once stopped)
     std::string cancel_reason;
   };
   // The outcome of a run whose handler returned after being told to stop.
   static TaskOutcome stopped_outcome(const Running& r, TaskOutcome returned);
+  std::chrono::steady_clock::time_point fence_after(std::chrono::steady_clock::time_point renewed) const;
   struct Hold {
     bool handler_done = false;  // the handler returned, or never started
     bool outcome_done = false;  // the outcome is written (or settled, without hold_until_forgotten)
     std::optional<Task> redelivery;  // a claim of it refused while it was held (the latest)
     std::int64_t token = 0;          // the claim on the row: the last one handed to us
     std::optional<std::int64_t> written;  // the claim whose outcome forget() reported written
+    std::chrono::steady_clock::time_point renewed{};  // when its lease was last renewed (sent)
   };
-  // Queues `t` for a slot, holding its id (mu_ held).
-  void enqueue_locked(Task t);
+  // Queues `t` for a slot, holding its id (mu_ held); its lease was last renewed at `renewed`
+  // if that is later than its claim.
+  void enqueue_locked(Task t, std::chrono::steady_clock::time_point renewed = {});
   // Marks a held id's handler and/or outcome done, and lets go of it when both are (mu_ held). A
   // claim of it refused meanwhile is a claim of the row as it is now: that task is queued then.
   void release_hold_locked(std::int64_t id, bool handler_done, bool outcome_done);

@@ -31,7 +31,7 @@ struct Task {
   std::optional<int> timeout_ms;
   SysTime scheduled_for{};
   SysTime claimed_at{};        // database now() at the claim
-  std::chrono::steady_clock::time_point claimed_steady{};  // this process's clock at the claim
+  std::chrono::steady_clock::time_point claimed_steady{};  // this process's clock when the claim was sent
   // Why this row cannot run, found when it was read (a value the worker cannot represent): the
   // executor fails it at once with this reason instead of running it.
   std::string defect;
