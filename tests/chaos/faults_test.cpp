@@ -19,6 +19,7 @@
 #include <regex>
 
 #include "support/process.hpp"
+#include "support/run_record.hpp"
 #include "support/tcp_proxy.hpp"
 #include "support/test_db.hpp"
 
@@ -263,18 +264,10 @@ TEST_F(Chaos, AStallLongerThanTheLeaseNeverRunsATaskTwiceAtOnce) {
   ASSERT_TRUE(done) << count("status = 'succeeded'") << " succeeded\n" << a.err().substr(0, 3000);
   int overlaps = 0, runs = 0, twice = 0;
   for (int id = 1; id <= 24; ++id) {
-    std::ifstream in(dir + "/runs-" + std::to_string(id));
-    std::map<std::string, std::pair<long long, long long>> spans;  // pid -> (start, end)
-    std::string mark, pid;
-    long long ns;
-    while (in >> mark >> pid >> ns) (mark == "S" ? spans[pid].first : spans[pid].second) = ns;
-    std::vector<std::pair<long long, long long>> sorted;
-    for (const auto& [p, span] : spans) sorted.push_back({span.first, span.second ? span.second : LLONG_MAX});
-    std::sort(sorted.begin(), sorted.end());
-    runs += static_cast<int>(sorted.size());
-    if (sorted.size() > 1) ++twice;
-    for (std::size_t i = 1; i < sorted.size(); ++i)
-      if (sorted[i].first < sorted[i - 1].second) ++overlaps;
+    std::vector<testing::RunSpan> spans = testing::read_runs(dir + "/runs-" + std::to_string(id));
+    runs += static_cast<int>(spans.size());
+    if (spans.size() > 1) ++twice;
+    overlaps += testing::overlapping(spans);
   }
   std::system(("rm -rf " + dir).c_str());
   std::printf("chaos stall past the lease: 24 tasks, %d runs, %d tasks run twice, %d overlapping; "

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "support/process.hpp"
+#include "support/run_record.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -305,21 +306,10 @@ TEST_F(WorkerE2E, TwoWorkersNeverRunOneTaskAtTheSameTimeAcrossTimeouts) {
   EXPECT_EQ(b.wait(15s), 0) << b.err();
   ASSERT_TRUE(done) << a.err() << b.err();
   for (int id = 1; id <= 4; ++id) {
-    std::ifstream in(dir + "/runs-" + std::to_string(id));
-    std::map<std::string, std::pair<long long, long long>> runs;  // pid -> (start, end)
-    std::string mark, pid;
-    long long ns;
-    while (in >> mark >> pid >> ns) (mark == "S" ? runs[pid].first : runs[pid].second) = ns;
-    ASSERT_EQ(runs.size(), 3u) << "task " << id;  // three attempts
-    std::vector<std::pair<long long, long long>> spans;
-    for (const auto& [p, span] : runs) {
-      EXPECT_GT(span.second, span.first) << "task " << id << " run " << p << " has no end";
-      spans.push_back(span);
-    }
-    std::sort(spans.begin(), spans.end());
-    for (std::size_t i = 1; i < spans.size(); ++i)
-      EXPECT_GE(spans[i].first, spans[i - 1].second) << "task " << id << ": attempt " << i + 1
-                                                     << " started before attempt " << i << " had ended";
+    std::vector<testing::RunSpan> spans = testing::read_runs(dir + "/runs-" + std::to_string(id));
+    ASSERT_EQ(spans.size(), 3u) << "task " << id;  // three attempts
+    for (const auto& span : spans) EXPECT_NE(span.end, LLONG_MAX) << "task " << id << ": a run has no end";
+    EXPECT_EQ(testing::overlapping(spans), 0) << "task " << id << ": an attempt started before the last had ended";
   }
   EXPECT_EQ(count("status = 'failed' AND last_error LIKE 'timed out after 300ms%'"), 4);
   std::system(("rm -rf " + dir).c_str());
