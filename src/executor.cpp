@@ -182,15 +182,6 @@ void Executor::release_hold_locked(std::int64_t id, bool handler_done, bool outc
   work_cv_.notify_one();
 }
 
-std::vector<std::int64_t> Executor::running_ids() const {
-  std::lock_guard lock(mu_);
-  std::vector<std::int64_t> ids;
-  ids.reserve(running_.size());
-  for (const auto& [id, r] : running_)
-    if (!r->settled) ids.push_back(id);
-  return ids;
-}
-
 std::vector<ClaimRef> Executor::held_claims() const {
   std::lock_guard lock(mu_);
   std::vector<ClaimRef> claims;

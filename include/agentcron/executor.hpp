@@ -80,8 +80,6 @@ class Executor {
   std::optional<std::int64_t> unrecorded(std::int64_t id);
   // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.
   bool wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
-  // Ids of the tasks whose outcome is not decided yet.
-  std::vector<std::int64_t> running_ids() const;
   // The claims whose leases this worker must keep: queued, running, or finished with the outcome
   // not written yet (with hold_until_forgotten).
   std::vector<ClaimRef> held_claims() const;

@@ -179,7 +179,7 @@ TEST_F(ExecutorTest, CancelAllReleasesARunningTaskOnlyOnceItsHandlerHasReturned)
   Executor ex({2, 1min}, handlers, sink(), log);
   ex.submit({task(1, "stubborn"), task(2, "stubborn"), task(3, "stubborn")});
   started.wait();
-  EXPECT_EQ(ex.running_ids().size(), 3u);  // two running, one queued
+  EXPECT_EQ(ex.held_claims().size(), 3u);  // two running, one queued: all leased
   EXPECT_EQ(ex.cancel_all("shutdown"), 3);
   ASSERT_TRUE(wait_results(1));
   {
@@ -187,7 +187,7 @@ TEST_F(ExecutorTest, CancelAllReleasesARunningTaskOnlyOnceItsHandlerHasReturned)
     EXPECT_EQ(results.size(), 1u);        // only the queued one …
     EXPECT_TRUE(results[3].outcome.cancelled);
   }
-  EXPECT_EQ(ex.running_ids().size(), 2u);  // … the running ones keep their leases
+  EXPECT_EQ(ex.held_claims().size(), 2u);  // … the running ones keep their leases
   EXPECT_FALSE(ex.all_handlers_returned());
   let_go.count_down();
   ASSERT_TRUE(wait_results(3));
@@ -212,7 +212,8 @@ TEST_F(ExecutorTest, ATimedOutTaskIsRetriedOnlyOnceItsHandlerHasReturned) {
   ex.submit({t});
   ASSERT_TRUE(agentcron::testing::eventually([&] { return stop_seen.load(); }, 10s));
   EXPECT_FALSE(wait_results(1, 200ms));         // no outcome while the handler is still running
-  EXPECT_EQ(ex.running_ids(), std::vector<std::int64_t>{1});  // and its lease is still extended
+  ASSERT_EQ(ex.held_claims().size(), 1u);  // and its lease is still extended
+  EXPECT_EQ(ex.held_claims()[0].id, 1);
   let_go.count_down();
   ASSERT_TRUE(wait_results(1));
   std::lock_guard lock(mu);
