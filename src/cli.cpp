@@ -19,6 +19,7 @@
 #include "agentcron/config.hpp"
 #include "agentcron/cron.hpp"
 #include "agentcron/database_url.hpp"
+#include "agentcron/secrets.hpp"
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
@@ -67,6 +68,7 @@ po::options_description global_options() {
   g.add_options()
       ("config", po::value<std::string>(), "configuration file (default /etc/agentcron/agentcron.toml when present)")
       ("database-url", po::value<std::string>(), "database URL or libpq conninfo (overrides DATABASE_URL)")
+      ("database-url-file", po::value<std::string>(), "read the database URL from this file (keeps it out of argv)")
       ("log-level", po::value<std::string>(), "trace, debug, info, warn, error, off")
       ("log-format", po::value<std::string>(), "text, json, journal (default: auto)")
       ("set", po::value<std::vector<std::string>>()->composing(), "SECTION.KEY=VALUE: set any configuration key")
@@ -94,6 +96,7 @@ std::optional<Globals> parse_globals(int argc, char** argv, bool& help, bool& ve
   if (vm.count("config")) gl.sources.file = vm["config"].as<std::string>();
   gl.sources.env = process_environment();
   if (vm.count("database-url")) gl.sources.cli.emplace_back("database.url", vm["database-url"].as<std::string>(), "--database-url");
+  if (vm.count("database-url-file")) gl.sources.database_url_file = vm["database-url-file"].as<std::string>();
   if (vm.count("log-level")) gl.sources.cli.emplace_back("log.level", vm["log-level"].as<std::string>(), "--log-level");
   if (vm.count("log-format")) gl.sources.cli.emplace_back("log.format", vm["log-format"].as<std::string>(), "--log-format");
   if (vm.count("set")) {
@@ -420,14 +423,14 @@ int run_cli(int argc, char** argv, const std::function<void(HandlerRegistry&)>& 
     std::cerr << "agentcron: config error: " << e.what() << "\n";
     return kExitConfig;
   } catch (const DatabaseError& e) {
-    std::cerr << "agentcron: database error: " << redact_database_url(e.what())
+    std::cerr << "agentcron: database error: " << scrub_secrets(e.what())
               << (e.sqlstate().empty() ? "" : " (SQLSTATE " + e.sqlstate() + ")") << "\n";
     if (e.error_class() == ErrorClass::permanent && e.sqlstate().empty() &&
         std::string(e.what()).find("has changed") != std::string::npos)
       return kExitDataError;
     return kExitUnavailable;
   } catch (const std::exception& e) {
-    std::cerr << "agentcron: internal error: " << e.what() << "\n";
+    std::cerr << "agentcron: internal error: " << scrub_secrets(e.what()) << "\n";
     return kExitSoftware;
   }
 }

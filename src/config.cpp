@@ -14,7 +14,9 @@
 
 #include "agentcron/cron.hpp"
 #include "agentcron/database_url.hpp"
+#include "agentcron/handlers/exec.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/utf8.hpp"
 
 extern char** environ;
 
@@ -368,8 +370,10 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
   h.type = expect_string(file, prefix + ".type", *type);
   std::vector<std::string> allowed = {"type"};
   if (h.type == "notify") allowed.insert(allowed.end(), {"channel"});
-  else if (h.type == "http") allowed.insert(allowed.end(), {"url", "method", "headers", "timeout", "tls_verify"});
-  else if (h.type == "exec") allowed.insert(allowed.end(), {"command", "working_dir", "env", "timeout", "kill_after"});
+  else if (h.type == "http")
+    allowed.insert(allowed.end(), {"url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"});
+  else if (h.type == "exec")
+    allowed.insert(allowed.end(), {"command", "working_dir", "env", "inherit_env", "timeout", "kill_after"});
   else fail(where_in(file, *type), prefix + ".type", "must be notify, http or exec, got \"" + h.type + "\"");
   for (const auto& [k, v] : t) {
     std::string key = prefix + "." + std::string(k.str());
@@ -382,7 +386,7 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
     } else if (name == "url") {
       h.url = expect_string(file, key, v);
       if (!h.url.starts_with("http://") && !h.url.starts_with("https://"))
-        fail(where_in(file, v), key, "must start with http:// or https://, got \"" + h.url + "\"");
+        fail(where_in(file, v), key, "must start with http:// or https://, got \"" + redact_url(h.url) + "\"");
     } else if (name == "method") {
       h.method = expect_string(file, key, v);
       if (h.method != "POST" && h.method != "PUT" && h.method != "PATCH")
@@ -398,6 +402,20 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
     } else if (name == "tls_verify") {
       if (!v.is_boolean()) fail(where_in(file, v), key, "must be true or false");
       h.tls_verify = v.as_boolean()->get();
+    } else if (name == "ca_file") {
+      h.ca_file = expect_string(file, key, v);
+      if (!std::ifstream(h.ca_file).good()) fail(where_in(file, v), key, "cannot be read: \"" + h.ca_file + "\"");
+    } else if (name == "max_response_bytes") {
+      if (!v.is_integer() || v.as_integer()->get() < 1024 || v.as_integer()->get() > (std::int64_t{1} << 30))
+        fail(where_in(file, v), key, "must be a whole number of bytes from 1024 to 1073741824");
+      h.max_response_bytes = v.as_integer()->get();
+    } else if (name == "inherit_env") {
+      if (!v.is_array()) fail(where_in(file, v), key, "must be an array of variable names");
+      for (const auto& item : *v.as_array()) {
+        std::string var = expect_string(file, key, item);
+        if (auto why = forbidden_inherit(var)) fail(where_in(file, item), key, "\"" + var + "\" " + *why);
+        h.inherit_env.push_back(std::move(var));
+      }
     } else if (name == "working_dir") {
       h.working_dir = expect_string(file, key, v);
     } else if (name == "command") {
@@ -476,6 +494,21 @@ std::map<std::string, std::string> process_environment() {
   return env;
 }
 
+// The database URL in a file (a container secret, a systemd credential): its text without the
+// trailing newline. The file's path may be shown; its content never is.
+std::string read_url_file(const std::string& path, const std::string& where) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(where + ": cannot read \"" + path + "\"");
+  std::string text(64 * 1024 + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > 64 * 1024) throw ConfigError(where + ": \"" + path + "\" is larger than 64 KiB: not a database url");
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  return text;
+}
+
+ConfigError::ConfigError(const std::string& what) : std::runtime_error(one_line_text(what)) {}
+
 Config load_config(const ConfigSources& sources) {
   Config c;
   for (const auto& k : key_specs()) c.origins[k.key()] = "default";
@@ -492,6 +525,12 @@ Config load_config(const ConfigSources& sources) {
   std::vector<std::pair<const KeySpec*, Raw>> env_values;
   if (auto it = sources.env.find("DATABASE_URL"); it != sources.env.end())
     env_values.emplace_back(find_spec("database.url"), Raw{it->second, true, "environment DATABASE_URL"});
+  if (auto it = sources.env.find("DATABASE_URL_FILE"); it != sources.env.end()) {
+    if (sources.env.count("DATABASE_URL"))
+      throw ConfigError("environment DATABASE_URL_FILE: DATABASE_URL is set too; set one of them");
+    std::string where = "environment DATABASE_URL_FILE";
+    env_values.emplace_back(find_spec("database.url"), Raw{read_url_file(it->second, where), true, where});
+  }
   for (const auto& [name, value] : sources.env) {
     if (!name.starts_with("AGENTCRON_")) continue;
     const KeySpec* match = nullptr;
@@ -514,6 +553,12 @@ Config load_config(const ConfigSources& sources) {
     const KeySpec* spec = find_spec(key);
     if (!spec) throw ConfigError("command line " + option + ": " + key + " is not a known key");
     cli_values.emplace_back(spec, Raw{value, true, "command line " + option});
+  }
+  if (sources.database_url_file) {
+    std::string where = "command line --database-url-file";
+    for (const auto& [key, value, option] : sources.cli)
+      if (key == "database.url") throw ConfigError(where + ": " + option + " sets the database url too; use one");
+    cli_values.emplace_back(find_spec("database.url"), Raw{read_url_file(*sources.database_url_file, where), true, where});
   }
   apply_level(c, cli_values);
 
@@ -538,7 +583,7 @@ std::string describe_config(const Config& c) {
   for (const auto& h : c.handlers) {
     out << h.kind << " = " << h.type;
     if (h.type == "notify") out << " (channel " << h.channel << ")";
-    if (h.type == "http") out << " (" << h.method << " " << redact_database_url(h.url) << ")";
+    if (h.type == "http") out << " (" << h.method << " " << redact_url(h.url) << ")";
     if (h.type == "exec") out << " (" << h.command.front() << ")";
     out << "  # " << c.file << ":" << h.line << "\n";
     kinds += (kinds.empty() ? "" : ", ") + h.kind;

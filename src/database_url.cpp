@@ -59,11 +59,19 @@ std::optional<Millis> number_or_duration(const std::string& v, Millis unit) {
   return parse_duration(v);
 }
 
+// Once a password has been read, text that follows it may be a piece of it (an unencoded '&' or
+// a space split it): errors name positions then, never the text.
+struct Echo {
+  bool after_secret = false;
+  std::string operator()(const std::string& text) const {
+    return after_secret ? std::string("(not shown: it follows the password)") : "\"" + text + "\"";
+  }
+};
+
 // Takes a Prisma-style parameter out of the list (true) or leaves a libpq one in (false).
-bool take_prisma_param(PrismaParams& p, const std::string& key, const std::string& value) {
+bool take_prisma_param(PrismaParams& p, const std::string& key, const std::string& value, const Echo& echo) {
   auto bad = [&](const char* expect) {
-    return DatabaseUrlError("database url: parameter " + key + " must be " + expect + ", got \"" +
-                            value + "\"");
+    return DatabaseUrlError("database url: parameter " + key + " must be " + expect + ", got " + echo(value));
   };
   if (key == "connection_limit") {
     if (value.empty() || value.size() > 9 ||
@@ -92,12 +100,55 @@ bool take_prisma_param(PrismaParams& p, const std::string& key, const std::strin
   return true;
 }
 
-void add_param(DatabaseUrl& url, std::string key, std::string value) {
-  if (take_prisma_param(url.prisma, key, value)) return;
+void add_param(DatabaseUrl& url, std::string key, std::string value, Echo& echo) {
+  if (take_prisma_param(url.prisma, key, value, echo)) return;
   if (!libpq_keywords().count(key))
-    throw DatabaseUrlError("database url: unknown connection parameter \"" + key + "\"");
+    throw DatabaseUrlError("database url: unknown connection parameter " + echo(key));
+  if (is_secret_key(key)) echo.after_secret = true;
   url.set(std::move(key), std::move(value));
 }
+
+bool is_host_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || std::string_view(".-_%:,[]").find(c) != std::string_view::npos;
+}
+
+bool is_known_param(std::string_view name) {
+  static const std::set<std::string_view> prisma = {"connection_limit", "pool_timeout", "connect_timeout",
+                                                    "statement_timeout", "pgbouncer", "schema", "socket_timeout",
+                                                    "sslaccept", "sslidentity"};
+  return prisma.count(name) || libpq_keywords().count(std::string(name));
+}
+
+// Whether `text` holds a query parameter ("?name=" or "&name=" with a known name).
+bool has_query_param(std::string_view text) {
+  for (std::size_t i = text.find_first_of("?&"); i != std::string_view::npos; i = text.find_first_of("?&", i + 1)) {
+    std::size_t eq = text.find('=', i + 1);
+    if (eq != std::string_view::npos && is_known_param(text.substr(i + 1, eq - i - 1))) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::size_t url_userinfo_end(std::string_view rest) {
+  // The last '@' that is followed by a host list and preceded by a user name without / ? #: a
+  // password may hold any character unencoded, '@' included. Taking the last one can only make
+  // the password too long (when an unencoded '@' follows in the path or a parameter value), never
+  // show a piece of it as a host, a database or a parameter.
+  for (std::size_t at = rest.rfind('@'); at != std::string_view::npos;
+       at = at == 0 ? std::string_view::npos : rest.rfind('@', at - 1)) {
+    std::string_view after = rest.substr(at + 1);
+    std::string_view hosts = after.substr(0, after.find_first_of("/?"));
+    if (!std::all_of(hosts.begin(), hosts.end(), is_host_char)) continue;
+    std::string_view userinfo = rest.substr(0, at);
+    std::string_view user = userinfo.substr(0, userinfo.find(':'));
+    if (user.find_first_of("/?#") != std::string_view::npos) continue;
+    return at;
+  }
+  return std::string_view::npos;
+}
+
+namespace {
 
 std::string quote_conninfo_value(std::string_view v) {
   std::string out = "'";
@@ -156,24 +207,36 @@ void parse_hosts(DatabaseUrl& url, std::string_view hostspec) {
 
 DatabaseUrl parse_uri(std::string_view text) {
   DatabaseUrl url;
+  Echo echo;
   std::string_view rest = text.substr(text.find("://") + 3);
+  if (std::size_t at = url_userinfo_end(rest); at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (has_query_param(userinfo))
+      // "…?application_name=ops@site" or a password holding "?sslmode=": either reading may be
+      // wrong, and the wrong one would show a piece of the password. Nothing of it is repeated.
+      throw DatabaseUrlError(
+          "database url: an '@' follows the parameters; percent-encode '@' in parameter values (%40) "
+          "and '?' in the password (%3F)");
+    std::size_t colon = userinfo.find(':');
+    std::string user = percent_decode(userinfo.substr(0, colon), "user name");
+    if (!user.empty()) url.set("user", user);
+    if (colon != std::string_view::npos) {
+      url.set("password", percent_decode(userinfo.substr(colon + 1), "password"));
+    }
+  } else if (rest.substr(0, rest.find('?')).find('@') != std::string_view::npos) {
+    // An '@' that ends no user info: a password or user name with characters that must be
+    // percent-encoded. Nothing of it is repeated here.
+    throw DatabaseUrlError(
+        "database url: cannot tell the user name and password from the host; percent-encode "
+        "'/', '?', '#' and '@' in them (%2F, %3F, %23, %40)");
+  }
   std::size_t qpos = rest.find('?');
   std::string_view query = qpos == std::string_view::npos ? std::string_view{} : rest.substr(qpos + 1);
   rest = rest.substr(0, qpos);
   std::size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
-  // The userinfo ends at the last '@': an unencoded '@' in a password is common enough.
-  std::size_t at = authority.rfind('@');
-  if (at != std::string_view::npos) {
-    std::string_view userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    std::size_t colon = userinfo.find(':');
-    std::string user = percent_decode(userinfo.substr(0, colon), "user name");
-    if (!user.empty()) url.set("user", user);
-    if (colon != std::string_view::npos)
-      url.set("password", percent_decode(userinfo.substr(colon + 1), "password"));
-  }
   parse_hosts(url, authority);
   if (!path.empty()) url.set("dbname", percent_decode(path, "database name"));
   while (!query.empty()) {
@@ -183,16 +246,17 @@ DatabaseUrl parse_uri(std::string_view text) {
     if (item.empty()) continue;
     std::size_t eq = item.find('=');
     if (eq == std::string_view::npos)
-      throw DatabaseUrlError("database url: parameter \"" + std::string(item) + "\" has no value");
+      throw DatabaseUrlError("database url: parameter " + echo(std::string(item)) + " has no value");
     std::string key = percent_decode(item.substr(0, eq), "parameter name");
-    std::string value = percent_decode(item.substr(eq + 1), "value of " + key, true);
-    add_param(url, std::move(key), std::move(value));
+    std::string value = percent_decode(item.substr(eq + 1), "value of " + (echo.after_secret ? "a parameter" : key), true);
+    add_param(url, std::move(key), std::move(value), echo);
   }
   return url;
 }
 
 DatabaseUrl parse_conninfo(std::string_view text) {
   DatabaseUrl url;
+  Echo echo;
   std::size_t i = 0;
   auto skip_space = [&] { while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i; };
   while (true) {
@@ -203,7 +267,7 @@ DatabaseUrl parse_conninfo(std::string_view text) {
     std::string key(text.substr(k, i - k));
     skip_space();
     if (i >= text.size() || text[i] != '=')
-      throw DatabaseUrlError("database url: missing \"=\" after \"" + key + "\" in connection string");
+      throw DatabaseUrlError("database url: missing \"=\" after " + echo(key) + " in connection string");
     ++i;
     skip_space();
     std::string value;
@@ -216,7 +280,7 @@ DatabaseUrl parse_conninfo(std::string_view text) {
         else if (c == '\'') { closed = true; break; }
         else value.push_back(c);
       }
-      if (!closed) throw DatabaseUrlError("database url: unterminated quoted value for \"" + key + "\"");
+      if (!closed) throw DatabaseUrlError("database url: unterminated quoted value for " + echo(key));
     } else {
       while (i < text.size() && !std::isspace(static_cast<unsigned char>(text[i]))) {
         char c = text[i++];
@@ -224,13 +288,21 @@ DatabaseUrl parse_conninfo(std::string_view text) {
         value.push_back(c);
       }
     }
-    add_param(url, std::move(key), std::move(value));
+    add_param(url, std::move(key), std::move(value), echo);
   }
   return url;
 }
 
 bool is_uri(std::string_view t) {
   return t.starts_with("postgres://") || t.starts_with("postgresql://");
+}
+
+// The length of a URL scheme ("name://") at the start of `t`, 0 when there is none: a "://"
+// further in (inside a quoted conninfo value, say) makes no URL.
+std::size_t scheme_length(std::string_view t) {
+  std::size_t i = 0;
+  while (i < t.size() && (std::isalnum(static_cast<unsigned char>(t[i])) || t[i] == '+' || t[i] == '.' || t[i] == '-')) ++i;
+  return i > 0 && std::isalpha(static_cast<unsigned char>(t[0])) && t.substr(i).starts_with("://") ? i : 0;
 }
 
 }  // namespace
@@ -266,24 +338,30 @@ std::string DatabaseUrl::redacted() const {
 }
 
 DatabaseUrl parse_database_url(std::string_view text) {
-  if (text.find("://") != std::string_view::npos && !is_uri(text))
+  if (std::size_t n = scheme_length(text); n > 0 && !is_uri(text))
     throw DatabaseUrlError("database url: scheme must be postgres:// or postgresql://, got \"" +
-                           std::string(text.substr(0, text.find("://"))) + "://\"");
+                           std::string(text.substr(0, n)) + "://\"");
   return is_uri(text) ? parse_uri(text) : parse_conninfo(text);
 }
 
 std::string redact_database_url(std::string_view text) {
   std::string s(text);
-  if (is_uri(s) || s.find("://") != std::string::npos) {
-    // scheme://user:SECRET@host… : the secret runs from the first ':' of the userinfo to the
-    // last '@' before the path.
-    std::size_t start = s.find("://") + 3;
-    std::size_t end = s.find_first_of("/?", start);
-    std::string_view authority = std::string_view(s).substr(start, end == std::string::npos ? std::string::npos : end - start);
-    std::size_t at = authority.rfind('@');
-    if (at != std::string_view::npos) {
-      std::size_t colon = authority.substr(0, at).find(':');
+  if (std::size_t scheme = scheme_length(s); scheme > 0) {
+    std::size_t start = scheme + 3;
+    std::string_view rest = std::string_view(s).substr(start);
+    if (std::size_t at = url_userinfo_end(rest); at != std::string_view::npos) {
+      // scheme://user:SECRET@host… : the secret runs from the first ':' of the user info to its '@'.
+      std::size_t colon = rest.substr(0, at).find(':');
       if (colon != std::string_view::npos) s.replace(start + colon + 1, at - colon - 1, "***");
+    } else if (std::size_t last = rest.rfind('@'); last != std::string_view::npos) {
+      // Not a URL this parser reads: whatever precedes the last '@' may be a secret.
+      s.replace(start, last, "***");
+    }
+    // A URL that does not parse may be split anywhere: nothing after the scheme is shown.
+    try {
+      parse_uri(s);
+    } catch (const DatabaseUrlError&) {
+      return s.substr(0, start) + "***";
     }
     // …and ?password=SECRET / &sslpassword=SECRET in the query.
     for (const char* key : {"password=", "sslpassword="}) {
@@ -292,7 +370,13 @@ std::string redact_database_url(std::string_view text) {
         bool at_param = pos > 0 && (s[pos - 1] == '?' || s[pos - 1] == '&');
         std::size_t vstart = pos + std::string_view(key).size();
         if (at_param) {
-          std::size_t vend = s.find('&', vstart);
+          // The value ends at the next "&name=" of a known parameter: an unencoded '&' may be
+          // part of it.
+          std::size_t vend = vstart;
+          while ((vend = s.find('&', vend + 1)) != std::string::npos) {
+            std::size_t eq = s.find('=', vend);
+            if (eq != std::string::npos && is_known_param(std::string_view(s).substr(vend + 1, eq - vend - 1))) break;
+          }
           s.replace(vstart, (vend == std::string::npos ? s.size() : vend) - vstart, "***");
         }
         pos = vstart;
@@ -303,21 +387,28 @@ std::string redact_database_url(std::string_view text) {
   try {
     return parse_conninfo(s).redacted();
   } catch (const DatabaseUrlError&) {
-    // Not parseable: mask every value after a password keyword up to the next space.
-    for (const char* key : {"password", "sslpassword"}) {
-      std::size_t pos = 0;
-      while ((pos = s.find(key, pos)) != std::string::npos) {
-        std::size_t eq = s.find('=', pos);
-        if (eq == std::string::npos) break;
-        std::size_t vs = eq + 1;
-        while (vs < s.size() && s[vs] == ' ') ++vs;
-        std::size_t ve = s.find(' ', vs);
-        s.replace(vs, (ve == std::string::npos ? s.size() : ve) - vs, "***");
-        pos = vs;
-      }
-    }
+    // Not parseable: mask everything from the first password keyword on.
+    std::size_t pos = s.find("password");
+    if (pos != std::string::npos) s.replace(pos, std::string::npos, "password=***");
     return s;
   }
+}
+
+std::string redact_url(std::string_view url) {
+  std::size_t scheme = url.find("://");
+  std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
+  std::string out(url.substr(0, start));
+  std::string_view rest = url.substr(start);
+  // Everything up to the last '@' is userinfo (an unencoded '@' or '/' in a password included);
+  // cutting too much only hides more.
+  if (std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    out += "***@";
+    rest = rest.substr(at + 1);
+  }
+  std::size_t q = rest.find_first_of("?#");
+  out += rest.substr(0, q);
+  if (q != std::string_view::npos) out += "?***";
+  return out;
 }
 
 }  // namespace agentcron

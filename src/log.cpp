@@ -7,6 +7,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "agentcron/secrets.hpp"
+
 namespace agentcron {
 namespace {
 
@@ -176,17 +178,11 @@ void Logger::flush() { impl_->flush(); }
 void Logger::log(LogLevel level, std::string_view msg, LogFields fields) {
   auto lvl = to_spd(level);
   if (!impl_->should_log(lvl)) return;
-  switch (format_) {
-    case LogFormat::json:
-      impl_->log(lvl, "{}", render_json_line(std::chrono::system_clock::now(), level, msg, fields));
-      break;
-    case LogFormat::journal:
-      impl_->log(lvl, "<{}>{}", journal_priority(level), render_text_message(msg, fields));
-      break;
-    case LogFormat::text:
-      impl_->log(lvl, "{}", render_text_message(msg, fields));
-      break;
-  }
+  std::string line = format_ == LogFormat::json ? render_json_line(std::chrono::system_clock::now(), level, msg, fields)
+                                                : render_text_message(msg, fields);
+  if (secrets_remembered()) line = scrub_secrets(std::move(line));
+  if (format_ == LogFormat::journal) impl_->log(lvl, "<{}>{}", journal_priority(level), line);
+  else impl_->log(lvl, "{}", line);
 }
 
 }  // namespace agentcron

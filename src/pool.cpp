@@ -8,6 +8,7 @@
 
 #include "agentcron/config.hpp"
 #include "agentcron/database_url.hpp"
+#include "agentcron/secrets.hpp"
 #include "agentcron/log.hpp"
 #include "connection.hpp"
 
@@ -65,6 +66,8 @@ PoolOptions PoolOptions::from_config(const Config& c, const std::string& worker_
   PoolOptions o;
   o.conninfo = url.conninfo();
   o.redacted = url.redacted();
+  for (const char* key : {"password", "sslpassword"})
+    if (auto secret = url.get(key)) remember_secret(*secret);
   o.limit = c.database.connection_limit;
   o.acquire_timeout = c.database.pool_timeout;
   o.connect_timeout = c.database.connect_timeout;

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "agentcron/log.hpp"
@@ -154,8 +155,13 @@ struct Statement {
   bool hash_by_id = false;
 };
 
-// SQL literals of statement parameters.
-std::string literal(pqxx::transaction_base& tx, const std::string& v) { return tx.quote(v); }
+// SQL literals of statement parameters. libpq's quoting stops at a NUL byte, which would cut
+// the value short without a word; PostgreSQL text cannot hold one anyway: refused here.
+std::string literal(pqxx::transaction_base& tx, const std::string& v) {
+  if (v.find('\0') != std::string::npos)
+    throw std::invalid_argument("a text value holds a NUL byte, which PostgreSQL cannot store");
+  return tx.quote(v);
+}
 template <class I, class = std::enable_if_t<std::is_integral_v<I>>>
 std::string literal(pqxx::transaction_base&, I v) {
   return std::to_string(v);
@@ -256,6 +262,7 @@ Task task_from_row(const pqxx::row& row, std::chrono::steady_clock::time_point s
     t.timezone = row[7].as<std::string>();
     if (!row[8].is_null()) t.timeout_ms = row[8].as<int>();
     t.scheduled_for = from_epoch_us(row[9].as<std::int64_t>());
+    t.occurrence = from_epoch_us(row[14].as<std::int64_t>());
   } catch (const std::length_error& e) {
     t.defect = e.what();
   } catch (const std::exception& e) {
@@ -277,11 +284,12 @@ WITH due AS (
 UPDATE agentcron.agent_tasks t
 SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
     locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now(),
-    claim_token = nextval('agentcron.claim_tokens')
+    claim_token = nextval('agentcron.claim_tokens'), occurrence_at = coalesce(t.occurrence_at, t.scheduled_for)
 FROM due WHERE t.id = due.id
 RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
           (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
-          (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token
+          (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token,
+          (extract(epoch FROM least(greatest(t.occurrence_at, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint
 )SQL"};
 
 constexpr Statement kComplete{"agentcron_complete", R"SQL(
@@ -298,6 +306,7 @@ WITH o AS (
                          WHEN o.run_at IS NOT NULL THEN to_timestamp(o.run_at)
                          ELSE t.scheduled_for END,
     attempts = CASE WHEN o.reset_attempts THEN 0 ELSE t.attempts END,
+    occurrence_at = CASE WHEN o.reset_attempts THEN NULL ELSE t.occurrence_at END,
     last_error = NULLIF(o.error, ''),
     result = NULLIF(o.result, ''),
     locked_by = NULL, locked_until = NULL, updated_at = now(),
@@ -399,6 +408,7 @@ WITH v AS (
   UPDATE agentcron.agent_tasks t SET
     status = CASE WHEN e.next_fire IS NULL THEN 'failed' ELSE 'pending' END,
     attempts = CASE WHEN e.next_fire IS NULL THEN t.attempts ELSE 0 END,
+    occurrence_at = CASE WHEN e.next_fire IS NULL THEN t.occurrence_at END,
     scheduled_for = coalesce(to_timestamp(e.next_fire), t.scheduled_for),
     last_error = coalesce(e.error, 'lease expired: worker ' || coalesce(e.old_worker, '?') || ' stopped renewing it'),
     locked_by = NULL, locked_until = NULL, updated_at = now(),

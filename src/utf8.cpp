@@ -78,4 +78,25 @@ std::string bounded_utf8(std::string_view in, std::size_t max_bytes) {
   return out;
 }
 
+std::string one_line_text(std::string_view in) {
+  std::string valid = valid_utf8(in);
+  std::string out;
+  out.reserve(valid.size());
+  for (char c : valid) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (u < 0x20 || u == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace agentcron

@@ -2,6 +2,7 @@
 // line, each value validated; a bad one is a ConfigError naming the key, the file and the line.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -19,7 +20,8 @@ using namespace std::chrono_literals;
 // "file:line", "environment VAR" or "command line --option". Never contains a password.
 class ConfigError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // Quoted values may hold anything: the message is made one line of valid UTF-8.
+  explicit ConfigError(const std::string& what);
 };
 
 struct DatabaseConfig {
@@ -91,10 +93,13 @@ struct HandlerConfig {
   std::string method = "POST";           // http
   std::vector<std::pair<std::string, std::string>> headers;  // http; "${VAR}" expands from env
   bool tls_verify = true;                // http
+  std::string ca_file;                   // http: PEM bundle to verify the server with ("" = system's)
+  std::int64_t max_response_bytes = 1 << 20;  // http: longest reply read, decompressed bytes counted
   Millis timeout = 30s;                  // http and exec
   std::vector<std::string> command;      // exec: argv, no shell
   std::string working_dir;               // exec
   std::vector<std::pair<std::string, std::string>> env;  // exec: added to the environment
+  std::vector<std::string> inherit_env;  // exec: worker variables passed on beyond the allow-list
   Millis kill_after = 5s;                // exec: SIGKILL this long after SIGTERM
   int line = 0;                          // where the table starts in the file
 };
@@ -121,6 +126,9 @@ struct ConfigSources {
   std::map<std::string, std::string> env;  // DATABASE_URL, AGENTCRON_<SECTION>_<KEY>
   // Command-line settings in order: (key "section.name", value text, option that set it).
   std::vector<std::tuple<std::string, std::string, std::string>> cli;
+  // --database-url-file: database.url read from this file at the command line's level (like
+  // DATABASE_URL_FILE in `env`), so that the URL need not sit in argv or the environment.
+  std::optional<std::string> database_url_file;
 };
 
 Config load_config(const ConfigSources& sources);

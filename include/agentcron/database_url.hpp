@@ -46,8 +46,17 @@ struct DatabaseUrl {
 // valid (libpq's defaults and PG* environment variables apply). Throws DatabaseUrlError.
 DatabaseUrl parse_database_url(std::string_view text);
 
+// In the text after "scheme://", the position of the '@' that ends the user info, or npos: the
+// last '@' followed by a host list and preceded by a user name without / ? # (a password may
+// hold any character unencoded) and by no query parameter.
+std::size_t url_userinfo_end(std::string_view rest);
+
 // Renders any URL or conninfo string with its password replaced by ***, even one that does not
 // parse. The only way agentcron ever shows a connection string.
 std::string redact_database_url(std::string_view text);
+
+// Any scheme://… URL with its userinfo replaced by *** and its query and fragment by ?*** (an
+// http handler's URL may carry tokens there): how errors, logs and `config check` show one.
+std::string redact_url(std::string_view url);
 
 }  // namespace agentcron

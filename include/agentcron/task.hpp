@@ -30,6 +30,9 @@ struct Task {
   std::string timezone = "UTC";
   std::optional<int> timeout_ms;
   SysTime scheduled_for{};
+  // The occurrence this attempt serves: scheduled_for when the occurrence was first claimed (a
+  // retry moves scheduled_for, not this; a recurring task's next fire starts a new occurrence).
+  SysTime occurrence{};
   SysTime claimed_at{};        // database now() at the claim
   std::chrono::steady_clock::time_point claimed_steady{};  // this process's clock when the claim was sent
   // Why this row cannot run, found when it was read (a value the worker cannot represent): the

@@ -55,18 +55,6 @@ class Tail {
   std::string buf_;
 };
 
-std::vector<std::string> child_environment(const Task& t, const ExecOptions& o) {
-  std::map<std::string, std::string> env = process_environment();
-  for (const auto& [k, v] : o.env) env[k] = v;
-  env["AGENTCRON_TASK_ID"] = std::to_string(t.id);
-  env["AGENTCRON_KIND"] = t.kind;
-  env["AGENTCRON_ATTEMPT"] = std::to_string(t.attempt);
-  env["AGENTCRON_AGENT_ID"] = t.agent_id.value_or("");
-  std::vector<std::string> out;
-  for (auto& [k, v] : env) out.push_back(k + "=" + v);
-  return out;
-}
-
 std::string with_tail(std::string what, const std::string& tail) {
   if (!tail.empty()) what += ": " + tail;
   return what;
@@ -97,7 +85,7 @@ class SigpipeGuard {
 TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
   const ExecOptions& o = options_;
   SigpipeGuard no_sigpipe;
-  std::vector<std::string> env = child_environment(task, o);
+  std::vector<std::string> env = child_environment(task, process_environment(), o.inherit_env, o.env);
   std::vector<std::string> args = o.command;
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());

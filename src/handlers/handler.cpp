@@ -52,9 +52,13 @@ HandlerRegistry HandlerRegistry::from_config(const Config& config, Logger& log) 
     if (h.type == "notify") {
       r.add(h.kind, std::make_shared<NotifyHandler>(h.channel));
     } else if (h.type == "exec") {
-      r.add(h.kind, std::make_shared<ExecHandler>(ExecOptions{h.command, h.working_dir, h.env, h.timeout, h.kill_after}, log));
+      ExecOptions o{h.command, h.working_dir, h.env, h.timeout, h.kill_after};
+      o.inherit_env = h.inherit_env;
+      r.add(h.kind, std::make_shared<ExecHandler>(std::move(o), log));
     } else if (h.type == "http") {
       HttpOptions o{h.url, h.method, {}, h.timeout, h.tls_verify};
+      o.ca_file = h.ca_file;
+      o.max_response_bytes = static_cast<std::size_t>(h.max_response_bytes);
       for (const auto& [name, value] : h.headers) {
         try {
           o.headers.emplace_back(name, expand_env(value));

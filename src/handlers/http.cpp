@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "agentcron/database_url.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/utf8.hpp"
 
@@ -20,10 +21,6 @@ namespace {
 
 // A reply body for the task's record: valid UTF-8, at most `n` bytes cut on a character boundary.
 std::string truncate(const std::string& s, std::size_t n) { return bounded_utf8(s, n); }
-
-bool looks_like_json(const httplib::Response& r) {
-  return r.get_header_value("Content-Type").find("json") != std::string::npos;
-}
 
 const char* describe(httplib::Error e) {
   switch (e) {
@@ -84,6 +81,7 @@ HttpHandler::HttpHandler(HttpOptions options) : options_(std::move(options)) {
   std::size_t path_start = scheme_end == std::string::npos ? std::string::npos : u.find('/', scheme_end + 3);
   base_ = path_start == std::string::npos ? u : u.substr(0, path_start);
   path_ = path_start == std::string::npos ? "/" : u.substr(path_start);
+  shown_url_ = redact_url(u);
 }
 
 std::string HttpHandler::request_body(const Task& t) {
@@ -93,6 +91,58 @@ std::string HttpHandler::request_body(const Task& t) {
   return b;
 }
 
+std::string HttpHandler::idempotency_key(const Task& t) {
+  std::string key = "agentcron-" + std::to_string(t.id) + "-";
+  if (t.cron) {
+    // One key per occurrence: a recurring task's attempts start at 1 again at every fire.
+    std::time_t secs = std::chrono::system_clock::to_time_t(t.occurrence);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
+    key += std::string(when) + "-";
+  }
+  return key + std::to_string(t.attempt);
+}
+
+namespace {
+
+// The part of a reply that is read: status and headers, then the body counted as it arrives
+// (after decompression) with only its start kept. More than `max` bytes stops the reading.
+struct BoundedReply {
+  std::size_t max = 0, keep = 0;
+  int status = 0;
+  httplib::Headers headers;
+  std::string start;
+  std::size_t received = 0;
+  bool too_large = false;
+
+  void attach(httplib::Request& req) {
+    req.response_handler = [this](const httplib::Response& r) {
+      status = r.status;
+      headers = r.headers;
+      return true;
+    };
+    req.content_receiver = [this](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+      received += n;
+      if (received > max) {
+        too_large = true;
+        return false;
+      }
+      if (start.size() < keep) start.append(data, std::min(n, keep - start.size()));
+      return true;
+    };
+  }
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+bool retryable_status(int status) { return status == 408 || status == 429 || status >= 500; }
+
+}  // namespace
+
 TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
   httplib::Client client(base_);
   auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(options_.timeout);
@@ -101,6 +151,7 @@ TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
   client.set_write_timeout(timeout);
   client.set_keep_alive(false);
   client.enable_server_certificate_verification(options_.tls_verify);
+  if (!options_.ca_file.empty()) client.set_ca_cert_path(options_.ca_file);
 
   httplib::Request req;
   req.method = options_.method;
@@ -108,30 +159,44 @@ TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
   req.body = request_body(task);
   for (const auto& [k, v] : options_.headers) req.headers.emplace(k, v);
   req.headers.emplace("Content-Type", "application/json");
-  req.headers.emplace("Idempotency-Key", "agentcron-" + std::to_string(task.id) + "-" + std::to_string(task.attempt));
+  req.headers.emplace("Idempotency-Key", idempotency_key(task));
   req.headers.emplace("User-Agent", "agentcron/" AGENTCRON_VERSION);
   std::stop_token stop = ctx.stop;
   req.progress = [stop](std::uint64_t, std::uint64_t) { return !stop.stop_requested(); };
+  // 4 bytes beyond what is kept, so that the cut lands on a character boundary.
+  BoundedReply reply{options_.max_response_bytes, std::max<std::size_t>(options_.keep_body, 512) + 4};
+  reply.attach(req);
 
   std::stop_callback abort_in_flight(ctx.stop, [&client] { client.stop(); });
   httplib::Result res = client.send(req);
   if (ctx.stop.stop_requested()) return TaskOutcome::released("request aborted");
+  if (res) {
+    // The reply as read (the response handler is not called for a 204, say).
+    reply.status = res->status;
+    reply.headers = res->headers;
+  }
+  std::string status = "HTTP " + std::to_string(reply.status);
+  if (reply.too_large) {
+    std::string why = "http: " + status + " reply larger than max_response_bytes (" +
+                      std::to_string(options_.max_response_bytes) + " bytes, decompressed); reading stopped";
+    return retryable_status(reply.status) ? TaskOutcome::retry(why) : TaskOutcome::failure(why);
+  }
   if (!res) {
     // httplib reports a read timeout as a read error: either way the server may answer next time.
-    std::string why = describe(res.error());
-    if (res.error() == httplib::Error::SSLServerVerification) return TaskOutcome::failure("http: " + why);
-    return TaskOutcome::retry("http: " + why + " (" + options_.method + " " + base_ + path_ + ")");
+    std::string why = "http: " + std::string(describe(res.error())) + " (" + options_.method + " " + shown_url_ + ")";
+    if (res.error() == httplib::Error::SSLServerVerification) return TaskOutcome::failure(why);
+    return TaskOutcome::retry(why);
   }
-  const httplib::Response& r = *res;
-  std::string status = "HTTP " + std::to_string(r.status);
-  if (r.status >= 200 && r.status < 300) {
-    return TaskOutcome::success(looks_like_json(r) ? truncate(r.body, options_.keep_body) : std::string());
+  const std::string& body = reply.start;
+  if (reply.status >= 200 && reply.status < 300) {
+    bool json = reply.header("Content-Type").find("json") != std::string::npos;
+    return TaskOutcome::success(json ? truncate(body, options_.keep_body) : std::string());
   }
-  std::string detail = status + (r.body.empty() ? "" : ": " + truncate(r.body, 512));
-  if (r.status == 408 || r.status == 429 || r.status >= 500) {
+  std::string detail = status + (body.empty() ? "" : ": " + truncate(body, 512));
+  if (retryable_status(reply.status)) {
     std::optional<SysTime> not_before;
-    if (r.has_header("Retry-After"))
-      not_before = parse_retry_after(r.get_header_value("Retry-After"), std::chrono::system_clock::now());
+    if (std::string after = reply.header("Retry-After"); !after.empty())
+      not_before = parse_retry_after(after, std::chrono::system_clock::now());
     return TaskOutcome::retry(detail, not_before);
   }
   return TaskOutcome::failure(detail);

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "support/process.hpp"
@@ -91,6 +94,78 @@ TEST_F(HandlersE2E, SigtermStopsInFlightRequestsAndProcessesAfterTheGraceAndRele
   EXPECT_EQ(count("status = 'running'"), 0);
   // The scripts ignored SIGTERM; they were SIGKILLed with their process group.
   EXPECT_TRUE(eventually([&] { return std::system("pgrep -f 'sleep 31[3]' >/dev/null") != 0; }, 5s));
+}
+
+// An endpoint that honours Idempotency-Key replays the first reply of a key. A recurring task
+// once sent the same key at every fire; now each occurrence has its own, and the retry of an
+// occurrence is told apart by its attempt.
+TEST_F(HandlersE2E, EachOccurrenceOfARecurringTaskSendsItsOwnIdempotencyKey) {
+  httplib::Server server;
+  std::mutex mu;
+  std::vector<std::string> keys;
+  server.Post("/run", [&](const httplib::Request& req, httplib::Response& res) {
+    std::string key = req.get_header_value("Idempotency-Key");
+    std::lock_guard lock(mu);
+    bool seen = std::find(keys.begin(), keys.end(), key) != keys.end();
+    keys.push_back(key);
+    // A key seen before gets the stored reply; a first attempt gets a 503 (so it is retried).
+    res.status = seen ? 200 : key.ends_with("-1") ? 503 : 200;
+    res.set_content(seen ? "{\"replayed\":true}" : "{}", "application/json");
+  });
+  int port = server.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { server.listen_after_bind(); });
+  std::ofstream(config_path) << "[database]\nurl = \"" << db.url() << "\"\n[scheduler]\nschedule = \"@every 100ms\"\n"
+                             << "[retry]\nbase_delay = \"100ms\"\n[metrics]\nlisten = \"\"\n"
+                             << "[handlers.nightly]\ntype = \"http\"\nurl = \"http://127.0.0.1:" << port << "/run\"\n";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, cron) VALUES ('nightly', '* * * * * *')");
+  Process w({"--config", config_path, "run"});
+  bool three = eventually([&] { return db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE outcome = 'succeeded'") >= 3; }, 20s);
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(10s), 0) << w.err();
+  server.stop();
+  t.join();
+  ASSERT_TRUE(three) << w.err();
+  std::lock_guard lock(mu);
+  std::set<std::string> distinct(keys.begin(), keys.end());
+  EXPECT_EQ(distinct.size(), keys.size()) << "a key was sent twice";
+  // agentcron-<id>-<occurrence>-<attempt>: attempts 1 and 2 of each occurrence share its time.
+  std::map<std::string, std::set<std::string>> attempts_by_occurrence;
+  for (const auto& k : keys) {
+    ASSERT_EQ(k.rfind("agentcron-1-", 0), 0u) << k;
+    auto dash = k.rfind('-');
+    attempts_by_occurrence[k.substr(0, dash)].insert(k.substr(dash + 1));
+  }
+  EXPECT_GE(attempts_by_occurrence.size(), 3u);
+  for (const auto& [occurrence, attempts] : attempts_by_occurrence)
+    if (attempts.size() == 2) {
+      EXPECT_EQ(attempts, (std::set<std::string>{"1", "2"})) << occurrence;
+    }
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE result::text LIKE '%replayed%'"), 0);
+}
+
+// The hostile-input issue's reproduction: a script that prints its environment once put the
+// worker's DATABASE_URL, password included, into last_error. Here the URL's password is
+// p/ss?w#rd, unencoded; the script's output shows neither it nor a token of the worker's.
+TEST_F(HandlersE2E, AScriptPrintingItsEnvironmentLeaksNoSecret) {
+  std::string url = "postgresql://agentcron:p/ss?w#rd@127.0.0.1:" + std::to_string(db.port()) + "/" + db.name();
+  std::ofstream(config_path) << "[scheduler]\nschedule = \"@every 200ms\"\n[metrics]\nlisten = \"\"\n"
+                             << "[handlers.dump]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"env; exit 65\"]\n"
+                             << "inherit_env = [\"SHOWN_*\"]\n";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind) VALUES ('dump')");
+  Process w({"--config", config_path, "--log-format", "json", "run"},
+            {{"DATABASE_URL", url}, {"STRIPE_KEY", "sk_live_SECRET"}, {"SHOWN_REGION", "eu-1"}});
+  bool failed = eventually([&] { return count("status = 'failed'") == 1; }, 20s);
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(10s), 0) << w.err();
+  ASSERT_TRUE(failed) << w.err();
+  std::string error = db.text("SELECT last_error FROM agentcron.agent_tasks");
+  EXPECT_EQ(error.rfind("exit 65 (data error: not retried): ", 0), 0u) << error;
+  EXPECT_NE(error.find("SHOWN_REGION=eu-1"), std::string::npos) << error;
+  EXPECT_NE(error.find("AGENTCRON_TASK_ID=1"), std::string::npos) << error;
+  for (const std::string secret : {"p/ss?w#rd", "p%2Fss", "DATABASE_URL", "sk_live_SECRET", "STRIPE_KEY"}) {
+    EXPECT_EQ(error.find(secret), std::string::npos) << secret << " in last_error:\n" << error;
+    EXPECT_EQ(w.err().find(secret == "DATABASE_URL" ? "p/ss" : secret), std::string::npos) << secret << " logged";
+  }
 }
 
 // The reproduction of the faults issue: an agent printing bytes that are not UTF-8 and a few KiB

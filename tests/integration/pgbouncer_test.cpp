@@ -15,6 +15,7 @@
 #include "agentcron/migrator.hpp"
 #include "agentcron/task_store.hpp"
 #include "agentcron/worker.hpp"
+#include "support/bouncer.hpp"
 #include "support/run_worker.hpp"
 #include "support/test_db.hpp"
 
@@ -22,66 +23,8 @@ namespace agentcron {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Bouncer;
 using testing::TestDatabase;
-
-// A PgBouncer for one test database: transaction pooling, one server connection.
-class Bouncer {
- public:
-  explicit Bouncer(const TestDatabase& db) {
-    dir_ = "/tmp/agentcron-pgbouncer-" + std::to_string(::getpid()) + "-" + db.name();
-    std::filesystem::create_directories(dir_);
-    std::string server = testing::server_conninfo();  // host=… port=… user=…
-    port_ = 20000 + static_cast<int>((::getpid() * 7 + db.name().size() * 131) % 20000);
-    std::ofstream(dir_ + "/users.txt") << "\"agentcron\" \"\"\n";
-    std::ofstream(dir_ + "/pgbouncer.ini")
-        << "[databases]\n" << db.name() << " = " << server << " dbname=" << db.name() << "\n"
-        << "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = " << port_ << "\nunix_socket_dir =\n"
-        << "auth_type = trust\nauth_file = " << dir_ << "/users.txt\npool_mode = transaction\n"
-        << "default_pool_size = 1\nmax_client_conn = 50\nlogfile = " << dir_ << "/pgbouncer.log\n"
-        << "pidfile = " << dir_ << "/pgbouncer.pid\nignore_startup_parameters = extra_float_digits,options\n";
-    if (::geteuid() == 0) std::filesystem::permissions(dir_, std::filesystem::perms::all);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      std::string ini = dir_ + "/pgbouncer.ini";
-      if (::geteuid() == 0)  // pgbouncer refuses to run as root
-        ::execl("/usr/sbin/pgbouncer", "pgbouncer", "-u", "postgres", ini.c_str(), nullptr);
-      else
-        ::execl("/usr/sbin/pgbouncer", "pgbouncer", ini.c_str(), nullptr);
-      ::_exit(127);
-    }
-    url_ = "postgresql://agentcron@127.0.0.1:" + std::to_string(port_) + "/" + db.name();
-    ready_ = testing::eventually([&] {
-      try {
-        pqxx::connection c("host=127.0.0.1 port=" + std::to_string(port_) + " user=agentcron dbname=" + db.name());
-        return true;
-      } catch (const pqxx::broken_connection&) {
-        return false;
-      }
-    }, 10s);
-  }
-  ~Bouncer() {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-    std::filesystem::remove_all(dir_);
-  }
-  bool ready() const { return ready_; }
-  const std::string& url() const { return url_; }
-  std::string log() const {
-    std::ifstream in(dir_ + "/pgbouncer.log");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  std::string dir_, url_;
-  int port_ = 0;
-  pid_t pid_ = -1;
-  bool ready_ = false;
-};
 
 class PgbouncerTest : public ::testing::Test {
  protected:

@@ -57,17 +57,22 @@ TestDatabase::~TestDatabase() {
 
 std::string TestDatabase::conninfo() const { return server_conninfo() + " dbname=" + name_; }
 
-std::string TestDatabase::url() const {
-  // host=127.0.0.1 port=N user=agentcron -> postgresql://agentcron@127.0.0.1:N/name
-  std::string s = server_conninfo(), host, port, user;
-  auto get = [&](const std::string& key) {
-    auto pos = s.find(key + "=");
-    if (pos == std::string::npos) return std::string();
-    auto end = s.find(' ', pos);
-    return s.substr(pos + key.size() + 1, end == std::string::npos ? std::string::npos : end - pos - key.size() - 1);
-  };
-  return "postgresql://" + get("user") + "@" + get("host") + ":" + get("port") + "/" + name_;
+namespace {
+// A value of the server's conninfo ("host=127.0.0.1 port=N user=agentcron").
+std::string server_param(const std::string& key) {
+  std::string s = server_conninfo();
+  auto pos = s.find(key + "=");
+  if (pos == std::string::npos) return std::string();
+  auto end = s.find(' ', pos);
+  return s.substr(pos + key.size() + 1, end == std::string::npos ? std::string::npos : end - pos - key.size() - 1);
 }
+}  // namespace
+
+std::string TestDatabase::url() const {
+  return "postgresql://" + server_param("user") + "@" + server_param("host") + ":" + server_param("port") + "/" + name_;
+}
+
+int TestDatabase::port() const { return std::stoi(server_param("port")); }
 
 Config TestDatabase::config() const {
   Config c;

@@ -25,6 +25,8 @@ class TestDatabase {
   std::string conninfo() const;
   // postgresql:// URL of this database.
   std::string url() const;
+  // The test cluster's TCP port.
+  int port() const;
   // A Config pointing at this database, with test-friendly short timings.
   Config config() const;
 

@@ -110,9 +110,10 @@ TEST_F(ConfigTest, ExplicitKeyBeatsUrlParameterOfTheSameLevel) {
 TEST_F(ConfigTest, HandlersAreParsed) {
   Config c = load_config(sources(
       "[handlers.mark_ready]\ntype = \"notify\"\nchannel = \"ready\"\n"
-      "[handlers.call_agent]\ntype = \"http\"\nurl = \"http://127.0.0.1:8080/run\"\ntimeout = \"10s\"\n"
-      "headers = { Authorization = \"Bearer ${AGENT_TOKEN}\" }\n"
-      "[handlers.script]\ntype = \"exec\"\ncommand = [\"/usr/bin/python3\", \"job.py\"]\nkill_after = \"2s\"\n"));
+      "[handlers.call_agent]\ntype = \"http\"\nurl = \"http://127.0.0.1:8080/run?key=k3y\"\ntimeout = \"10s\"\n"
+      "headers = { Authorization = \"Bearer ${AGENT_TOKEN}\" }\nmax_response_bytes = 4096\nca_file = \"/etc/hostname\"\n"
+      "[handlers.script]\ntype = \"exec\"\ncommand = [\"/usr/bin/python3\", \"job.py\"]\nkill_after = \"2s\"\n"
+      "inherit_env = [\"AWS_REGION\", \"OTEL_*\"]\n"));
   ASSERT_EQ(c.handlers.size(), 3u);
   auto h = [&](const std::string& kind) {
     for (const auto& x : c.handlers)
@@ -121,7 +122,13 @@ TEST_F(ConfigTest, HandlersAreParsed) {
   };
   EXPECT_EQ(h("mark_ready").channel, "ready");
   EXPECT_EQ(h("mark_ready").line, 1);
-  EXPECT_EQ(h("call_agent").url, "http://127.0.0.1:8080/run");
+  EXPECT_EQ(h("call_agent").url, "http://127.0.0.1:8080/run?key=k3y");
+  EXPECT_EQ(h("call_agent").max_response_bytes, 4096);
+  EXPECT_EQ(h("call_agent").ca_file, "/etc/hostname");
+  EXPECT_EQ(h("script").inherit_env, (std::vector<std::string>{"AWS_REGION", "OTEL_*"}));
+  EXPECT_NE(describe_config(c).find("call_agent = http (POST http://127.0.0.1:8080/run?***)"), std::string::npos)
+      << describe_config(c);
+  EXPECT_EQ(describe_config(c).find("k3y"), std::string::npos);
   EXPECT_EQ(h("call_agent").timeout, std::chrono::seconds(10));
   EXPECT_EQ(h("call_agent").headers.at(0).second, "Bearer ${AGENT_TOKEN}");
   EXPECT_EQ(h("script").command.size(), 2u);
@@ -183,6 +190,16 @@ TEST_F(ConfigTest, EveryBadFileValueNamesKeyFileAndLine) {
       {"[handlers.x]\ntype = \"exec\"\ncommand = []\n", ":1: handlers.x.command is missing or empty"},
       {"[handlers.x]\ntype = \"exec\"\ncommand = \"rm -rf /\"\n", ":3: handlers.x.command must be an array of strings"},
       {"[handlers.x]\ntype = \"notify\"\nurl = \"http://h\"\n", ":3: handlers.x.url is not a key of a notify handler"},
+      {"[handlers.x]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\ninherit_env = [\"HOME\", \"DATABASE_URL\"]\n",
+       ":4: handlers.x.inherit_env \"DATABASE_URL\" would pass DATABASE_URL, which holds the database password"},
+      {"[handlers.x]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\ninherit_env = \"PATH\"\n",
+       ":4: handlers.x.inherit_env must be an array of variable names"},
+      {"[handlers.x]\ntype = \"http\"\nurl = \"http://h\"\nmax_response_bytes = 10\n",
+       ":4: handlers.x.max_response_bytes must be a whole number of bytes from 1024 to 1073741824"},
+      {"[handlers.x]\ntype = \"http\"\nurl = \"http://h\"\nca_file = \"/nonexistent/ca.pem\"\n",
+       ":4: handlers.x.ca_file cannot be read: \"/nonexistent/ca.pem\""},
+      {"[handlers.x]\ntype = \"http\"\nurl = \"ftp://u:pw@h/?token=t\"\n",
+       ":3: handlers.x.url must start with http:// or https://, got \"ftp://***@h/?***\""},
   };
   for (const auto& b : cases) {
     std::string e = error_of(sources(b.toml));

@@ -199,3 +199,60 @@ TEST_F(ExecTest, ATimeoutReportsTheTasksLimitEvenWhenItsDeadlineHadPassed) {
 
 }  // namespace
 }  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+// The environment a child sees: the allow-list, inherit_env, the handler's env and AGENTCRON_*;
+// never DATABASE_URL, a token from an EnvironmentFile or the worker's own settings.
+TEST_F(ExecTest, AChildThatDumpsItsEnvironmentSeesNoSecret) {
+  ::setenv("DATABASE_URL", "postgres://app:Sup3rSecretPw@db/app", 1);
+  ::setenv("AGENTCRON_DATABASE_URL", "postgres://app:Sup3rSecretPw@db/app", 1);
+  ::setenv("STRIPE_TOKEN", "sk_live_t0k3n", 1);
+  ::setenv("PGPASSWORD", "pgSecretPw", 1);
+  ::setenv("KEEP_ME", "kept", 1);
+  ::setenv("PREFIX_A", "a", 1);
+  ExecOptions o{sh("env; exit 3"), "", {{"EXTRA", "yes"}}, 10s, 5s};
+  o.inherit_env = {"KEEP_ME", "PREFIX_*"};
+  Task t;
+  t.id = 5;
+  t.kind = "dump";
+  auto r = ExecHandler(o, log).run(t, HandlerContext{stop.get_token(), std::chrono::steady_clock::now() + 1h});
+  for (const char* name : {"DATABASE_URL", "AGENTCRON_DATABASE_URL", "STRIPE_TOKEN", "PGPASSWORD"}) ::unsetenv(name);
+  ::unsetenv("KEEP_ME");
+  ::unsetenv("PREFIX_A");
+  for (const char* secret : {"Sup3rSecretPw", "sk_live_t0k3n", "pgSecretPw", "DATABASE_URL", "STRIPE_TOKEN"})
+    EXPECT_EQ(r.message.find(secret), std::string::npos) << secret << " reached the child:\n" << r.message;
+  for (const char* seen : {"\nKEEP_ME=kept\n", "\nPREFIX_A=a\n", "\nEXTRA=yes\n", "\nAGENTCRON_TASK_ID=5\n",
+                           "\nAGENTCRON_KIND=dump\n", "\nPATH="})
+    EXPECT_NE(r.message.find(seen), std::string::npos) << seen << " missing:\n" << r.message;
+}
+
+TEST(ChildEnvironment, OnlyTheAllowListTheNamedAndTheTasksOwn) {
+  Task t;
+  t.id = 9;
+  t.kind = "k";
+  t.attempt = 3;
+  std::map<std::string, std::string> parent = {{"PATH", "/bin"}, {"LANG", "C.UTF-8"}, {"LC_TIME", "de_DE"},
+                                               {"TZ", "UTC"}, {"HOME", "/root"}, {"USER", "root"},
+                                               {"DATABASE_URL", "x"}, {"AGENTCRON_LOG_LEVEL", "debug"},
+                                               {"AWS_REGION", "eu"}, {"AWS_SECRET", "s"}};
+  auto env = child_environment(t, parent, {"AWS_REGION"}, {{"MODE", "fast"}});
+  std::vector<std::string> want = {"AGENTCRON_AGENT_ID=", "AGENTCRON_ATTEMPT=3", "AGENTCRON_KIND=k",
+                                   "AGENTCRON_TASK_ID=9", "AWS_REGION=eu", "HOME=/root", "LANG=C.UTF-8",
+                                   "LC_TIME=de_DE", "MODE=fast", "PATH=/bin", "TZ=UTC"};
+  EXPECT_EQ(env, want);
+}
+
+TEST(ChildEnvironment, InheritEnvCannotNameTheDatabasePassword) {
+  EXPECT_TRUE(forbidden_inherit("DATABASE_URL"));
+  EXPECT_TRUE(forbidden_inherit("DATA*"));
+  EXPECT_TRUE(forbidden_inherit("*"));
+  EXPECT_TRUE(forbidden_inherit("AGENTCRON_LOG_LEVEL"));
+  EXPECT_TRUE(forbidden_inherit("AGENT*"));
+  EXPECT_FALSE(forbidden_inherit("AWS_*"));
+  EXPECT_FALSE(forbidden_inherit("HTTPS_PROXY"));
+}
+
+}  // namespace
+}  // namespace agentcron

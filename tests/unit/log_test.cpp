@@ -1,5 +1,6 @@
 // Logger: JSON escaping and the three output formats.
 #include "agentcron/log.hpp"
+#include "agentcron/secrets.hpp"
 
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -75,6 +76,25 @@ TEST(LogFormat, AutoPicksJournalThenTerminalThenJson) {
   EXPECT_EQ(resolve_log_format("auto", false, false), LogFormat::json);
   EXPECT_EQ(resolve_log_format("json", true, true), LogFormat::json);
   EXPECT_FALSE(resolve_log_format("xml", false, false));
+}
+
+}  // namespace
+}  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+TEST(Secrets, RememberedSecretsAreScrubbedFromEveryLineInEveryForm) {
+  remember_secret("pw\"s/cr@t");
+  remember_secret("abc");  // too short to scrub without mangling text: not remembered
+  EXPECT_EQ(scrub_secrets("auth failed for pw\"s/cr@t"), "auth failed for ***");
+  EXPECT_EQ(scrub_secrets("url postgres://u:pw%22s%2Fcr%40t@h"), "url postgres://u:***@h");
+  EXPECT_EQ(scrub_secrets("abc"), "abc");
+  std::ostringstream out;
+  Logger json(LogFormat::json, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  json.error("connect failed", {{"error", "password pw\"s/cr@t refused"}});
+  EXPECT_EQ(out.str().find("cr@t"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("password *** refused"), std::string::npos) << out.str();
 }
 
 }  // namespace
