@@ -147,7 +147,7 @@ struct AdminDb {
   TaskStore store;
 };
 
-int cmd_cron(const Globals& g) {
+ExitCode cmd_cron(const Globals& g) {
   if (g.args.empty() || (g.args.front() != "next" && g.args.front() != "--help" && g.args.front() != "-h"))
     throw UsageError("cron: expected `cron next EXPR`");
   po::options_description d("cron next options");
@@ -161,7 +161,7 @@ int cmd_cron(const Globals& g) {
   std::vector<std::string> rest(g.args.begin() + (g.args.front() == "next" ? 1 : 0), g.args.end());
   bool help = false;
   auto vm = parse_command("cron next", rest, d, pos, "EXPR [--from ISO8601] [--count N] [--timezone TZ]", help);
-  if (help) return kExitOk;
+  if (help) return ExitCode::ok;
   if (!vm.count("expr")) throw UsageError("cron next: missing EXPR");
   int count = vm["count"].as<int>();
   if (count < 1 || count > 100000) throw UsageError("cron next: --count must be between 1 and 100000");
@@ -182,9 +182,9 @@ int cmd_cron(const Globals& g) {
     std::cout << out;
   } catch (const CronError& e) {
     std::cerr << "agentcron: " << e.what() << "\n";
-    return kExitUsage;
+    return ExitCode::usage;
   }
-  return kExitOk;
+  return ExitCode::ok;
 }
 
 // `config example`: every key with its default, commented, as TOML.
@@ -218,14 +218,14 @@ std::string docs_table() {
   return out;
 }
 
-int cmd_config(const Globals& g) {
+ExitCode cmd_config(const Globals& g) {
   if (!g.args.empty() && g.args.front() == "example") {
     std::cout << example_config();
-    return kExitOk;
+    return ExitCode::ok;
   }
   if (!g.args.empty() && g.args.front() == "docs") {
     std::cout << docs_table();
-    return kExitOk;
+    return ExitCode::ok;
   }
   if (g.args.empty() || g.args.front() != "check") throw UsageError("config: expected `config check` (or `config example`)");
   Config c = load(g);
@@ -236,15 +236,15 @@ int cmd_config(const Globals& g) {
   // terminationGracePeriodSeconds): the worst case, with the database gone (docs/operations.md).
   std::cout << "# shutdown budget: " << format_duration(std::chrono::ceil<std::chrono::seconds>(shutdown_budget(c)))
             << " at most from SIGTERM to exit\n";
-  return kExitOk;
+  return ExitCode::ok;
 }
 
-int cmd_migrate(const Globals& g) {
+ExitCode cmd_migrate(const Globals& g) {
   po::options_description d("migrate options");
   d.add_options()("status", "list applied and pending migrations instead of applying them");
   bool help = false;
   auto vm = parse_command("migrate", g.args, d, {}, "[--status]", help);
-  if (help) return kExitOk;
+  if (help) return ExitCode::ok;
   Config c = load(g);
   auto log = make_logger(c);
   AdminDb db(c, *log);
@@ -254,14 +254,14 @@ int cmd_migrate(const Globals& g) {
       std::printf("%04d_%-24s %s%s\n", s.version, s.name.c_str(), s.applied ? ("applied " + s.applied_at).c_str() : "pending",
                   s.changed ? "  CHANGED since applied" : "");
     }
-    return kExitOk;
+    return ExitCode::ok;
   }
   int n = m.migrate();
   std::cout << (n == 0 ? "schema is up to date" : "applied " + std::to_string(n) + " migration(s)") << "\n";
-  return kExitOk;
+  return ExitCode::ok;
 }
 
-int cmd_enqueue(const Globals& g) {
+ExitCode cmd_enqueue(const Globals& g) {
   po::options_description d("enqueue options");
   d.add_options()
       ("kind", po::value<std::string>(), "the task kind (selects the handler)")
@@ -278,7 +278,7 @@ int cmd_enqueue(const Globals& g) {
       ("approval", po::value<std::string>()->default_value("approved"), "approved, pending or rejected");
   bool help = false;
   auto vm = parse_command("enqueue", g.args, d, {}, "--kind K [options]", help);
-  if (help) return kExitOk;
+  if (help) return ExitCode::ok;
   if (!vm.count("kind") || vm["kind"].as<std::string>().empty()) throw UsageError("enqueue: --kind is required");
   EnqueueParams p;
   p.kind = vm["kind"].as<std::string>();
@@ -328,13 +328,13 @@ int cmd_enqueue(const Globals& g) {
   EnqueueResult r = db.store.enqueue(p);
   if (r.deduplicated) std::cout << "task " << r.id << " already pending with dedup key " << *p.dedup_key << "\n";
   else std::cout << "enqueued task " << r.id << "\n";
-  return kExitOk;
+  return ExitCode::ok;
 }
 
-int cmd_status(const Globals& g) {
+ExitCode cmd_status(const Globals& g) {
   bool help = false;
   parse_command("status", g.args, {}, {}, "", help);
-  if (help) return kExitOk;
+  if (help) return ExitCode::ok;
   Config c = load(g);
   auto log = make_logger(c);
   AdminDb db(c, *log);
@@ -345,10 +345,10 @@ int cmd_status(const Globals& g) {
   else std::printf("oldest due -\n");
   std::printf("connections %lld of %lld in use (%lld agentcron)\n", static_cast<long long>(s.server_connections),
               static_cast<long long>(s.max_connections), static_cast<long long>(s.agentcron_connections));
-  return kExitOk;
+  return ExitCode::ok;
 }
 
-int cmd_worker(const Globals& g, bool one_shot, const std::function<void(HandlerRegistry&)>& extra) {
+ExitCode cmd_worker(const Globals& g, bool one_shot, const std::function<void(HandlerRegistry&)>& extra) {
   po::options_description d(one_shot ? "once options" : "run options");
   d.add_options()("migrate", "apply pending migrations before starting");
   if (one_shot)
@@ -356,7 +356,7 @@ int cmd_worker(const Globals& g, bool one_shot, const std::function<void(Handler
         "max-tasks", po::value<int>(), "claim at most this many tasks");
   bool help = false;
   auto vm = parse_command(one_shot ? "once" : "run", g.args, d, {}, one_shot ? "[--drain] [--max-tasks N] [--migrate]" : "[--migrate]", help);
-  if (help) return kExitOk;
+  if (help) return ExitCode::ok;
   WorkerRunOptions opts;
   opts.migrate = vm.count("migrate") > 0;
   if (one_shot) {
@@ -389,19 +389,17 @@ int cmd_worker(const Globals& g, bool one_shot, const std::function<void(Handler
   return one_shot ? worker.once(opts) : worker.run(opts);
 }
 
-}  // namespace
-
-int run_cli(int argc, char** argv, const std::function<void(HandlerRegistry&)>& register_handlers) {
+ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegistry&)>& register_handlers) {
   try {
     bool help = false, version = false;
     auto g = parse_globals(argc, argv, help, version);
     if (version) {
       std::cout << "agentcron " << AGENTCRON_VERSION << "\n";
-      return kExitOk;
+      return ExitCode::ok;
     }
     if (help && !g->command_given) {
       std::cout << kUsage << "\n" << global_options() << "\n";
-      return kExitOk;
+      return ExitCode::ok;
     }
     if (help) g->args.push_back("--help");
     const std::string& cmd = g->command;
@@ -415,24 +413,30 @@ int run_cli(int argc, char** argv, const std::function<void(HandlerRegistry&)>& 
     throw UsageError("unknown command \"" + cmd + "\"");
   } catch (const UsageError& e) {
     std::cerr << "agentcron: usage: " << e.what() << "\n(see agentcron --help)\n";
-    return kExitUsage;
+    return ExitCode::usage;
   } catch (const po::error& e) {
     std::cerr << "agentcron: usage: " << e.what() << "\n(see agentcron --help)\n";
-    return kExitUsage;
+    return ExitCode::usage;
   } catch (const ConfigError& e) {
     std::cerr << "agentcron: config error: " << e.what() << "\n";
-    return kExitConfig;
+    return ExitCode::config;
+  } catch (const MigrationChanged& e) {
+    std::cerr << "agentcron: database error: " << scrub_secrets(e.what()) << "\n";
+    return ExitCode::data_error;
   } catch (const DatabaseError& e) {
     std::cerr << "agentcron: database error: " << scrub_secrets(e.what())
               << (e.sqlstate().empty() ? "" : " (SQLSTATE " + e.sqlstate() + ")") << "\n";
-    if (e.error_class() == ErrorClass::permanent && e.sqlstate().empty() &&
-        std::string(e.what()).find("has changed") != std::string::npos)
-      return kExitDataError;
-    return kExitUnavailable;
+    return ExitCode::unavailable;
   } catch (const std::exception& e) {
     std::cerr << "agentcron: internal error: " << scrub_secrets(e.what()) << "\n";
-    return kExitSoftware;
+    return ExitCode::software;
   }
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv, const std::function<void(HandlerRegistry&)>& register_handlers) {
+  return to_int(run_command(argc, argv, register_handlers));
 }
 
 }  // namespace agentcron

@@ -239,7 +239,7 @@ void apply(Config& c, const KeySpec& k, const Raw& raw) {
           } else {
             fail(raw.where, key, "must be an integer, got " + type_name(raw));
           }
-          if (v < k.min || v > k.max)
+          if (static_cast<double>(v) < k.min || static_cast<double>(v) > k.max)
             fail(raw.where, key, "must be between " + std::to_string(static_cast<long long>(k.min)) + " and " +
                                      std::to_string(static_cast<long long>(k.max)) + ", got " + std::to_string(v));
           slot = static_cast<int>(v);
@@ -281,7 +281,7 @@ void apply(Config& c, const KeySpec& k, const Raw& raw) {
           std::string why;
           auto d = parse_duration(*s, &why);
           if (!d) fail(raw.where, key, "must be a duration such as \"250ms\", \"15s\", \"5m\": " + why + ", got " + got_text(*s));
-          if (d->count() < k.min)
+          if (static_cast<double>(d->count()) < k.min)
             fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
           if (*d > kMaxDuration) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
           // PostgreSQL's timeouts and libpq's socket timeouts are 32-bit milliseconds.
@@ -367,19 +367,25 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
   if (kind.empty() || kind.size() > 200) fail(table_where, prefix, "needs a kind name of 1 to 200 characters");
   const toml::node* type = t.get("type");
   if (!type) fail(table_where, prefix + ".type", "is missing (notify, http or exec)");
-  h.type = expect_string(file, prefix + ".type", *type);
+  std::string type_name = expect_string(file, prefix + ".type", *type);
+  auto parsed_type = parse_handler_type(type_name);
+  if (!parsed_type) fail(where_in(file, *type), prefix + ".type", "must be notify, http or exec, got \"" + type_name + "\"");
+  h.type = *parsed_type;
   std::vector<std::string> allowed = {"type"};
-  if (h.type == "notify") allowed.insert(allowed.end(), {"channel"});
-  else if (h.type == "http")
-    allowed.insert(allowed.end(), {"url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"});
-  else if (h.type == "exec")
-    allowed.insert(allowed.end(), {"command", "working_dir", "env", "inherit_env", "timeout", "kill_after"});
-  else fail(where_in(file, *type), prefix + ".type", "must be notify, http or exec, got \"" + h.type + "\"");
+  switch (h.type) {
+    case HandlerType::notify: allowed.insert(allowed.end(), {"channel"}); break;
+    case HandlerType::http:
+      allowed.insert(allowed.end(), {"url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"});
+      break;
+    case HandlerType::exec:
+      allowed.insert(allowed.end(), {"command", "working_dir", "env", "inherit_env", "timeout", "kill_after"});
+      break;
+  }
   for (const auto& [k, v] : t) {
     std::string key = prefix + "." + std::string(k.str());
     std::string name(k.str());
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
-      fail(where_in(file, v), key, "is not a key of a " + h.type + " handler");
+      fail(where_in(file, v), key, std::string("is not a key of a ") + to_string(h.type) + " handler");
     if (name == "channel") {
       h.channel = expect_string(file, key, v);
       if (h.channel.empty() || h.channel.size() > 63) fail(where_in(file, v), key, "must be 1 to 63 characters");
@@ -387,6 +393,10 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
       h.url = expect_string(file, key, v);
       if (!h.url.starts_with("http://") && !h.url.starts_with("https://"))
         fail(where_in(file, v), key, "must start with http:// or https://, got \"" + redact_url(h.url) + "\"");
+      std::string authority = h.url.substr(h.url.find("://") + 3);
+      if (authority.substr(0, authority.find_first_of("/?#")).find('@') != std::string::npos)
+        fail(where_in(file, v), key, "must not carry a user name or password (put credentials in headers), got \"" +
+                                         redact_url(h.url) + "\"");
     } else if (name == "method") {
       h.method = expect_string(file, key, v);
       if (h.method != "POST" && h.method != "PUT" && h.method != "PATCH")
@@ -404,7 +414,13 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
       h.tls_verify = v.as_boolean()->get();
     } else if (name == "ca_file") {
       h.ca_file = expect_string(file, key, v);
-      if (!std::ifstream(h.ca_file).good()) fail(where_in(file, v), key, "cannot be read: \"" + h.ca_file + "\"");
+      std::ifstream pem(h.ca_file);
+      std::string head(64 * 1024, '\0');
+      pem.read(head.data(), static_cast<std::streamsize>(head.size()));
+      head.resize(static_cast<std::size_t>(pem.gcount()));
+      if (!pem.good() && !pem.eof()) fail(where_in(file, v), key, "cannot be read: \"" + h.ca_file + "\"");
+      if (head.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+        fail(where_in(file, v), key, "holds no PEM certificate (-----BEGIN CERTIFICATE-----): \"" + h.ca_file + "\"");
     } else if (name == "max_response_bytes") {
       if (!v.is_integer() || v.as_integer()->get() < 1024 || v.as_integer()->get() > (std::int64_t{1} << 30))
         fail(where_in(file, v), key, "must be a whole number of bytes from 1024 to 1073741824");
@@ -423,8 +439,8 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
       for (const auto& item : *v.as_array()) h.command.push_back(expect_string(file, key, item));
     }
   }
-  if (h.type == "http" && h.url.empty()) fail(table_where, prefix + ".url", "is missing: an http handler needs a url");
-  if (h.type == "exec" && (h.command.empty() || h.command.front().empty()))
+  if (h.type == HandlerType::http && h.url.empty()) fail(table_where, prefix + ".url", "is missing: an http handler needs a url");
+  if (h.type == HandlerType::exec && (h.command.empty() || h.command.front().empty()))
     fail(table_where, prefix + ".command", "is missing or empty: an exec handler needs a command");
   return h;
 }
@@ -507,6 +523,22 @@ std::string read_url_file(const std::string& path, const std::string& where) {
   return text;
 }
 
+std::optional<HandlerType> parse_handler_type(std::string_view name) {
+  if (name == "notify") return HandlerType::notify;
+  if (name == "http") return HandlerType::http;
+  if (name == "exec") return HandlerType::exec;
+  return std::nullopt;
+}
+
+const char* to_string(HandlerType type) {
+  switch (type) {
+    case HandlerType::notify: return "notify";
+    case HandlerType::http: return "http";
+    case HandlerType::exec: return "exec";
+  }
+  return "?";
+}
+
 ConfigError::ConfigError(const std::string& what) : std::runtime_error(one_line_text(what)) {}
 
 Config load_config(const ConfigSources& sources) {
@@ -526,8 +558,9 @@ Config load_config(const ConfigSources& sources) {
   if (auto it = sources.env.find("DATABASE_URL"); it != sources.env.end())
     env_values.emplace_back(find_spec("database.url"), Raw{it->second, true, "environment DATABASE_URL"});
   if (auto it = sources.env.find("DATABASE_URL_FILE"); it != sources.env.end()) {
-    if (sources.env.count("DATABASE_URL"))
-      throw ConfigError("environment DATABASE_URL_FILE: DATABASE_URL is set too; set one of them");
+    for (const char* other : {"DATABASE_URL", "AGENTCRON_DATABASE_URL"})
+      if (sources.env.count(other))
+        throw ConfigError(std::string("environment DATABASE_URL_FILE: ") + other + " is set too; set one of them");
     std::string where = "environment DATABASE_URL_FILE";
     env_values.emplace_back(find_spec("database.url"), Raw{read_url_file(it->second, where), true, where});
   }
@@ -581,10 +614,12 @@ std::string describe_config(const Config& c) {
   out << "[handlers]\n";
   std::string kinds;
   for (const auto& h : c.handlers) {
-    out << h.kind << " = " << h.type;
-    if (h.type == "notify") out << " (channel " << h.channel << ")";
-    if (h.type == "http") out << " (" << h.method << " " << redact_url(h.url) << ")";
-    if (h.type == "exec") out << " (" << h.command.front() << ")";
+    out << h.kind << " = " << to_string(h.type);
+    switch (h.type) {
+      case HandlerType::notify: out << " (channel " << h.channel << ")"; break;
+      case HandlerType::http: out << " (" << h.method << " " << redact_url(h.url) << ")"; break;
+      case HandlerType::exec: out << " (" << h.command.front() << ")"; break;
+    }
     out << "  # " << c.file << ":" << h.line << "\n";
     kinds += (kinds.empty() ? "" : ", ") + h.kind;
   }

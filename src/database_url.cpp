@@ -224,7 +224,7 @@ DatabaseUrl parse_uri(std::string_view text) {
     if (colon != std::string_view::npos) {
       url.set("password", percent_decode(userinfo.substr(colon + 1), "password"));
     }
-  } else if (rest.substr(0, rest.find('?')).find('@') != std::string_view::npos) {
+  } else if (rest.find('@') != std::string_view::npos) {
     // An '@' that ends no user info: a password or user name with characters that must be
     // percent-encoded. Nothing of it is repeated here.
     throw DatabaseUrlError(
@@ -344,45 +344,59 @@ DatabaseUrl parse_database_url(std::string_view text) {
   return is_uri(text) ? parse_uri(text) : parse_conninfo(text);
 }
 
+namespace {
+
+// The query of a URL that parses, with the value of every password parameter (however spelled:
+// %70assword is password) masked — and the items after it that are no known parameter, which an
+// unencoded '&' split from it.
+std::string redact_query(std::string_view query) {
+  std::string out;
+  bool in_secret = false;
+  while (true) {
+    std::size_t amp = query.find('&');
+    std::string_view item = query.substr(0, amp);
+    std::size_t eq = item.find('=');
+    std::string key;
+    try {
+      key = percent_decode(item.substr(0, eq), "parameter name");
+    } catch (const DatabaseUrlError&) {
+    }
+    bool known = eq != std::string_view::npos && is_known_param(key);
+    if (known) in_secret = is_secret_key(key);
+    if (known || !in_secret) {
+      if (!out.empty()) out += '&';
+      out += known && in_secret ? std::string(item.substr(0, eq)) + "=***" : std::string(item);
+    }
+    if (amp == std::string_view::npos) return out;
+    query = query.substr(amp + 1);
+  }
+}
+
+}  // namespace
+
 std::string redact_database_url(std::string_view text) {
   std::string s(text);
   if (std::size_t scheme = scheme_length(s); scheme > 0) {
     std::size_t start = scheme + 3;
-    std::string_view rest = std::string_view(s).substr(start);
-    if (std::size_t at = url_userinfo_end(rest); at != std::string_view::npos) {
-      // scheme://user:SECRET@host… : the secret runs from the first ':' of the user info to its '@'.
-      std::size_t colon = rest.substr(0, at).find(':');
-      if (colon != std::string_view::npos) s.replace(start + colon + 1, at - colon - 1, "***");
-    } else if (std::size_t last = rest.rfind('@'); last != std::string_view::npos) {
-      // Not a URL this parser reads: whatever precedes the last '@' may be a secret.
-      s.replace(start, last, "***");
-    }
     // A URL that does not parse may be split anywhere: nothing after the scheme is shown.
     try {
       parse_uri(s);
     } catch (const DatabaseUrlError&) {
       return s.substr(0, start) + "***";
     }
-    // …and ?password=SECRET / &sslpassword=SECRET in the query.
-    for (const char* key : {"password=", "sslpassword="}) {
-      std::size_t pos = 0;
-      while ((pos = s.find(key, pos)) != std::string::npos) {
-        bool at_param = pos > 0 && (s[pos - 1] == '?' || s[pos - 1] == '&');
-        std::size_t vstart = pos + std::string_view(key).size();
-        if (at_param) {
-          // The value ends at the next "&name=" of a known parameter: an unencoded '&' may be
-          // part of it.
-          std::size_t vend = vstart;
-          while ((vend = s.find('&', vend + 1)) != std::string::npos) {
-            std::size_t eq = s.find('=', vend);
-            if (eq != std::string::npos && is_known_param(std::string_view(s).substr(vend + 1, eq - vend - 1))) break;
-          }
-          s.replace(vstart, (vend == std::string::npos ? s.size() : vend) - vstart, "***");
-        }
-        pos = vstart;
-      }
+    std::string out = s.substr(0, start);
+    std::string_view rest = std::string_view(s).substr(start);
+    if (std::size_t at = url_userinfo_end(rest); at != std::string_view::npos) {
+      // user:SECRET@ — the secret runs from the first ':' of the user info to its '@'.
+      std::string_view userinfo = rest.substr(0, at);
+      std::size_t colon = userinfo.find(':');
+      out += std::string(userinfo.substr(0, colon)) + (colon == std::string_view::npos ? "" : ":***") + "@";
+      rest = rest.substr(at + 1);
     }
-    return s;
+    std::size_t q = rest.find('?');
+    out += rest.substr(0, q);
+    if (q != std::string_view::npos) out += "?" + redact_query(rest.substr(q + 1));
+    return out;
   }
   try {
     return parse_conninfo(s).redacted();

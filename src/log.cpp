@@ -7,6 +7,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <vector>
+
 #include "agentcron/secrets.hpp"
 
 namespace agentcron {
@@ -127,7 +129,7 @@ void append_json_escaped(std::string& out, std::string_view s) {
 }
 
 std::string render_json_line(std::chrono::system_clock::time_point ts, LogLevel level,
-                             std::string_view msg, LogFields fields) {
+                             std::string_view msg, std::span<const LogField> fields) {
   std::string out;
   out.reserve(96 + msg.size());
   auto secs = std::chrono::time_point_cast<std::chrono::seconds>(ts);
@@ -146,7 +148,7 @@ std::string render_json_line(std::chrono::system_clock::time_point ts, LogLevel 
   return out;
 }
 
-std::string render_text_message(std::string_view msg, LogFields fields) {
+std::string render_text_message(std::string_view msg, std::span<const LogField> fields) {
   std::string out(msg);
   for (const auto& f : fields) {
     out += ' ';
@@ -178,11 +180,47 @@ void Logger::flush() { impl_->flush(); }
 void Logger::log(LogLevel level, std::string_view msg, LogFields fields) {
   auto lvl = to_spd(level);
   if (!impl_->should_log(lvl)) return;
-  std::string line = format_ == LogFormat::json ? render_json_line(std::chrono::system_clock::now(), level, msg, fields)
-                                                : render_text_message(msg, fields);
-  if (secrets_remembered()) line = scrub_secrets(std::move(line));
-  if (format_ == LogFormat::journal) impl_->log(lvl, "<{}>{}", journal_priority(level), line);
-  else impl_->log(lvl, "{}", line);
+  if (secrets_remembered() && mentions_secret(msg, fields)) {
+    // Scrubbed copies of the message and text values, rendered as usual (scrubbing the rendered
+    // line could break its JSON).
+    std::string scrubbed_msg = scrub_secrets(std::string(msg));
+    std::vector<std::string> texts;
+    texts.reserve(fields.size());  // the views below point into it: no reallocation
+    std::vector<LogField> scrubbed;
+    for (const auto& f : fields) {
+      if (const auto* v = std::get_if<std::string_view>(&f.value)) {
+        texts.push_back(scrub_secrets(std::string(*v)));
+        scrubbed.emplace_back(f.key, std::string_view(texts.back()));
+      } else {
+        scrubbed.push_back(f);
+      }
+    }
+    write(level, scrubbed_msg, scrubbed);
+    return;
+  }
+  write(level, msg, std::span<const LogField>(fields.begin(), fields.size()));
+}
+
+bool Logger::mentions_secret(std::string_view msg, LogFields fields) {
+  if (holds_secret(msg)) return true;
+  for (const auto& f : fields)
+    if (const auto* v = std::get_if<std::string_view>(&f.value); v && holds_secret(*v)) return true;
+  return false;
+}
+
+void Logger::write(LogLevel level, std::string_view msg, std::span<const LogField> fields) {
+  auto lvl = to_spd(level);
+  switch (format_) {
+    case LogFormat::json:
+      impl_->log(lvl, "{}", render_json_line(std::chrono::system_clock::now(), level, msg, fields));
+      break;
+    case LogFormat::journal:
+      impl_->log(lvl, "<{}>{}", journal_priority(level), render_text_message(msg, fields));
+      break;
+    case LogFormat::text:
+      impl_->log(lvl, "{}", render_text_message(msg, fields));
+      break;
+  }
 }
 
 }  // namespace agentcron

@@ -50,9 +50,8 @@ int Migrator::migrate() {
   // Check every applied migration first: a changed file stops everything before any new one runs.
   for (const auto& s : status())
     if (s.changed)
-      throw DatabaseError("migration " + migration_file_name(s.version, s.name) +
-                              " has changed since it was applied; refusing to migrate",
-                          "", ErrorClass::permanent);
+      throw MigrationChanged("migration " + migration_file_name(s.version, s.name) +
+                             " has changed since it was applied; refusing to migrate");
   int applied = 0;
   for (const auto& m : migrations_) {
     if (store_.apply_migration(m.version, m.name, m.sql, migration_checksum(m.sql))) {

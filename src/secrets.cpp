@@ -1,9 +1,13 @@
-// The process's secret registry (see secrets.hpp).
+// The process's secret registry (see secrets.hpp). Readers (every log line) take no lock: they
+// load the current immutable list of forms; a writer publishes a new list and keeps the old ones
+// alive (a reader may still hold one). The registry is never destroyed: a thread may log while
+// static objects are being torn down.
 #include "agentcron/secrets.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -12,9 +16,18 @@
 namespace agentcron {
 namespace {
 
-std::mutex mu;
-std::vector<std::string> forms;  // longest first, so a longer form is replaced before its parts
-std::atomic<bool> any{false};
+using Forms = std::vector<std::string>;  // longest first: a longer form goes before its parts
+
+struct Registry {
+  std::mutex mu;                                // writers
+  std::vector<std::unique_ptr<const Forms>> versions;
+  std::atomic<const Forms*> current{nullptr};
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;
+  return *r;
+}
 
 std::string percent_encoded(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
@@ -34,25 +47,34 @@ std::string percent_encoded(std::string_view s) {
 }  // namespace
 
 void remember_secret(std::string_view secret) {
-  if (secret.size() < 4) return;
+  if (secret.size() < kMinScrubbedSecret) return;
   std::string json;
   append_json_escaped(json, secret);
-  std::lock_guard lock(mu);
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  const Forms* now = r.current.load();
+  auto next = std::make_unique<Forms>(now ? *now : Forms{});
   for (std::string form : {std::string(secret), json, percent_encoded(secret)})
-    if (std::find(forms.begin(), forms.end(), form) == forms.end()) forms.push_back(std::move(form));
-  std::sort(forms.begin(), forms.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  any = true;
+    if (std::find(next->begin(), next->end(), form) == next->end()) next->push_back(std::move(form));
+  std::sort(next->begin(), next->end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  r.current.store(next.get(), std::memory_order_release);
+  r.versions.push_back(std::move(next));
 }
 
-bool secrets_remembered() { return any.load(std::memory_order_relaxed); }
+bool secrets_remembered() { return registry().current.load(std::memory_order_acquire) != nullptr; }
+
+bool holds_secret(std::string_view text) {
+  const Forms* forms = registry().current.load(std::memory_order_acquire);
+  if (!forms) return false;
+  return std::any_of(forms->begin(), forms->end(), [&](const std::string& f) { return text.find(f) != std::string_view::npos; });
+}
 
 std::string scrub_secrets(std::string text) {
-  if (!secrets_remembered()) return text;
-  std::lock_guard lock(mu);
-  for (const auto& form : forms) {
+  const Forms* forms = registry().current.load(std::memory_order_acquire);
+  if (!forms) return text;
+  for (const auto& form : *forms)
     for (std::size_t pos = text.find(form); pos != std::string::npos; pos = text.find(form, pos + 3))
       text.replace(pos, form.size(), "***");
-  }
   return text;
 }
 

@@ -284,7 +284,8 @@ WITH due AS (
 UPDATE agentcron.agent_tasks t
 SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
     locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now(),
-    claim_token = nextval('agentcron.claim_tokens'), occurrence_at = coalesce(t.occurrence_at, t.scheduled_for)
+    claim_token = nextval('agentcron.claim_tokens'),
+    occurrence_at = CASE WHEN t.attempts = 0 THEN t.scheduled_for ELSE coalesce(t.occurrence_at, t.scheduled_for) END
 FROM due WHERE t.id = due.id
 RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
           (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
@@ -703,10 +704,9 @@ bool TaskStore::apply_migration(int version, const std::string& name, const std:
                                                   version);
                           if (!r.empty()) {
                             if (r[0][0].as<std::string>() != checksum)
-                              throw DatabaseError("migration " + name + " (version " + std::to_string(version) +
-                                                      ") has changed since it was applied: checksum " + checksum +
-                                                      " differs from the applied " + r[0][0].as<std::string>(),
-                                                  "", ErrorClass::permanent);
+                              throw MigrationChanged("migration " + name + " (version " + std::to_string(version) +
+                                                     ") has changed since it was applied: checksum " + checksum +
+                                                     " differs from the applied " + r[0][0].as<std::string>());
                             return false;
                           }
                           tx.exec(sql);

@@ -97,7 +97,7 @@ SchedulerConfig Worker::scheduler() const {
   return config_.scheduler;
 }
 
-int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
+ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   auto s = std::make_unique<Services>();
   Config c = config_;
   c.scheduler = scheduler();
@@ -124,10 +124,10 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
                                          {"retry_in_ms", give_up ? std::int64_t{-1} : static_cast<std::int64_t>(delay.count())}});
       if (give_up) {
         log_.error("giving up: database unavailable", {{"database", s->pool->options().redacted}});
-        return 69;
+        return ExitCode::unavailable;
       }
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, delay, [&] { return shutdown_requests_ > 0; })) return 0;
+      if (cv_.wait_for(lock, delay, [&] { return shutdown_requests_ > 0; })) return ExitCode::ok;
     }
   }
 
@@ -138,12 +138,15 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
       if (!m.applied) {
         log_.error("the database schema is not migrated; run `agentcron migrate` (or pass --migrate)",
                    {{"pending", migration_file_name(m.version, m.name)}});
-        return 69;
+        return ExitCode::unavailable;
       }
     }
+  } catch (const MigrationChanged& e) {
+    log_.error("refusing to run: an applied migration changed", {{"error", e.what()}});
+    return ExitCode::data_error;
   } catch (const DatabaseError& e) {
     log_.error("checking migrations failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
-    return 69;
+    return ExitCode::unavailable;
   }
 
   CompleterOptions copts;
@@ -198,7 +201,7 @@ int Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   for (auto& p : s->maintenance) p->start();
   std::lock_guard lock(mu_);
   s_ = std::move(s);
-  return 0;
+  return ExitCode::ok;
 }
 
 // The phases, and the terms of shutdown_budget() they answer to:
@@ -356,7 +359,7 @@ int Worker::metrics_port() const {
   return metrics_ ? metrics_->port() : 0;
 }
 
-int Worker::run(const WorkerRunOptions& opts) {
+ExitCode Worker::run(const WorkerRunOptions& opts) {
   if (handlers_.empty()) log_.warn("no [handlers.<kind>] configured: this worker claims nothing");
   // First: /healthz answers while the worker waits for its database, and /readyz says so.
   if (!config_.metrics.listen.empty()) {
@@ -367,8 +370,8 @@ int Worker::run(const WorkerRunOptions& opts) {
       metrics_ = std::move(server);
     }
   }
-  int rc = start_services(opts, false);
-  if (rc != 0 || !s_) return rc;
+  ExitCode rc = start_services(opts, false);
+  if (rc != ExitCode::ok || !s_) return rc;
   SchedulerConfig sc = scheduler();
   log_.info("worker started", {{"worker", id_},
                                {"schedule", sc.schedule},
@@ -383,12 +386,12 @@ int Worker::run(const WorkerRunOptions& opts) {
   }
   shutdown_services();  // /readyz says "shutting down" meanwhile
   if (metrics_) metrics_->stop();
-  return 0;
+  return ExitCode::ok;
 }
 
-int Worker::once(const WorkerRunOptions& opts) {
-  int rc = start_services(opts, true);
-  if (rc != 0 || !s_) return rc;
+ExitCode Worker::once(const WorkerRunOptions& opts) {
+  ExitCode rc = start_services(opts, true);
+  if (rc != ExitCode::ok || !s_) return rc;
   Services& s = *s_;
   const SchedulerConfig sc = scheduler();
   int limit = opts.max_tasks > 0 ? opts.max_tasks : (opts.drain ? INT_MAX : sc.batch_size);
@@ -435,9 +438,9 @@ int Worker::once(const WorkerRunOptions& opts) {
   // after their leases expire, and a script must not take the batch as done.
   if (failed_db || outcomes_lost_) {
     if (outcomes_lost_) log_.error("once: task outcomes could not be written; exiting 69");
-    return 69;
+    return ExitCode::unavailable;
   }
-  return st.failed + st.retried > 0 ? 1 : 0;
+  return st.failed + st.retried > 0 ? ExitCode::task_failed : ExitCode::ok;
 }
 
 }  // namespace agentcron

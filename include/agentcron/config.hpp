@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -84,10 +85,16 @@ struct LogConfig {
   std::string format = "auto";  // auto, text, json, journal
 };
 
+// The handler types of design.md. A new one is added here, in HandlerRegistry::from_config and
+// in the keys parse_handler accepts for it.
+enum class HandlerType { notify, http, exec };
+std::optional<HandlerType> parse_handler_type(std::string_view name);
+const char* to_string(HandlerType type);
+
 // One [handlers.<kind>] table: which handler runs tasks of `kind`.
 struct HandlerConfig {
   std::string kind;
-  std::string type;                      // notify | http | exec
+  HandlerType type = HandlerType::notify;
   std::string channel = "agentcron_ready";  // notify: the pg_notify channel
   std::string url;                       // http
   std::string method = "POST";           // http

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -43,9 +44,16 @@ void append_json_escaped(std::string& out, std::string_view s);
 
 // Renders one JSON log line (no trailing newline): {"ts":…,"level":…,"msg":…,fields…}.
 std::string render_json_line(std::chrono::system_clock::time_point ts, LogLevel level,
-                             std::string_view msg, LogFields fields);
+                             std::string_view msg, std::span<const LogField> fields);
+inline std::string render_json_line(std::chrono::system_clock::time_point ts, LogLevel level,
+                                    std::string_view msg, LogFields fields) {
+  return render_json_line(ts, level, msg, std::span<const LogField>(fields.begin(), fields.size()));
+}
 // Renders the text form of the message and fields: `msg key=value key="two words"`.
-std::string render_text_message(std::string_view msg, LogFields fields);
+std::string render_text_message(std::string_view msg, std::span<const LogField> fields);
+inline std::string render_text_message(std::string_view msg, LogFields fields) {
+  return render_text_message(msg, std::span<const LogField>(fields.begin(), fields.size()));
+}
 
 class Logger {
  public:
@@ -70,6 +78,8 @@ class Logger {
   void flush();
 
  private:
+  static bool mentions_secret(std::string_view msg, LogFields fields);
+  void write(LogLevel level, std::string_view msg, std::span<const LogField> fields);
   LogFormat format_;
   std::shared_ptr<spdlog::logger> impl_;
 };

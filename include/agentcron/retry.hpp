@@ -54,6 +54,13 @@ class DatabaseError : public std::runtime_error {
   ErrorClass class_;
 };
 
+// An applied migration's file has changed since it was applied: nothing more is migrated, and
+// the command exits with ExitCode::data_error.
+class MigrationChanged : public DatabaseError {
+ public:
+  explicit MigrationChanged(std::string message) : DatabaseError(std::move(message), "", ErrorClass::permanent) {}
+};
+
 // The circuit breaker is open: the database was not called.
 class BreakerOpen : public DatabaseError {
  public:

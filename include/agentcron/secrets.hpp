@@ -3,14 +3,21 @@
 // defence. No message is built with a password in the first place; this catches what a library
 // might one day echo.
 #pragma once
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace agentcron {
 
+// Secrets shorter than this are not remembered: scrubbing "postgres" or "true" out of every line
+// would mangle ordinary text (and JSON) and tell that the password is that word.
+inline constexpr std::size_t kMinScrubbedSecret = 8;
+
 // Remembers `secret` in every form it could be printed in (as is, JSON-escaped, percent-encoded).
-// Secrets shorter than 4 bytes are not remembered: scrubbing them would mangle ordinary text.
 void remember_secret(std::string_view secret);
+
+// Whether `text` holds a remembered form (a cheap check before copying it to scrub).
+bool holds_secret(std::string_view text);
 
 // `text` with every remembered form replaced by ***.
 std::string scrub_secrets(std::string text);

@@ -10,6 +10,7 @@
 
 #include "agentcron/completer.hpp"
 #include "agentcron/config.hpp"
+#include "agentcron/exit_code.hpp"
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/metrics.hpp"
 #include "agentcron/poller.hpp"
@@ -52,10 +53,12 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // `agentcron run`: until shutdown. Returns the exit code (0, or 69 when the schema is missing).
-  int run(const WorkerRunOptions& opts = {});
-  // `agentcron once`: returns 0 (all succeeded or nothing due), 1 (some task failed), 69.
-  int once(const WorkerRunOptions& opts);
+  // `agentcron run`: until shutdown. ok, or unavailable when the database cannot be used (a
+  // missing schema, a permanent error).
+  ExitCode run(const WorkerRunOptions& opts = {});
+  // `agentcron once`: ok (all succeeded or nothing due), task_failed, or unavailable (the
+  // database is unreachable, or outcomes could not be written).
+  ExitCode once(const WorkerRunOptions& opts);
 
   // From the signal thread: 1 = drain within the grace, 2 or more = skip the grace.
   void request_shutdown(int count);
@@ -73,7 +76,9 @@ class Worker {
 
  private:
   struct Services;
-  int start_services(const WorkerRunOptions& opts, bool one_shot);
+  // ok once the services run; otherwise why they could not start (or ok with no services, when
+  // shutdown was requested while waiting for the database).
+  ExitCode start_services(const WorkerRunOptions& opts, bool one_shot);
   CompleterStats shutdown_services();  // returns the outcome counts
   SchedulerConfig scheduler() const;   // the reloadable section as it is now
   // How long writing the remaining outcomes may take: a few retries of an update.

@@ -19,10 +19,16 @@ bool allowed_by_default(const std::string& name) {
 
 }  // namespace
 
-std::optional<std::string> forbidden_inherit(const std::string& name) {
+std::optional<std::string> names_database_credentials(const std::string& name) {
   // A pattern is refused when it could match a variable that holds the worker's secrets.
-  for (const char* secret : {"DATABASE_URL", "DATABASE_URL_FILE", "AGENTCRON_DATABASE_URL"})
-    if (matches(secret, name)) return std::string("would pass ") + secret + ", which holds the database password";
+  for (const char* secret : {"DATABASE_URL", "DATABASE_URL_FILE", "AGENTCRON_DATABASE_URL", "PGPASSWORD",
+                             "PGPASSFILE", "PGSERVICEFILE", "PGSSLKEY", "PGSSLPASSWORD"})
+    if (matches(secret, name)) return std::string("would pass ") + secret + ", which holds the database's credentials";
+  return std::nullopt;
+}
+
+std::optional<std::string> forbidden_inherit(const std::string& name) {
+  if (auto why = names_database_credentials(name)) return why;
   if (name.starts_with("AGENTCRON_") || matches("AGENTCRON_", name))
     return "names the worker's own AGENTCRON_* settings; put what the program needs in env";
   if (name.empty() || name == "*") return "must name a variable or a prefix ending in *";

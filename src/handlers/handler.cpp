@@ -46,32 +46,38 @@ std::vector<std::string> HandlerRegistry::kinds() const {
   return out;
 }
 
+namespace {
+
+std::shared_ptr<Handler> http_handler(const Config& config, const HandlerConfig& h) {
+  HttpOptions o{h.url, h.method, {}, h.timeout, h.tls_verify};
+  o.ca_file = h.ca_file;
+  o.max_response_bytes = static_cast<std::size_t>(h.max_response_bytes);
+  for (const auto& [name, value] : h.headers) {
+    try {
+      o.headers.emplace_back(name, expand_env(value));
+    } catch (const std::runtime_error& e) {
+      // The message names the variable, never a value.
+      throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".headers." + name +
+                        ": " + e.what());
+    }
+  }
+  return std::make_shared<HttpHandler>(std::move(o));
+}
+
+}  // namespace
+
 HandlerRegistry HandlerRegistry::from_config(const Config& config, Logger& log) {
   HandlerRegistry r;
   for (const auto& h : config.handlers) {
-    if (h.type == "notify") {
-      r.add(h.kind, std::make_shared<NotifyHandler>(h.channel));
-    } else if (h.type == "exec") {
-      ExecOptions o{h.command, h.working_dir, h.env, h.timeout, h.kill_after};
-      o.inherit_env = h.inherit_env;
-      r.add(h.kind, std::make_shared<ExecHandler>(std::move(o), log));
-    } else if (h.type == "http") {
-      HttpOptions o{h.url, h.method, {}, h.timeout, h.tls_verify};
-      o.ca_file = h.ca_file;
-      o.max_response_bytes = static_cast<std::size_t>(h.max_response_bytes);
-      for (const auto& [name, value] : h.headers) {
-        try {
-          o.headers.emplace_back(name, expand_env(value));
-        } catch (const std::runtime_error& e) {
-          // The message names the variable, never a value.
-          throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".headers." + name +
-                            ": " + e.what());
-        }
+    switch (h.type) {
+      case HandlerType::notify: r.add(h.kind, std::make_shared<NotifyHandler>(h.channel)); break;
+      case HandlerType::http: r.add(h.kind, http_handler(config, h)); break;
+      case HandlerType::exec: {
+        ExecOptions o{h.command, h.working_dir, h.env, h.timeout, h.kill_after};
+        o.inherit_env = h.inherit_env;
+        r.add(h.kind, std::make_shared<ExecHandler>(std::move(o), log));
+        break;
       }
-      r.add(h.kind, std::make_shared<HttpHandler>(std::move(o)));
-    } else {
-      throw ConfigError(config.file + ":" + std::to_string(h.line) + ": handlers." + h.kind + ".type \"" + h.type +
-                        "\" is not a handler type");
     }
   }
   return r;

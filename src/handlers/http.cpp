@@ -5,6 +5,7 @@
 #include <httplib.h>
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <iomanip>
@@ -13,6 +14,7 @@
 #include <stdexcept>
 
 #include "agentcron/database_url.hpp"
+#include "agentcron/handlers/exec.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/utf8.hpp"
 
@@ -31,6 +33,7 @@ const char* describe(httplib::Error e) {
     case httplib::Error::Canceled: return "request cancelled";
     case httplib::Error::SSLConnection: return "TLS connection failed";
     case httplib::Error::SSLServerVerification: return "TLS certificate verification failed";
+    case httplib::Error::SSLLoadingCerts: return "the CA certificates (ca_file) could not be loaded";
     default: return "request failed";
   }
 }
@@ -53,7 +56,11 @@ std::optional<SysTime> parse_retry_after(const std::string& value, SysTime now) 
   if (in.fail()) return std::nullopt;
   // A date past what the clock holds (2262) would overflow it; anything that far means "much
   // later", which the completer caps at retry.max_delay anyway.
-  if (tm.tm_year + 1900 >= 2200) tm = std::tm{0, 0, 0, 1, 0, 2200 - 1900};
+  if (tm.tm_year + 1900 >= 2200) {
+    tm = std::tm{};
+    tm.tm_mday = 1;
+    tm.tm_year = 2200 - 1900;
+  }
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
@@ -64,6 +71,7 @@ std::string expand_env(const std::string& value) {
       std::size_t end = value.find('}', i + 2);
       if (end == std::string::npos) throw std::runtime_error("unterminated ${ in header value");
       std::string name = value.substr(i + 2, end - i - 2);
+      if (auto why = names_database_credentials(name)) throw std::runtime_error("${" + name + "} " + *why);
       const char* v = std::getenv(name.c_str());
       if (!v) throw std::runtime_error("environment variable " + name + " is not set");
       out += v;
@@ -80,6 +88,10 @@ HttpHandler::HttpHandler(HttpOptions options) : options_(std::move(options)) {
   std::size_t scheme_end = u.find("://");
   std::size_t path_start = scheme_end == std::string::npos ? std::string::npos : u.find('/', scheme_end + 3);
   base_ = path_start == std::string::npos ? u : u.substr(0, path_start);
+  // User info is no part of where to connect (httplib would take it for the host name and ask
+  // the resolver about it): credentials go in headers.
+  if (std::size_t at = base_.rfind('@'); at != std::string::npos && scheme_end != std::string::npos)
+    base_.erase(scheme_end + 3, at - scheme_end - 2);
   path_ = path_start == std::string::npos ? "/" : u.substr(path_start);
   shown_url_ = redact_url(u);
 }
@@ -99,8 +111,12 @@ std::string HttpHandler::idempotency_key(const Task& t) {
     std::tm tm{};
     gmtime_r(&secs, &tm);
     char when[32];
-    std::strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
-    key += std::string(when) + "-";
+    std::strftime(when, sizeof when, "%Y%m%dT%H%M%S", &tm);
+    // Milliseconds too: an @every schedule may fire more than once a second.
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.occurrence.time_since_epoch()).count() % 1000;
+    char millis[8];
+    std::snprintf(millis, sizeof millis, ".%03dZ", static_cast<int>(ms < 0 ? ms + 1000 : ms));
+    key += std::string(when) + millis + "-";
   }
   return key + std::to_string(t.attempt);
 }
@@ -111,9 +127,11 @@ namespace {
 // (after decompression) with only its start kept. More than `max` bytes stops the reading.
 struct BoundedReply {
   std::size_t max = 0, keep = 0;
+  std::chrono::steady_clock::time_point deadline{};
+  bool too_slow = false;
   int status = 0;
-  httplib::Headers headers;
-  std::string start;
+  httplib::Headers headers = {};
+  std::string start = {};
   std::size_t received = 0;
   bool too_large = false;
 
@@ -127,6 +145,10 @@ struct BoundedReply {
       received += n;
       if (received > max) {
         too_large = true;
+        return false;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        too_slow = true;
         return false;
       }
       if (start.size() < keep) start.append(data, std::min(n, keep - start.size()));
@@ -162,9 +184,14 @@ TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
   req.headers.emplace("Idempotency-Key", idempotency_key(task));
   req.headers.emplace("User-Agent", "agentcron/" AGENTCRON_VERSION);
   std::stop_token stop = ctx.stop;
-  req.progress = [stop](std::uint64_t, std::uint64_t) { return !stop.stop_requested(); };
+  // The whole exchange within `timeout` (httplib's own limits are per read: a reply dripping a
+  // byte at a time would pass them).
+  auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  req.progress = [stop, deadline](std::uint64_t, std::uint64_t) {
+    return !stop.stop_requested() && std::chrono::steady_clock::now() < deadline;
+  };
   // 4 bytes beyond what is kept, so that the cut lands on a character boundary.
-  BoundedReply reply{options_.max_response_bytes, std::max<std::size_t>(options_.keep_body, 512) + 4};
+  BoundedReply reply{options_.max_response_bytes, std::max<std::size_t>(options_.keep_body, 512) + 4, deadline};
   reply.attach(req);
 
   std::stop_callback abort_in_flight(ctx.stop, [&client] { client.stop(); });
@@ -181,10 +208,14 @@ TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
                       std::to_string(options_.max_response_bytes) + " bytes, decompressed); reading stopped";
     return retryable_status(reply.status) ? TaskOutcome::retry(why) : TaskOutcome::failure(why);
   }
+  if (reply.too_slow || (!res && std::chrono::steady_clock::now() >= deadline))
+    return TaskOutcome::retry("http: no complete reply within the timeout of " + format_duration(options_.timeout) + " (" +
+                              options_.method + " " + shown_url_ + ")");
   if (!res) {
     // httplib reports a read timeout as a read error: either way the server may answer next time.
     std::string why = "http: " + std::string(describe(res.error())) + " (" + options_.method + " " + shown_url_ + ")";
-    if (res.error() == httplib::Error::SSLServerVerification) return TaskOutcome::failure(why);
+    if (res.error() == httplib::Error::SSLServerVerification || res.error() == httplib::Error::SSLLoadingCerts)
+      return TaskOutcome::failure(why);
     return TaskOutcome::retry(why);
   }
   const std::string& body = reply.start;

@@ -41,6 +41,6 @@ int main(int argc, char** argv) {
     total += static_cast<long long>(tasks.size());
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%lld %.3f %.0f\n", total, secs, total / secs);
+  std::printf("%lld %.3f %.0f\n", total, secs, static_cast<double>(total) / secs);
   return 0;
 }

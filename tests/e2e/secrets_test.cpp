@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "support/process.hpp"
@@ -55,8 +56,11 @@ class Secrets : public ::testing::Test {
   TestDatabase db;
   int port = 0;
   void SetUp() override {
+    // packaging/agentcron-dev creates the role with the cluster; a cluster made otherwise gets it
+    // here (two tests at once may race: either error means it is there).
     db.exec(std::string("DO $$ BEGIN CREATE ROLE ") + kPasswordRole +
-            " SUPERUSER LOGIN PASSWORD 'the-right-one'; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+            " SUPERUSER LOGIN PASSWORD 'the-right-one'; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; "
+            "END $$");
     port = db.port();
   }
   // Every command against a closed port and against a wrong password, in both formats.
@@ -98,7 +102,15 @@ TEST_F(Secrets, TheUrlCanComeFromAFileAndStaysOutOfArgvAndTheEnvironment) {
   std::string file = "/tmp/agentcron-e2e-url-" + std::to_string(::getpid());
   std::string url = "postgres://" + std::string(kPasswordRole) + ":the-right-one@127.0.0.1:" + std::to_string(port) +
                     "/" + db.name();
-  std::ofstream(file) << url << "\n";
+  {
+    std::ofstream out(file);
+    std::filesystem::permissions(file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    out << url << "\n";
+  }
+  struct Unlink {
+    std::string path;
+    ~Unlink() { ::unlink(path.c_str()); }
+  } unlink_at_end{file};
   auto by_env = testing::run_agentcron({"status"}, {{"DATABASE_URL_FILE", file}, {"DATABASE_URL", ""}});
   // (An empty DATABASE_URL is still set: both set is an error.)
   EXPECT_EQ(by_env.code, 78) << by_env.err;
@@ -114,7 +126,6 @@ TEST_F(Secrets, TheUrlCanComeFromAFileAndStaysOutOfArgvAndTheEnvironment) {
   EXPECT_EQ(envs.find("the-right-one"), std::string::npos);
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(20s), 0) << p.err();
-  ::unlink(file.c_str());
 }
 
 }  // namespace

@@ -172,8 +172,8 @@ TEST_P(SqlInert, ANulByteIsRefusedWithAClearErrorAndNothingIsWritten) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, SqlInert, ::testing::Values(Mode::prepared, Mode::inlined, Mode::pgbouncer),
-                         [](const auto& info) {
-                           switch (info.param) {
+                         [](const auto& param_info) {
+                           switch (param_info.param) {
                              case Mode::prepared: return std::string("Prepared");
                              case Mode::inlined: return std::string("InlinedParameters");
                              case Mode::pgbouncer: return std::string("ThroughPgbouncer");

@@ -151,7 +151,7 @@ TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
 }
 
 INSTANTIATE_TEST_SUITE_P(PreparedAndInlined, StaleStatisticsTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "pgbouncer_mode" : "prepared"; });
+                         [](const auto& param_info) { return param_info.param ? "pgbouncer_mode" : "prepared"; });
 TEST_F(StoreTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
   db.insert_due(10000);
   std::vector<std::int64_t> a, b;

@@ -111,7 +111,7 @@ TEST_F(ConfigTest, HandlersAreParsed) {
   Config c = load_config(sources(
       "[handlers.mark_ready]\ntype = \"notify\"\nchannel = \"ready\"\n"
       "[handlers.call_agent]\ntype = \"http\"\nurl = \"http://127.0.0.1:8080/run?key=k3y\"\ntimeout = \"10s\"\n"
-      "headers = { Authorization = \"Bearer ${AGENT_TOKEN}\" }\nmax_response_bytes = 4096\nca_file = \"/etc/hostname\"\n"
+      "headers = { Authorization = \"Bearer ${AGENT_TOKEN}\" }\nmax_response_bytes = 4096\nca_file = \"/etc/ssl/certs/ca-certificates.crt\"\n"
       "[handlers.script]\ntype = \"exec\"\ncommand = [\"/usr/bin/python3\", \"job.py\"]\nkill_after = \"2s\"\n"
       "inherit_env = [\"AWS_REGION\", \"OTEL_*\"]\n"));
   ASSERT_EQ(c.handlers.size(), 3u);
@@ -124,7 +124,7 @@ TEST_F(ConfigTest, HandlersAreParsed) {
   EXPECT_EQ(h("mark_ready").line, 1);
   EXPECT_EQ(h("call_agent").url, "http://127.0.0.1:8080/run?key=k3y");
   EXPECT_EQ(h("call_agent").max_response_bytes, 4096);
-  EXPECT_EQ(h("call_agent").ca_file, "/etc/hostname");
+  EXPECT_EQ(h("call_agent").ca_file, "/etc/ssl/certs/ca-certificates.crt");
   EXPECT_EQ(h("script").inherit_env, (std::vector<std::string>{"AWS_REGION", "OTEL_*"}));
   EXPECT_NE(describe_config(c).find("call_agent = http (POST http://127.0.0.1:8080/run?***)"), std::string::npos)
       << describe_config(c);
@@ -191,13 +191,19 @@ TEST_F(ConfigTest, EveryBadFileValueNamesKeyFileAndLine) {
       {"[handlers.x]\ntype = \"exec\"\ncommand = \"rm -rf /\"\n", ":3: handlers.x.command must be an array of strings"},
       {"[handlers.x]\ntype = \"notify\"\nurl = \"http://h\"\n", ":3: handlers.x.url is not a key of a notify handler"},
       {"[handlers.x]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\ninherit_env = [\"HOME\", \"DATABASE_URL\"]\n",
-       ":4: handlers.x.inherit_env \"DATABASE_URL\" would pass DATABASE_URL, which holds the database password"},
+       ":4: handlers.x.inherit_env \"DATABASE_URL\" would pass DATABASE_URL, which holds the database's credentials"},
       {"[handlers.x]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\ninherit_env = \"PATH\"\n",
        ":4: handlers.x.inherit_env must be an array of variable names"},
       {"[handlers.x]\ntype = \"http\"\nurl = \"http://h\"\nmax_response_bytes = 10\n",
        ":4: handlers.x.max_response_bytes must be a whole number of bytes from 1024 to 1073741824"},
       {"[handlers.x]\ntype = \"http\"\nurl = \"http://h\"\nca_file = \"/nonexistent/ca.pem\"\n",
        ":4: handlers.x.ca_file cannot be read: \"/nonexistent/ca.pem\""},
+      {"[handlers.x]\ntype = \"http\"\nurl = \"https://agent:pw@h/run?token=t\"\n",
+       ":3: handlers.x.url must not carry a user name or password (put credentials in headers), got \"https://***@h/run?***\""},
+      {"[handlers.x]\ntype = \"http\"\nurl = \"http://h\"\nca_file = \"/etc/hostname\"\n",
+       ":4: handlers.x.ca_file holds no PEM certificate (-----BEGIN CERTIFICATE-----): \"/etc/hostname\""},
+      {"[handlers.x]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\ninherit_env = [\"PG*\"]\n",
+       ":4: handlers.x.inherit_env \"PG*\" would pass PGPASSWORD, which holds the database's credentials"},
       {"[handlers.x]\ntype = \"http\"\nurl = \"ftp://u:pw@h/?token=t\"\n",
        ":3: handlers.x.url must start with http:// or https://, got \"ftp://***@h/?***\""},
   };

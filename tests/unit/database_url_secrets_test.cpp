@@ -56,8 +56,9 @@ TEST(DatabaseUrlPasswords, WhatCannotBeToldApartIsRefusedWithoutRepeatingIt) {
     } catch (const DatabaseUrlError& e) {
       EXPECT_EQ(std::string(e.what()).find(c.secret), std::string::npos) << e.what();
     }
-    if (std::string(c.secret) != "x2secret")  // (that one is a bad value, not a piece of the password)
+    if (std::string(c.secret) != "x2secret") {  // (that one is a bad value, not a piece of the password)
       EXPECT_EQ(redact_database_url(c.url).find(c.secret), std::string::npos) << redact_database_url(c.url);
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "agentcron/log.hpp"
 #include "agentcron/utf8.hpp"
+#include "support/scoped_env.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -206,21 +207,18 @@ namespace {
 // The environment a child sees: the allow-list, inherit_env, the handler's env and AGENTCRON_*;
 // never DATABASE_URL, a token from an EnvironmentFile or the worker's own settings.
 TEST_F(ExecTest, AChildThatDumpsItsEnvironmentSeesNoSecret) {
-  ::setenv("DATABASE_URL", "postgres://app:Sup3rSecretPw@db/app", 1);
-  ::setenv("AGENTCRON_DATABASE_URL", "postgres://app:Sup3rSecretPw@db/app", 1);
-  ::setenv("STRIPE_TOKEN", "sk_live_t0k3n", 1);
-  ::setenv("PGPASSWORD", "pgSecretPw", 1);
-  ::setenv("KEEP_ME", "kept", 1);
-  ::setenv("PREFIX_A", "a", 1);
+  testing::ScopedEnv env{{"DATABASE_URL", "postgres://app:Sup3rSecretPw@db/app"},
+                         {"AGENTCRON_DATABASE_URL", "postgres://app:Sup3rSecretPw@db/app"},
+                         {"STRIPE_TOKEN", "sk_live_t0k3n"},
+                         {"PGPASSWORD", "pgSecretPw"},
+                         {"KEEP_ME", "kept"},
+                         {"PREFIX_A", "a"}};
   ExecOptions o{sh("env; exit 3"), "", {{"EXTRA", "yes"}}, 10s, 5s};
   o.inherit_env = {"KEEP_ME", "PREFIX_*"};
   Task t;
   t.id = 5;
   t.kind = "dump";
   auto r = ExecHandler(o, log).run(t, HandlerContext{stop.get_token(), std::chrono::steady_clock::now() + 1h});
-  for (const char* name : {"DATABASE_URL", "AGENTCRON_DATABASE_URL", "STRIPE_TOKEN", "PGPASSWORD"}) ::unsetenv(name);
-  ::unsetenv("KEEP_ME");
-  ::unsetenv("PREFIX_A");
   for (const char* secret : {"Sup3rSecretPw", "sk_live_t0k3n", "pgSecretPw", "DATABASE_URL", "STRIPE_TOKEN"})
     EXPECT_EQ(r.message.find(secret), std::string::npos) << secret << " reached the child:\n" << r.message;
   for (const char* seen : {"\nKEEP_ME=kept\n", "\nPREFIX_A=a\n", "\nEXTRA=yes\n", "\nAGENTCRON_TASK_ID=5\n",

@@ -11,6 +11,7 @@
 
 #include "agentcron/utf8.hpp"
 #include "support/raw_server.hpp"
+#include "support/scoped_env.hpp"
 
 namespace agentcron {
 namespace {
@@ -194,6 +195,16 @@ TEST(RetryAfter, ParsesBothFormsAndRejectsJunk) {
   EXPECT_FALSE(parse_retry_after("soon", now));
   EXPECT_FALSE(parse_retry_after("-5", now));
   EXPECT_FALSE(parse_retry_after("", now));
+}
+
+TEST(ExpandEnv, RefusesTheDatabaseCredentials) {
+  testing::ScopedEnv env{{"DATABASE_URL", "postgres://u:secretpw@h/db"}};
+  try {
+    expand_env("Bearer ${DATABASE_URL}");
+    ADD_FAILURE() << "the database url was put in a header";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "${DATABASE_URL} would pass DATABASE_URL, which holds the database's credentials");
+  }
 }
 
 TEST(ExpandEnv, SubstitutesAndNamesAMissingVariable) {

@@ -22,7 +22,7 @@ struct ExecOptions {
   Millis kill_after = std::chrono::seconds(5);
   std::size_t output_tail = 4096;  // bytes of stdout+stderr kept for the run's record
   // Names (or prefixes ending in '*') of worker variables passed on beyond the allow-list.
-  std::vector<std::string> inherit_env;
+  std::vector<std::string> inherit_env = {};
 };
 
 // The environment a child gets: PATH, LANG, LC_*, TZ and HOME of `parent`, the variables named by
@@ -33,8 +33,13 @@ std::vector<std::string> child_environment(const Task& task, const std::map<std:
                                            const std::vector<std::string>& inherit,
                                            const std::vector<std::pair<std::string, std::string>>& env);
 
-// Whether `name` may be named in inherit_env: not DATABASE_URL* or the worker's own AGENTCRON_*
-// settings, which hold the database password. Returns the reason when it may not.
+// Whether a name (or a prefix ending in '*') could match DATABASE_URL, PGPASSWORD or another
+// variable holding the database's credentials, which no child and no http header may get.
+// Returns the reason when it could.
+std::optional<std::string> names_database_credentials(const std::string& name);
+
+// Whether `name` may be named in inherit_env: not the database's credentials, and none of the
+// worker's own AGENTCRON_* settings. Returns the reason when it may not.
 std::optional<std::string> forbidden_inherit(const std::string& name);
 
 class ExecHandler final : public Handler {

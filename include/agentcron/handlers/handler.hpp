@@ -61,7 +61,7 @@ class HandlerRegistry {
   std::vector<std::string> kinds() const;  // the kinds this worker claims, sorted
   bool empty() const { return handlers_.empty(); }
 
-  // The handlers of [handlers.<kind>] tables. Throws ConfigError for a type this build cannot run.
+  // The handlers of [handlers.<kind>] tables. Throws ConfigError naming an unset ${VAR} of a header.
   static HandlerRegistry from_config(const Config& config, Logger& log);
 
  private:

@@ -22,7 +22,7 @@ struct HttpOptions {
   Millis timeout = std::chrono::seconds(30);
   bool tls_verify = true;
   std::size_t keep_body = 2048;     // bytes of a response body kept
-  std::string ca_file;              // PEM certificates to verify the server with ("" = the system's)
+  std::string ca_file = {};         // PEM certificates to verify the server with ("" = the system's)
   std::size_t max_response_bytes = 1 << 20;  // a longer reply (decompressed) stops the reading
 };
 
