@@ -26,7 +26,7 @@
 #include "agentcron/pool.hpp"
 #include "agentcron/retry.hpp"
 #include "agentcron/signals.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "agentcron/worker.hpp"
 
 namespace agentcron {
@@ -144,7 +144,7 @@ struct AdminDb {
       : pool(PoolOptions::from_config(c, "cli:" + std::to_string(::getpid())), log),
         store(pool, StoreOptions::from_config(c), log) {}
   ConnectionPool pool;
-  TaskStore store;
+  PgTaskStore store;
 };
 
 ExitCode cmd_cron(const Globals& g) {

@@ -6,7 +6,7 @@
 
 #include "agentcron/log.hpp"
 #include "agentcron/retry.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 
 namespace agentcron {
 
@@ -27,7 +27,7 @@ std::string migration_file_name(int version, const std::string& name) {
   return buf + name + ".sql";
 }
 
-Migrator::Migrator(TaskStore& store, Logger& log, std::vector<Migration> migrations)
+Migrator::Migrator(PgTaskStore& store, Logger& log, std::vector<Migration> migrations)
     : store_(store), log_(log), migrations_(std::move(migrations)) {}
 
 std::vector<MigrationState> Migrator::status() {

@@ -169,7 +169,7 @@ std::chrono::steady_clock::time_point Poller::last_tick() const {
 
 void Poller::loop(std::stop_token st) {
   std::mt19937_64 rng{std::random_device{}()};
-  Lease listener;
+  std::unique_ptr<Subscription> listener;
   int listen_failures = 0;
   auto listen_retry_at = std::chrono::steady_clock::now();
   bool want_listen;
@@ -178,15 +178,14 @@ void Poller::loop(std::stop_token st) {
     want_listen = options_.listen;
   }
   auto ensure_listener = [&] {
-    if (want_listen && !listener.valid() && std::chrono::steady_clock::now() >= listen_retry_at) {
+    if (want_listen && !listener && std::chrono::steady_clock::now() >= listen_retry_at) {
       try {
-        listener = store_.pool().acquire();
-        store_.listen(listener, "agentcron_due");
+        listener = store_.subscribe("agentcron_due");
         listening_ = true;
         if (listen_failures > 0) log_.info("LISTEN connection restored");
         listen_failures = 0;
       } catch (const DatabaseError& e) {
-        listener = Lease();
+        listener.reset();
         listening_ = false;
         Millis backoff = options_.reconnect.delay(++listen_failures, rng);
         listen_retry_at = std::chrono::steady_clock::now() + backoff;
@@ -216,14 +215,14 @@ void Poller::loop(std::stop_token st) {
       auto now = std::chrono::system_clock::now();
       if (now >= next_tick) break;
       auto wait = std::chrono::ceil<Millis>(next_tick - now);
-      if (!listener.valid() && want_listen)
+      if (!listener && want_listen)
         wait = std::min(wait, std::chrono::ceil<Millis>(listen_retry_at - std::chrono::steady_clock::now()) + Millis(1));
       bool woken = false;
-      if (listener.valid()) {
+      if (listener) {
         try {
-          notified = store_.wait_notification(listener, wait, wake_fd_);
+          notified = listener->wait(wait, wake_fd_);
         } catch (const DatabaseError& e) {
-          listener = Lease();
+          listener.reset();
           listening_ = false;
           Millis backoff = options_.reconnect.delay(++listen_failures, rng);
           listen_retry_at = std::chrono::steady_clock::now() + backoff;
@@ -244,7 +243,7 @@ void Poller::loop(std::stop_token st) {
       }
       if (woken && (more_due_ || st.stop_requested())) break;
       if (woken) break;  // reconfigured: recompute the next tick
-      if (!listener.valid() && want_listen && std::chrono::steady_clock::now() >= listen_retry_at) break;
+      if (!listener && want_listen && std::chrono::steady_clock::now() >= listen_retry_at) break;
     }
     if (st.stop_requested()) break;
     auto now = std::chrono::system_clock::now();

@@ -18,10 +18,13 @@
 #include "agentcron/migrator.hpp"
 #include "agentcron/poller.hpp"
 #include "agentcron/pool.hpp"
+#include "agentcron/janitor.hpp"
+#include "agentcron/lease_keeper.hpp"
+#include "agentcron/periodic.hpp"
 #include "agentcron/rescuer.hpp"
 #include "agentcron/retry.hpp"
 #include "agentcron/systemd_notify.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 
 namespace agentcron {
 
@@ -40,7 +43,7 @@ std::string default_worker_id() {
 struct Worker::Services {
   SteadyClock clock;
   std::unique_ptr<ConnectionPool> pool;
-  std::unique_ptr<TaskStore> store;
+  std::unique_ptr<PgTaskStore> store;
   std::unique_ptr<CircuitBreaker> breaker;
   std::unique_ptr<Completer> completer;
   std::unique_ptr<Executor> executor;
@@ -102,7 +105,7 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   Config c = config_;
   c.scheduler = scheduler();
   s->pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, id_), log_);
-  s->store = std::make_unique<TaskStore>(*s->pool, StoreOptions::from_config(c), log_);
+  s->store = std::make_unique<PgTaskStore>(*s->pool, StoreOptions::from_config(c), log_);
   s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
 
   // The database first: `run` waits for it as long as it takes (one log line per attempt),

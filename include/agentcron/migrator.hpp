@@ -6,7 +6,7 @@
 
 namespace agentcron {
 
-class TaskStore;
+class PgTaskStore;
 class Logger;
 
 struct Migration {
@@ -34,14 +34,14 @@ struct MigrationState {
 
 class Migrator {
  public:
-  Migrator(TaskStore& store, Logger& log, std::vector<Migration> migrations = embedded_migrations());
+  Migrator(PgTaskStore& store, Logger& log, std::vector<Migration> migrations = embedded_migrations());
   // Applies pending migrations; returns how many it applied. Throws DatabaseError when an applied
   // migration's file changed (naming it) or a migration fails.
   int migrate();
   std::vector<MigrationState> status();
 
  private:
-  TaskStore& store_;
+  PgTaskStore& store_;
   Logger& log_;
   std::vector<Migration> migrations_;
 };

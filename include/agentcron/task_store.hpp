@@ -1,5 +1,5 @@
-// TaskStore: every SQL statement agentcron runs, one method per query, each one round trip in a
-// short transaction that starts with its query class's timeouts. The only place with SQL.
+// TaskStore: the queries on agentcron's tasks as an interface, with the parameters and results of
+// each — what the poller, executor's helpers, completer and maintenance services depend on.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -8,36 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "agentcron/config.hpp"
-#include "agentcron/pool.hpp"
+#include "agentcron/duration.hpp"
 #include "agentcron/task.hpp"
 
 namespace agentcron {
-
-class Logger;
-class StatementWatchdog;
-
-// The per-transaction timeouts of one query class.
-struct QueryTimeouts {
-  Millis statement = std::chrono::seconds(10);
-  Millis lock = std::chrono::seconds(2);
-  Millis idle_in_transaction = std::chrono::seconds(30);
-  // Commit without waiting for the WAL flush. Only for claims: a claim lost in a server crash
-  // leaves its tasks pending, to run again — exactly what a rescue does — while the handler
-  // starts a WAL flush sooner. Outcomes are always written durably.
-  bool async_commit = false;
-};
-
-struct StoreOptions {
-  QueryTimeouts claim{std::chrono::seconds(15)};
-  QueryTimeouts update{};
-  bool pgbouncer = false;   // no named prepared statements
-  // The client cancels a statement (and discards its connection) this long after the server
-  // should have: the server's own statement_timeout did not answer, so the network is suspect.
-  Millis client_grace = std::chrono::seconds(5);
-
-  static StoreOptions from_config(const Config& c);
-};
 
 struct ClaimParams {
   int limit = 50;
@@ -119,61 +93,48 @@ struct Reschedule {
   std::string error;
 };
 
-struct AppliedMigration {
-  int version = 0;
-  std::string name;
-  std::string checksum;
-  std::string applied_at;
+// A LISTEN on a connection of its own, held for as long as the subscription lives.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+  // Waits up to `timeout` for a notification; true when one arrived. `wake_fd`, when >= 0, ends
+  // the wait early when it becomes readable (false is returned). Throws DatabaseError when the
+  // connection broke: the subscription is then dead, and a new one is needed.
+  virtual bool wait(Millis timeout, int wake_fd = -1) = 0;
 };
 
+// Every query the services run on the tasks, one method per query: the PostgreSQL
+// implementation is PgTaskStore (pg_task_store.hpp); tests use an in-memory fake
+// (tests/support/fake_task_store.hpp). Every method throws DatabaseError, and nothing else.
 class TaskStore {
  public:
-  TaskStore(ConnectionPool& pool, StoreOptions options, Logger& log);
-  ~TaskStore();
-  TaskStore(const TaskStore&) = delete;
-  TaskStore& operator=(const TaskStore&) = delete;
+  virtual ~TaskStore() = default;
 
-  // Claims due tasks of `kinds` in due order: one UPDATE … FROM (SELECT … FOR UPDATE SKIP
-  // LOCKED) RETURNING. Each gets attempts+1 and a lease.
-  std::vector<Task> claim_due(const ClaimParams& p);
-  // Writes many outcomes in one statement, with their task_runs rows. Returns the ids of the
-  // tasks updated (a task no longer running under the outcome's claim is left alone).
-  std::vector<std::int64_t> complete_many(const std::vector<Completion>& outcomes, const std::string& worker);
+  // Claims due tasks of `kinds` in due order (priority, scheduled_for, id), skipping rows another
+  // claim holds. Each gets attempts+1, a lease and a new claim token.
+  virtual std::vector<Task> claim_due(const ClaimParams& p) = 0;
+  // Writes outcomes with their task_runs rows. Returns the ids of the tasks updated (a task no
+  // longer running under the outcome's claim is left alone).
+  virtual std::vector<std::int64_t> complete_many(const std::vector<Completion>& outcomes, const std::string& worker) = 0;
   // Back to pending without counting the attempt (shutdown), each only while under its claim.
-  std::int64_t release_many(const std::vector<ClaimRef>& claims, const std::string& worker, const std::string& why);
+  virtual std::int64_t release_many(const std::vector<ClaimRef>& claims, const std::string& worker,
+                                    const std::string& why) = 0;
   // Extends the leases of `claims` held by `worker` to now() + lease. Returns the ids extended.
-  std::vector<std::int64_t> extend_leases(const std::vector<ClaimRef>& claims, const std::string& worker, Millis lease);
-  // Returns running tasks whose lease expired to pending (or failed when attempts ran out).
-  RescueResult rescue_expired(int limit);
-  std::vector<ExpiredRecurring> expired_recurring(int limit);
-  RescueResult reschedule_expired(const std::vector<Reschedule>& tasks);
+  virtual std::vector<std::int64_t> extend_leases(const std::vector<ClaimRef>& claims, const std::string& worker,
+                                                  Millis lease) = 0;
+  // Returns running tasks whose lease expired to pending (or failed when attempts ran out);
+  // recurring tasks whose attempts ran out are counted, left for reschedule_expired.
+  virtual RescueResult rescue_expired(int limit) = 0;
+  virtual std::vector<ExpiredRecurring> expired_recurring(int limit) = 0;
+  virtual RescueResult reschedule_expired(const std::vector<Reschedule>& tasks) = 0;
   // Deletes finished tasks older than the retention, at most `limit` rows. Returns rows deleted.
-  std::int64_t delete_finished(Millis succeeded_after, Millis failed_after, int limit);
-  EnqueueResult enqueue(const EnqueueParams& p);
-  QueueStatus status();
-  SysTime now();
-
-  // Migrations: applies one under a transaction-level advisory lock (safe to run concurrently,
-  // and through pgbouncer); returns false when it was already applied with the same checksum,
-  // throws when it was applied with another.
-  bool apply_migration(int version, const std::string& name, const std::string& sql, const std::string& checksum);
-  std::vector<AppliedMigration> applied_migrations();
-
-  // LISTEN agentcron_due on a dedicated lease (not in pgbouncer mode). The lease stays out of
-  // the pool's circulation for as long as the caller holds it.
-  void listen(Lease& lease, const std::string& channel);
-  // Waits up to `timeout` for a notification on a listening lease; true when one arrived.
-  // Throws DatabaseError when the connection broke.
-  // `wake_fd`, when >= 0, ends the wait early when it becomes readable (false is returned).
-  bool wait_notification(Lease& lease, Millis timeout, int wake_fd = -1);
-
-  ConnectionPool& pool() { return pool_; }
-
- private:
-  ConnectionPool& pool_;
-  StoreOptions options_;
-  Logger& log_;
-  std::unique_ptr<StatementWatchdog> watchdog_;
+  virtual std::int64_t delete_finished(Millis succeeded_after, Millis failed_after, int limit) = 0;
+  virtual EnqueueResult enqueue(const EnqueueParams& p) = 0;
+  virtual QueueStatus status() = 0;
+  // The database's clock.
+  virtual SysTime now() = 0;
+  // LISTEN `channel` (not in pgbouncer mode, where nothing session-scoped lasts).
+  virtual std::unique_ptr<Subscription> subscribe(const std::string& channel) = 0;
 };
 
 }  // namespace agentcron

@@ -10,7 +10,7 @@
 #include "agentcron/config.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/pool.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 3) {
@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   int batch = std::atoi(argv[2]);
   agentcron::Logger log(agentcron::LogFormat::text, agentcron::LogLevel::warn);
   agentcron::ConnectionPool pool(agentcron::PoolOptions::from_config(c, "sql-limit"), log);
-  agentcron::TaskStore store(pool, agentcron::StoreOptions::from_config(c), log);
+  agentcron::PgTaskStore store(pool, agentcron::StoreOptions::from_config(c), log);
   auto start = std::chrono::steady_clock::now();
   long long total = 0;
   while (true) {

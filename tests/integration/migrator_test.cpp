@@ -10,7 +10,7 @@
 #include "agentcron/log.hpp"
 #include "agentcron/pool.hpp"
 #include "agentcron/retry.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -28,7 +28,7 @@ class MigratorTest : public ::testing::Test {
 
 TEST_F(MigratorTest, AppliesOnceThenIsANoOp) {
   ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
-  TaskStore store(pool, StoreOptions::from_config(config), log);
+  PgTaskStore store(pool, StoreOptions::from_config(config), log);
   Migrator m(store, log);
   ASSERT_FALSE(embedded_migrations().empty());
   EXPECT_FALSE(m.status().front().applied);
@@ -43,7 +43,7 @@ TEST_F(MigratorTest, ConcurrentMigrationsBothSucceed) {
   std::atomic<int> applied{0}, failures{0};
   auto one = [&] {
     ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
-    TaskStore store(pool, StoreOptions::from_config(config), log);
+    PgTaskStore store(pool, StoreOptions::from_config(config), log);
     try {
       applied += Migrator(store, log).migrate();
     } catch (const DatabaseError& e) {
@@ -62,7 +62,7 @@ TEST_F(MigratorTest, ConcurrentMigrationsBothSucceed) {
 
 TEST_F(MigratorTest, ChangedAppliedMigrationIsRefusedByName) {
   ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
-  TaskStore store(pool, StoreOptions::from_config(config), log);
+  PgTaskStore store(pool, StoreOptions::from_config(config), log);
   Migrator(store, log).migrate();
   std::vector<Migration> changed = embedded_migrations();
   std::string edited = std::string(changed[0].sql) + "\n-- edited after release\n";

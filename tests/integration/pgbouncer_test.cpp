@@ -13,7 +13,7 @@
 
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "agentcron/worker.hpp"
 #include "support/bouncer.hpp"
 #include "support/run_worker.hpp"
@@ -44,7 +44,7 @@ class PgbouncerTest : public ::testing::Test {
   // one server connection. Returns how many operations failed.
   int hammer(const Config& c, int threads, int rounds) {
     ConnectionPool pool(PoolOptions::from_config(c, "bouncer"), log);
-    TaskStore store(pool, StoreOptions::from_config(c), log);
+    PgTaskStore store(pool, StoreOptions::from_config(c), log);
     std::atomic<int> failures{0};
     std::vector<std::thread> ts;
     for (int t = 0; t < threads; ++t)
@@ -93,7 +93,7 @@ TEST_F(PgbouncerTest, MigrateAndAWholeWorkerRunThroughIt) {
   c.scheduler.concurrency = 16;
   {
     ConnectionPool pool(PoolOptions::from_config(c, "m"), log);
-    TaskStore store(pool, StoreOptions::from_config(c), log);
+    PgTaskStore store(pool, StoreOptions::from_config(c), log);
     EXPECT_EQ(Migrator(store, log).migrate(), 0);  // the advisory lock is transaction-scoped
   }
   db.insert_due(1000);

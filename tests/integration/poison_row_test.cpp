@@ -13,7 +13,7 @@
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
 #include "agentcron/pool.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "agentcron/worker.hpp"
 #include "support/fn_handler.hpp"
 #include "support/run_worker.hpp"
@@ -87,7 +87,7 @@ TEST_F(PoisonRowTest, MigrationFailsLiveOutOfRangeRowsWithTheirValueAndLeavesThe
   TestDatabase fresh{TestDatabase::Schema::empty};
   Config c = fresh.config();
   ConnectionPool pool(PoolOptions::from_config(c, "m"), log);
-  TaskStore store(pool, StoreOptions::from_config(c), log);
+  PgTaskStore store(pool, StoreOptions::from_config(c), log);
   std::vector<Migration> before_0004;
   for (const Migration& m : embedded_migrations())
     if (m.version < 4) before_0004.push_back(m);

@@ -10,7 +10,7 @@
 
 #include "agentcron/database_url.hpp"
 #include "agentcron/log.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -108,7 +108,7 @@ TEST_F(PoolTest, ConnectionKilledByTheServerIsReplacedAndARetriedOperationSuccee
   Config c = db.config();
   c.database.connection_limit = 1;
   ConnectionPool pool(PoolOptions::from_config(c, id), log);
-  TaskStore store(pool, StoreOptions::from_config(c), log);
+  PgTaskStore store(pool, StoreOptions::from_config(c), log);
   store.now();  // opens the one connection
   ASSERT_EQ(server_connections(), 1);
   db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentcron/" + id + "'");

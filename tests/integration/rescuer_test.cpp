@@ -1,4 +1,7 @@
 // Rescuer against a real PostgreSQL: where each kind of task whose worker died goes.
+#include "agentcron/janitor.hpp"
+#include "agentcron/lease_keeper.hpp"
+#include "agentcron/periodic.hpp"
 #include "agentcron/rescuer.hpp"
 
 #include <gtest/gtest.h>

@@ -11,7 +11,7 @@
 
 #include "agentcron/log.hpp"
 #include "agentcron/pool.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "support/bouncer.hpp"
 #include "support/test_db.hpp"
 
@@ -84,7 +84,7 @@ class SqlInert : public ::testing::TestWithParam<Mode> {
   Logger log{LogFormat::text, LogLevel::warn, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
   std::unique_ptr<testing::Bouncer> bouncer;
   std::unique_ptr<ConnectionPool> pool;
-  std::unique_ptr<TaskStore> store;
+  std::unique_ptr<PgTaskStore> store;
 
   void SetUp() override {
     db.exec("CREATE TABLE public.canary (x int)");
@@ -96,7 +96,7 @@ class SqlInert : public ::testing::TestWithParam<Mode> {
     }
     c.database.pgbouncer = GetParam() != Mode::prepared;
     pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, "w-inert"), log);
-    store = std::make_unique<TaskStore>(*pool, StoreOptions::from_config(c), log);
+    store = std::make_unique<PgTaskStore>(*pool, StoreOptions::from_config(c), log);
   }
   void TearDown() override {
     store.reset();

@@ -1,5 +1,5 @@
 // TaskStore against a real PostgreSQL: every method, concurrency of claims, timeouts, bad rows.
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 
 #include <gtest/gtest.h>
 
@@ -30,13 +30,13 @@ class StoreTest : public ::testing::Test {
   Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
   Config config = db.config();
   std::unique_ptr<ConnectionPool> pool;
-  std::unique_ptr<TaskStore> store;
+  std::unique_ptr<PgTaskStore> store;
 
   void SetUp() override { open(config); }
   void open(const Config& c) {
     store.reset();
     pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, "w1"), log);
-    store = std::make_unique<TaskStore>(*pool, StoreOptions::from_config(c), log);
+    store = std::make_unique<PgTaskStore>(*pool, StoreOptions::from_config(c), log);
   }
   ClaimParams claim(int limit, std::string worker = "w1", std::vector<std::string> kinds = {"noop"}) {
     return ClaimParams{limit, std::move(kinds), std::move(worker), 60s};
@@ -157,7 +157,7 @@ TEST_F(StoreTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
   std::vector<std::int64_t> a, b;
   auto worker = [&](std::vector<std::int64_t>& out, std::string name) {
     ConnectionPool p(PoolOptions::from_config(config, name), log);
-    TaskStore s(p, StoreOptions::from_config(config), log);
+    PgTaskStore s(p, StoreOptions::from_config(config), log);
     while (true) {
       auto tasks = s.claim_due(claim(100, name));
       if (tasks.empty()) break;
@@ -474,7 +474,7 @@ TEST_F(StoreTest, AServerThatStopsAnsweringIsCutOffByTheClientAndTheConnectionDi
   so.client_grace = 300ms;
   store.reset();
   pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, "w1"), log);
-  store = std::make_unique<TaskStore>(*pool, so, log);
+  store = std::make_unique<PgTaskStore>(*pool, so, log);
   store->now();  // opens the pooled connection
   std::int64_t backend = db.scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentcron/w1'");
   // A backend that cannot answer at all: stopped. Only root may stop another user's process.

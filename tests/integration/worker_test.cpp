@@ -16,7 +16,7 @@
 #include "agentcron/log.hpp"
 #include "agentcron/metrics.hpp"
 #include "agentcron/poller.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "support/fn_handler.hpp"
 #include "support/run_worker.hpp"
 #include "support/test_db.hpp"
@@ -65,7 +65,7 @@ TEST_F(WorkerTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInOneTick) {
   db.exec("INSERT INTO agentcron.agent_tasks (kind, timeout_ms) VALUES ('throws', NULL), ('throws_anything', NULL), ('hangs', 300)");
 
   ConnectionPool pool(PoolOptions::from_config(c, "w"), log);
-  TaskStore store(pool, StoreOptions::from_config(c), log);
+  PgTaskStore store(pool, StoreOptions::from_config(c), log);
   CompleterOptions co;
   co.worker = "w";
   co.task_retry = Backoff{1s, 1s, 1};

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "agentcron/log.hpp"
-#include "agentcron/task_store.hpp"
+#include "agentcron/pg_task_store.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron::testing {
@@ -20,7 +20,7 @@ class StoreFixture : public ::testing::Test {
   Logger log{LogFormat::text, LogLevel::info, std::make_shared<spdlog::sinks::ostream_sink_mt>(logs)};
   Config config = db.config();
   ConnectionPool pool{PoolOptions::from_config(config, "w1"), log};
-  TaskStore store{pool, StoreOptions::from_config(config), log};
+  PgTaskStore store{pool, StoreOptions::from_config(config), log};
 };
 
 }  // namespace agentcron::testing

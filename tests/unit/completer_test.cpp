@@ -136,9 +136,8 @@ TEST_F(DecideTest, NulBytesAreStrippedFromErrors) {
 namespace agentcron {
 namespace {
 
-// flush() must not return while the background writer is still writing the batch it took. A
-// store stand-in is not possible (TaskStore is concrete), so this is checked against a real
-// database in tests/integration/worker_test.cpp; here only decide() is pure.
+// decide() is pure; the completer's writes are tested against the in-memory store in
+// tests/unit/services_test.cpp and against PostgreSQL in tests/integration/completer_test.cpp.
 TEST(CompleterContract, DecideIsDeterministicForAGivenSeed) {
   FinishedRun r;
   r.task.id = 1;

@@ -7,15 +7,12 @@
 #include <sstream>
 
 #include "agentcron/log.hpp"
+#include "support/fake_clock.hpp"
 
 namespace agentcron {
 namespace {
 
-class FakeClock final : public Clock {
- public:
-  time_point now() const override { return t; }
-  time_point t{};
-};
+using testing::FakeClock;
 
 TEST(Classify, EveryTransientClassOfTheDesign) {
   for (const char* s : {"08000", "08003", "08006", "08001", "08004", "08P01", "40001", "40P01", "57P01", "57P02",

@@ -1,0 +1,240 @@
+// The SQL of PgTaskStore: every statement agentcron runs on its tables, named (the name it is
+// prepared under) and commented. Parameters are $1…$N; no statement has a '$' inside a string
+// or a body (pgbouncer mode inlines the parameters textually). To add a query: a Statement here,
+// a method on TaskStore (task_store.hpp) with a params struct and a result struct, its
+// implementation in pg_task_store.cpp, and the same method on the fake in tests/support/.
+#pragma once
+
+namespace agentcron::pg {
+
+// A statement of the store: the name it is prepared under and its SQL. `hash_by_id`: it joins a
+// batch of outcomes to their tasks by id. A queue table's statistics are always stale (ANALYZE
+// saw the tasks pending; now a thousand are running), so the planner believes the batch's rows
+// match almost nothing and joins them in a nested loop — a quadratic join that made a
+// 500-task completion cost 60 ms instead of 4. Such statements find their rows through the
+// primary key (`id = ANY(ids)`) and run with nested loops off, which leaves a hash join.
+struct Statement {
+  const char* name;
+  const char* sql;
+  bool hash_by_id = false;
+};
+
+constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1000000)::bigint"};
+
+constexpr Statement kClaim{"agentcron_claim", R"SQL(
+WITH due AS (
+  SELECT id FROM agentcron.agent_tasks
+  WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() AND kind = ANY($1::text[])
+  ORDER BY priority DESC, scheduled_for, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE agentcron.agent_tasks t
+SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
+    locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now(),
+    claim_token = nextval('agentcron.claim_tokens'),
+    occurrence_at = CASE WHEN t.attempts = 0 THEN t.scheduled_for ELSE coalesce(t.occurrence_at, t.scheduled_for) END
+FROM due WHERE t.id = due.id
+RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
+          (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
+          (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token,
+          (extract(epoch FROM least(greatest(t.occurrence_at, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint
+)SQL"};
+
+constexpr Statement kComplete{"agentcron_complete", R"SQL(
+WITH o AS (
+  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::double precision[], $6::bool[],
+                       $7::text[], $8::text[], $9::double precision[], $10::double precision[], $11::text[], $12::text[],
+                       $14::text[], $15::bigint[])
+    AS o(id, attempt, status, delay_ms, run_at, reset_attempts, error, run_outcome, started_at, finished_at,
+         channel, note, result, claim_token)
+), upd AS (
+  UPDATE agentcron.agent_tasks t SET
+    status = o.status,
+    scheduled_for = CASE WHEN o.delay_ms IS NOT NULL THEN now() + o.delay_ms * interval '1 millisecond'
+                         WHEN o.run_at IS NOT NULL THEN to_timestamp(o.run_at)
+                         ELSE t.scheduled_for END,
+    attempts = CASE WHEN o.reset_attempts THEN 0 ELSE t.attempts END,
+    occurrence_at = CASE WHEN o.reset_attempts THEN NULL ELSE t.occurrence_at END,
+    last_error = NULLIF(o.error, ''),
+    result = NULLIF(o.result, ''),
+    locked_by = NULL, locked_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
+  FROM o
+  WHERE t.id = ANY($1::bigint[]) AND t.id = o.id AND t.status = 'running' AND t.locked_by = $13
+    AND t.claim_token = o.claim_token
+  RETURNING t.id
+), runs AS (
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, started_at, finished_at, outcome, error, result)
+  SELECT o.id, o.attempt, $13, to_timestamp(o.started_at), to_timestamp(o.finished_at), o.run_outcome,
+         NULLIF(o.error, ''), NULLIF(o.result, '')
+  FROM o JOIN upd ON upd.id = o.id WHERE o.run_outcome <> ''
+  RETURNING 1
+), notes AS (
+  SELECT pg_notify(o.channel, o.note) FROM o JOIN upd ON upd.id = o.id WHERE o.channel <> ''
+)
+SELECT (SELECT array_agg(id) FROM upd), (SELECT count(*) FROM runs), (SELECT count(*) FROM notes)
+)SQL", true};
+
+// Released and rescued tasks are due again at once: like an insert, they wake the listening
+// workers (one NOTIFY per statement), so that another worker takes them now, not at its next tick.
+constexpr Statement kRelease{"agentcron_release", R"SQL(
+WITH rel AS (
+  UPDATE agentcron.agent_tasks t
+  SET status = 'pending', attempts = greatest(t.attempts - 1, 0), locked_by = NULL, locked_until = NULL,
+      updated_at = now()
+  FROM unnest($1::bigint[], $3::bigint[]) AS c(id, claim_token)
+  WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.claim_token = c.claim_token AND t.status = 'running'
+    AND t.locked_by = $2
+  RETURNING t.approval, t.scheduled_for
+), woken AS (
+  SELECT pg_notify('agentcron_due', '')
+  FROM (SELECT FROM rel WHERE approval = 'approved' AND scheduled_for <= now() LIMIT 1) due
+)
+SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM woken)
+)SQL", true};
+
+constexpr Statement kExtend{"agentcron_extend", R"SQL(
+UPDATE agentcron.agent_tasks t
+SET locked_until = now() + $3::bigint * interval '1 millisecond'
+FROM unnest($1::bigint[], $4::bigint[]) AS c(id, claim_token)
+WHERE t.id = ANY($1::bigint[]) AND t.id = c.id AND t.claim_token = c.claim_token AND t.status = 'running'
+  AND t.locked_by = $2
+RETURNING t.id
+)SQL", true};
+
+// Expired recurring tasks whose attempts are spent go to their next fire time, which only the
+// cron engine knows: this statement leaves them running and counts them (the last column), and
+// the rescuer moves them with kExpiredRecurring and kRescheduleExpired.
+constexpr Statement kRescue{"agentcron_rescue", R"SQL(
+WITH expired AS (
+  SELECT id, locked_by AS old_worker, attempts AS old_attempts FROM agentcron.agent_tasks
+  WHERE status = 'running' AND locked_until < now() AND NOT (cron IS NOT NULL AND attempts >= max_attempts)
+  ORDER BY locked_until
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), upd AS (
+  UPDATE agentcron.agent_tasks t SET
+    status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
+    last_error = 'lease expired: worker ' || coalesce(e.old_worker, '?') || ' stopped renewing it',
+    locked_by = NULL, locked_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END
+  FROM expired e WHERE t.id = e.id
+  RETURNING t.id, t.status, t.approval, t.scheduled_for, e.old_worker, e.old_attempts
+), runs AS (
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, finished_at, outcome, error)
+  SELECT id, old_attempts, old_worker, now(), 'rescued', 'lease expired' FROM upd
+  RETURNING 1
+), woken AS (
+  SELECT pg_notify('agentcron_due', '')
+  FROM (SELECT FROM upd WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() LIMIT 1) due
+)
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
+       (SELECT count(*) FROM runs), (SELECT count(*) FROM woken),
+       (SELECT count(*) FROM agentcron.agent_tasks
+        WHERE status = 'running' AND locked_until < now() AND cron IS NOT NULL AND attempts >= max_attempts)
+FROM upd
+)SQL"};
+
+constexpr Statement kExpiredRecurring{"agentcron_expired_recurring", R"SQL(
+SELECT id, cron, timezone, (extract(epoch FROM now()) * 1000000)::bigint FROM agentcron.agent_tasks
+WHERE status = 'running' AND locked_until < now() AND cron IS NOT NULL AND attempts >= max_attempts
+ORDER BY locked_until
+LIMIT $1
+)SQL"};
+
+// Guarded like kRescue's own choice: a lease renewed or a task rescued by another worker since
+// kExpiredRecurring looked is left alone. No next fire time (a broken schedule): failed.
+constexpr Statement kRescheduleExpired{"agentcron_reschedule_expired", R"SQL(
+WITH v AS (
+  SELECT * FROM unnest($1::bigint[], $2::double precision[], $3::text[]) AS v(id, next_fire, error)
+), expired AS (
+  SELECT t.id, t.locked_by AS old_worker, t.attempts AS old_attempts, v.next_fire, v.error
+  FROM agentcron.agent_tasks t JOIN v ON v.id = t.id
+  WHERE t.status = 'running' AND t.locked_until < now() AND t.cron IS NOT NULL AND t.attempts >= t.max_attempts
+  FOR UPDATE OF t SKIP LOCKED
+), upd AS (
+  UPDATE agentcron.agent_tasks t SET
+    status = CASE WHEN e.next_fire IS NULL THEN 'failed' ELSE 'pending' END,
+    attempts = CASE WHEN e.next_fire IS NULL THEN t.attempts ELSE 0 END,
+    occurrence_at = CASE WHEN e.next_fire IS NULL THEN t.occurrence_at END,
+    scheduled_for = coalesce(to_timestamp(e.next_fire), t.scheduled_for),
+    last_error = coalesce(e.error, 'lease expired: worker ' || coalesce(e.old_worker, '?') || ' stopped renewing it'),
+    locked_by = NULL, locked_until = NULL, updated_at = now(),
+    finished_at = CASE WHEN e.next_fire IS NULL THEN now() END
+  FROM expired e WHERE t.id = e.id
+  RETURNING t.id, t.status, e.old_worker, e.old_attempts
+), runs AS (
+  INSERT INTO agentcron.task_runs (task_id, attempt, worker, finished_at, outcome, error)
+  SELECT id, old_attempts, old_worker, now(), 'rescued', 'lease expired' FROM upd
+  RETURNING 1
+)
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'), (SELECT count(*) FROM runs)
+FROM upd
+)SQL"};
+
+constexpr Statement kDeleteFinished{"agentcron_janitor", R"SQL(
+WITH doomed AS (
+  SELECT id FROM agentcron.agent_tasks
+  WHERE (status = 'succeeded' AND finished_at < now() - $1::bigint * interval '1 millisecond')
+     OR (status IN ('failed', 'cancelled') AND finished_at < now() - $2::bigint * interval '1 millisecond')
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM agentcron.agent_tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
+), old_runs AS (
+  DELETE FROM agentcron.task_runs r
+  WHERE r.id IN (SELECT id FROM agentcron.task_runs
+                 WHERE finished_at < now() - greatest($1::bigint, $2::bigint) * interval '1 millisecond'
+                 LIMIT $3)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM old_runs)
+)SQL"};
+
+constexpr Statement kEnqueue{"agentcron_enqueue", R"SQL(
+WITH ins AS (
+  INSERT INTO agentcron.agent_tasks (agent_id, kind, payload, scheduled_for, cron, timezone, priority,
+                                     max_attempts, timeout_ms, dedup_key, approval)
+  VALUES ($1, $2, $3::jsonb,
+          CASE WHEN $4::double precision IS NOT NULL THEN to_timestamp($4::double precision)
+               ELSE now() + coalesce($5::bigint, 0) * interval '1 millisecond' END,
+          $6, $7, $8, $9, $10, $11, $12)
+  ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+  RETURNING id
+)
+SELECT id, false FROM ins
+UNION ALL
+SELECT id, true FROM agentcron.agent_tasks
+WHERE $11::text IS NOT NULL AND dedup_key = $11 AND status IN ('pending', 'running') AND NOT EXISTS (SELECT 1 FROM ins)
+LIMIT 1
+)SQL"};
+
+constexpr Statement kStatus{"agentcron_status", R"SQL(
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running'),
+       count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'),
+       count(*) FILTER (WHERE status = 'cancelled'),
+       count(*) FILTER (WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now()),
+       extract(epoch FROM now() - min(scheduled_for)
+               FILTER (WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now()))::double precision,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+                                              AND application_name LIKE 'agentcron%'),
+       current_setting('max_connections')::bigint
+FROM agentcron.agent_tasks
+)SQL"};
+
+// Migrations take a transaction-level advisory lock (pgbouncer-safe), so concurrent `migrate`
+// runs apply each migration once. The key is arbitrary but fixed: 'agcr' in ASCII.
+constexpr const char* kMigrationLockSql = "SELECT pg_advisory_xact_lock(1634165618)";
+constexpr const char* kMigrationTableSql = R"SQL(
+CREATE SCHEMA IF NOT EXISTS agentcron;
+CREATE TABLE IF NOT EXISTS agentcron.schema_migrations (
+  version    int PRIMARY KEY,
+  name       text NOT NULL,
+  checksum   text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+)
+)SQL";
+
+}  // namespace agentcron::pg

@@ -1,0 +1,312 @@
+// PgTaskStore (see pg_task_store.hpp): each method one statement of pg_statements.hpp, run by
+// the helpers of pg_execution.hpp. Every method is one short transaction:
+//   BEGIN; SET LOCAL <the query class's timeouts>   (one round trip)
+//   <the statement>                                 (one round trip, prepared unless pgbouncer)
+//   COMMIT                                          (one round trip)
+// A statement the server does not cancel in time is cancelled by the client watchdog and its
+// connection discarded.
+#include "agentcron/pg_task_store.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "agentcron/log.hpp"
+#include "pg_execution.hpp"
+
+namespace agentcron {
+
+using namespace pg;
+
+StoreOptions StoreOptions::from_config(const Config& c) {
+  StoreOptions o;
+  o.claim = {c.timeouts.claim, c.timeouts.lock, c.timeouts.idle_in_transaction, !c.scheduler.durable_claims};
+  o.update = {c.timeouts.update, c.timeouts.lock, c.timeouts.idle_in_transaction};
+  o.pgbouncer = c.database.pgbouncer;
+  return o;
+}
+
+PgTaskStore::PgTaskStore(ConnectionPool& pool, StoreOptions options, Logger& log)
+    : pool_(pool), options_(std::move(options)), log_(log), watchdog_(std::make_unique<StatementWatchdog>(log, options_.client_grace)) {}
+
+PgTaskStore::~PgTaskStore() = default;
+
+// Every query method: its statement as one implicit transaction of query class `t` (timeouts,
+// statement and commit in one round trip), its result read by `read` inside it — so that a value
+// that cannot be read is a DatabaseError like any other.
+template <class Read, class... Args>
+auto PgTaskStore::execute(const char* what, const QueryTimeouts& t, const Statement& s, Read&& read, const Args&... args) {
+  return in_transaction(pool_, *watchdog_, t, options_.client_grace, what, true,
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          return read(run(tx, c, options_.pgbouncer, t, s, args...));
+                        });
+}
+
+std::vector<Task> PgTaskStore::claim_due(const ClaimParams& p) {
+  if (p.limit <= 0 || p.kinds.empty()) return {};
+  std::string kinds = array_literal(p.kinds, [](const std::string& k) { return std::optional<std::string>(k); });
+  // The lease starts at the database's now(), inside the statement: this process counts it from
+  // before sending, so that its own view of the lease never outlasts the database's.
+  auto sent = std::chrono::steady_clock::now();
+  auto read = [&](const pqxx::result& r) {
+    std::vector<Task> tasks;
+    tasks.reserve(r.size());
+    for (const auto& row : r) tasks.push_back(task_from_row(row, sent));
+    return tasks;
+  };
+  return execute("claim due tasks", options_.claim, kClaim, read, kinds, p.limit, p.worker,
+                 static_cast<std::int64_t>(p.lease.count()), p.max_payload_bytes);
+}
+
+std::vector<std::int64_t> PgTaskStore::complete_many(const std::vector<Completion>& outs, const std::string& worker) {
+  if (outs.empty()) return {};
+  using C = Completion;
+  auto text = [](auto f) { return [f](const C& c) { return std::optional<std::string>(f(c)); }; };
+  std::string ids = array_literal(outs, text([](const C& c) { return std::to_string(c.id); }));
+  std::string attempts = array_literal(outs, text([](const C& c) { return std::to_string(c.attempt); }));
+  std::string statuses = array_literal(outs, text([](const C& c) { return std::string(status_text(c.status)); }));
+  std::string delays = array_literal(outs, [](const C& c) -> std::optional<std::string> {
+    if (!c.retry_delay) return std::nullopt;
+    return std::to_string(c.retry_delay->count());
+  });
+  std::string run_ats = array_literal(outs, [](const C& c) -> std::optional<std::string> {
+    if (!c.run_at) return std::nullopt;
+    return iso(*c.run_at);
+  });
+  std::string resets = array_literal(outs, text([](const C& c) { return std::string(c.reset_attempts ? "t" : "f"); }));
+  std::string errors = array_literal(outs, text([](const C& c) { return c.error; }));
+  std::string run_outcomes = array_literal(outs, text([](const C& c) { return c.run_outcome; }));
+  std::string started = array_literal(outs, text([](const C& c) { return iso(c.started_at); }));
+  std::string finished = array_literal(outs, text([](const C& c) { return iso(c.finished_at); }));
+  std::string channels = array_literal(outs, text([](const C& c) { return c.notify_channel; }));
+  std::string notes = array_literal(outs, text([](const C& c) { return c.notify_payload; }));
+  std::string results = array_literal(outs, text([](const C& c) { return c.result; }));
+  std::string tokens = array_literal(outs, text([](const C& c) { return std::to_string(c.claim_token); }));
+  return execute("complete tasks", options_.update, kComplete, [](const pqxx::result& r) { return id_array(r[0][0]); },
+                 ids, attempts, statuses, delays, run_ats, resets, errors, run_outcomes, started, finished, channels,
+                 notes, worker, results, tokens);
+}
+
+namespace {
+// The first column of the first row as a count.
+std::int64_t first_count(const pqxx::result& r) { return r[0][0].as<std::int64_t>(); }
+
+// The ids and tokens of `claims` as two array literals.
+std::pair<std::string, std::string> claim_arrays(const std::vector<ClaimRef>& claims) {
+  auto field = [&](auto member) {
+    return array_literal(claims, [member](const ClaimRef& c) { return std::optional<std::string>(std::to_string(c.*member)); });
+  };
+  return {field(&ClaimRef::id), field(&ClaimRef::token)};
+}
+}  // namespace
+
+std::int64_t PgTaskStore::release_many(const std::vector<ClaimRef>& claims, const std::string& worker,
+                                     const std::string& why) {
+  if (claims.empty()) return 0;
+  auto [ids, tokens] = claim_arrays(claims);
+  auto n = execute("release tasks", options_.update, kRelease, first_count, ids, worker, tokens);
+  log_.info("released tasks back to pending", {{"count", n}, {"reason", why}});
+  return n;
+}
+
+std::vector<std::int64_t> PgTaskStore::extend_leases(const std::vector<ClaimRef>& claims, const std::string& worker,
+                                                   Millis lease) {
+  if (claims.empty()) return {};
+  auto [ids, tokens] = claim_arrays(claims);
+  auto read = [](const pqxx::result& r) {
+    std::vector<std::int64_t> extended;
+    for (const auto& row : r) extended.push_back(row[0].as<std::int64_t>());
+    return extended;
+  };
+  return execute("extend leases", options_.update, kExtend, read, ids, worker, static_cast<std::int64_t>(lease.count()),
+                 tokens);
+}
+
+RescueResult PgTaskStore::rescue_expired(int limit) {
+  auto read = [](const pqxx::result& r) {
+    return RescueResult{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>(), r[0][4].as<std::int64_t>()};
+  };
+  return execute("rescue expired leases", options_.update, kRescue, read, limit);
+}
+
+std::vector<ExpiredRecurring> PgTaskStore::expired_recurring(int limit) {
+  auto read = [](const pqxx::result& r) {
+    std::vector<ExpiredRecurring> out;
+    for (const auto& row : r)
+      out.push_back(ExpiredRecurring{row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                                     from_epoch_us(row[3].as<std::int64_t>())});
+    return out;
+  };
+  return execute("list expired recurring tasks", options_.update, kExpiredRecurring, read, limit);
+}
+
+RescueResult PgTaskStore::reschedule_expired(const std::vector<Reschedule>& tasks) {
+  if (tasks.empty()) return {};
+  using R = Reschedule;
+  std::string ids = array_literal(tasks, [](const R& t) { return std::optional<std::string>(std::to_string(t.id)); });
+  std::string fires = array_literal(tasks, [](const R& t) -> std::optional<std::string> {
+    if (!t.next_fire) return std::nullopt;
+    return iso(*t.next_fire);
+  });
+  std::string errors = array_literal(tasks, [](const R& t) -> std::optional<std::string> {
+    if (t.next_fire) return std::nullopt;
+    return t.error;
+  });
+  auto read = [](const pqxx::result& r) { return RescueResult{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>()}; };
+  return execute("reschedule expired recurring tasks", options_.update, kRescheduleExpired, read, ids, fires, errors);
+}
+
+std::int64_t PgTaskStore::delete_finished(Millis succeeded_after, Millis failed_after, int limit) {
+  return execute("delete finished tasks", options_.update, kDeleteFinished, first_count,
+                 static_cast<std::int64_t>(succeeded_after.count()), static_cast<std::int64_t>(failed_after.count()),
+                 limit);
+}
+
+EnqueueResult PgTaskStore::enqueue(const EnqueueParams& p) {
+  std::optional<std::string> at;
+  if (p.at) at = iso(*p.at);
+  std::optional<std::int64_t> in;
+  if (p.in) in = p.in->count();
+  // A concurrent enqueue with the same dedup key may commit between this statement's snapshot
+  // and its insert: the insert then yields to it, yet the snapshot cannot see its row, and the
+  // statement returns nothing. Sent again, with a new snapshot, it finds that row.
+  for (int round = 1;; ++round) {
+    auto read = [](const pqxx::result& rows) -> std::optional<EnqueueResult> {
+      if (rows.empty()) return std::nullopt;
+      return EnqueueResult{rows[0][0].as<std::int64_t>(), rows[0][1].as<bool>()};
+    };
+    std::optional<EnqueueResult> r =
+        execute("enqueue task", options_.update, kEnqueue, read, p.agent_id, p.kind, p.payload, at, in, p.cron,
+                p.timezone, p.priority, p.max_attempts, p.timeout_ms, p.dedup_key, p.approval);
+    if (r) return *r;
+    if (round == 5)  // the live task with this key came and went five times over: give up honestly
+      throw DatabaseError("enqueue task: the task with dedup key \"" + p.dedup_key.value_or("") +
+                              "\" kept changing under concurrent enqueues; try again",
+                          "40001", ErrorClass::transient);
+  }
+}
+
+QueueStatus PgTaskStore::status() {
+  auto read = [](const pqxx::result& r) {
+    const auto& row = r[0];
+    QueueStatus q;
+    const char* names[] = {"pending", "running", "succeeded", "failed", "cancelled"};
+    for (int i = 0; i < 5; ++i) q.by_status.emplace_back(names[i], row[i].as<std::int64_t>());
+    q.due_now = row[5].as<std::int64_t>();
+    if (!row[6].is_null()) q.oldest_due_seconds = row[6].as<double>();
+    q.server_connections = row[7].as<std::int64_t>();
+    q.agentcron_connections = row[8].as<std::int64_t>();
+    q.max_connections = row[9].as<std::int64_t>();
+    return q;
+  };
+  return execute("queue status", options_.update, kStatus, read);
+}
+
+SysTime PgTaskStore::now() {
+  return execute("read database clock", options_.update, kNow,
+                 [](const pqxx::result& r) { return from_epoch_us(r[0][0].as<std::int64_t>()); });
+}
+
+bool PgTaskStore::apply_migration(int version, const std::string& name, const std::string& sql,
+                                const std::string& checksum) {
+  // Migrations may run long and wait for a concurrent migrate's lock: generous limits.
+  QueryTimeouts t{std::chrono::minutes(10), std::chrono::minutes(2), std::chrono::minutes(10)};
+  return in_transaction(pool_, *watchdog_, t, options_.client_grace, "migrate", false,
+                        [&](pqxx::transaction_base& tx, Connection&) {
+                          tx.exec(kMigrationLockSql);
+                          tx.exec(kMigrationTableSql);
+                          auto r = tx.exec_params("SELECT checksum FROM agentcron.schema_migrations WHERE version = $1",
+                                                  version);
+                          if (!r.empty()) {
+                            if (r[0][0].as<std::string>() != checksum)
+                              throw MigrationChanged("migration " + name + " (version " + std::to_string(version) +
+                                                     ") has changed since it was applied: checksum " + checksum +
+                                                     " differs from the applied " + r[0][0].as<std::string>());
+                            return false;
+                          }
+                          tx.exec(sql);
+                          tx.exec_params("INSERT INTO agentcron.schema_migrations (version, name, checksum) "
+                                         "VALUES ($1, $2, $3)",
+                                         version, name, checksum);
+                          return true;
+                        });
+}
+
+std::vector<AppliedMigration> PgTaskStore::applied_migrations() {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, "list migrations", false,
+                        [&](pqxx::transaction_base& tx, Connection&) {
+                          std::vector<AppliedMigration> out;
+                          if (tx.exec("SELECT to_regclass('agentcron.schema_migrations') IS NULL")[0][0].as<bool>())
+                            return out;
+                          for (const auto& row : tx.exec("SELECT version, name, checksum, applied_at::text "
+                                                         "FROM agentcron.schema_migrations ORDER BY version"))
+                            out.push_back({row[0].as<int>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                                           row[3].as<std::string>()});
+                          return out;
+                        });
+}
+
+namespace {
+
+class FlagReceiver final : public pqxx::notification_receiver {
+ public:
+  FlagReceiver(pqxx::connection_base& c, const std::string& channel) : pqxx::notification_receiver(c, channel) {}
+  void operator()(const std::string&, int) override { ++count; }
+  int count = 0;
+};
+
+// LISTEN on a lease kept out of the pool's circulation for as long as the subscription lives.
+class PgSubscription final : public Subscription {
+ public:
+  PgSubscription(Lease lease, const std::string& channel) : lease_(std::move(lease)) {
+    Connection& c = lease_.connection();
+    try {
+      c.listener = std::make_unique<FlagReceiver>(c.raw(), channel);
+    } catch (const pqxx::broken_connection& e) {
+      lease_.discard();
+      throw DatabaseError("listen: connection lost: " + one_line(e.what()), "08006", ErrorClass::transient);
+    } catch (const pqxx::sql_error& e) {
+      throw DatabaseError("listen: " + one_line(e.what()), e.sqlstate(), classify_sqlstate(e.sqlstate()));
+    }
+  }
+
+  bool wait(Millis timeout, int wake_fd) override {
+    Connection& c = lease_.connection();
+    auto* receiver = static_cast<FlagReceiver*>(c.listener.get());
+    try {
+      receiver->count = 0;
+      c.raw().get_notifs();
+      if (receiver->count > 0) return true;
+      pollfd fds[2] = {{c.raw().sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      int n = ::poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::min<std::int64_t>(timeout.count(), 1 << 30)));
+      if (n > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+        c.raw().get_notifs();
+        if (!c.raw().is_open()) throw pqxx::broken_connection("connection closed");
+      }
+      return receiver->count > 0;
+    } catch (const pqxx::broken_connection& e) {
+      c.listener.reset();
+      lease_.discard();
+      throw DatabaseError("listen: connection lost: " + one_line(e.what()), "08006", ErrorClass::transient);
+    }
+  }
+
+ private:
+  Lease lease_;
+};
+
+}  // namespace
+
+std::unique_ptr<Subscription> PgTaskStore::subscribe(const std::string& channel) {
+  return std::make_unique<PgSubscription>(pool_.acquire(), channel);
+}
+
+}  // namespace agentcron
