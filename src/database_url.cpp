@@ -408,6 +408,21 @@ std::string redact_database_url(std::string_view text) {
   }
 }
 
+std::string percent_encode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
 std::string redact_url(std::string_view url) {
   std::size_t scheme = url.find("://");
   std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;

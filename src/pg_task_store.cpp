@@ -1,10 +1,8 @@
 // PgTaskStore (see pg_task_store.hpp): each method one statement of pg_statements.hpp, run by
-// the helpers of pg_execution.hpp. Every method is one short transaction:
-//   BEGIN; SET LOCAL <the query class's timeouts>   (one round trip)
-//   <the statement>                                 (one round trip, prepared unless pgbouncer)
-//   COMMIT                                          (one round trip)
-// A statement the server does not cancel in time is cancelled by the client watchdog and its
-// connection discarded.
+// execute() as one implicit transaction in a single round trip — the query class's SET LOCAL
+// timeouts, then EXECUTE of the prepared statement (or, in pgbouncer mode, the statement with its
+// parameters inlined) and its commit. Only the migrations run BEGIN … COMMIT. A statement the server does not cancel in time is cancelled by the client
+// watchdog and its connection discarded.
 #include "agentcron/pg_task_store.hpp"
 
 #include <poll.h>

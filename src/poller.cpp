@@ -167,40 +167,83 @@ std::chrono::steady_clock::time_point Poller::last_tick() const {
   return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_tick_ns_.load()));
 }
 
+// The poller thread's LISTEN agentcron_due connection: opened when wanted, opened again after a
+// backoff when it fails or breaks; meanwhile the poller follows its schedule only.
+class PollerListener {
+ public:
+  enum class Woke { timeout, notified, lost };
+
+  PollerListener(TaskStore& store, Logger& log, Backoff reconnect, std::atomic<bool>& listening, bool wanted)
+      : store_(store), log_(log), reconnect_(reconnect), listening_(listening), wanted_(wanted) {}
+
+  void ensure() {
+    if (!wanted_ || sub_ || std::chrono::steady_clock::now() < retry_at_) return;
+    try {
+      sub_ = store_.subscribe("agentcron_due");
+      listening_ = true;
+      if (failures_ > 0) log_.info("LISTEN connection restored");
+      failures_ = 0;
+    } catch (const DatabaseError& e) {
+      failed("LISTEN agentcron_due failed; polling on the schedule only until it is back", e);
+    }
+  }
+
+  // Waits up to `wait` for a notification (or, without a connection, for `wake_fd` alone).
+  Woke wait(Millis wait, int wake_fd) {
+    if (!sub_) {
+      pollfd p{wake_fd, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, wait.count())));
+      return Woke::timeout;
+    }
+    try {
+      return sub_->wait(wait, wake_fd) ? Woke::notified : Woke::timeout;
+    } catch (const DatabaseError& e) {
+      failed("LISTEN connection lost; polling on the schedule only until it is back", e);
+      return Woke::lost;
+    }
+  }
+
+  // How long a wait may last before LISTEN is to be tried again.
+  Millis until_retry() const {
+    if (!wanted_ || sub_) return Millis::max();
+    return std::chrono::ceil<Millis>(retry_at_ - std::chrono::steady_clock::now()) + Millis(1);
+  }
+  bool retry_due() const { return wanted_ && !sub_ && std::chrono::steady_clock::now() >= retry_at_; }
+
+ private:
+  void failed(const char* what, const DatabaseError& e) {
+    sub_.reset();
+    listening_ = false;
+    Millis backoff = reconnect_.delay(++failures_, rng_);
+    retry_at_ = std::chrono::steady_clock::now() + backoff;
+    log_.warn(what, {{"attempt", failures_},
+                     {"sqlstate", e.sqlstate()},
+                     {"error", e.what()},
+                     {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
+  }
+
+  TaskStore& store_;
+  Logger& log_;
+  Backoff reconnect_;
+  std::atomic<bool>& listening_;
+  bool wanted_;
+  std::unique_ptr<Subscription> sub_;
+  int failures_ = 0;
+  std::chrono::steady_clock::time_point retry_at_ = std::chrono::steady_clock::now();
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
 void Poller::loop(std::stop_token st) {
-  std::mt19937_64 rng{std::random_device{}()};
-  std::unique_ptr<Subscription> listener;
-  int listen_failures = 0;
-  auto listen_retry_at = std::chrono::steady_clock::now();
-  bool want_listen;
+  bool wanted;
   {
     std::lock_guard lock(mu_);
-    want_listen = options_.listen;
+    wanted = options_.listen;
   }
-  auto ensure_listener = [&] {
-    if (want_listen && !listener && std::chrono::steady_clock::now() >= listen_retry_at) {
-      try {
-        listener = store_.subscribe("agentcron_due");
-        listening_ = true;
-        if (listen_failures > 0) log_.info("LISTEN connection restored");
-        listen_failures = 0;
-      } catch (const DatabaseError& e) {
-        listener.reset();
-        listening_ = false;
-        Millis backoff = options_.reconnect.delay(++listen_failures, rng);
-        listen_retry_at = std::chrono::steady_clock::now() + backoff;
-        log_.warn("LISTEN agentcron_due failed; polling on the schedule only until it is back",
-                  {{"attempt", listen_failures},
-                   {"sqlstate", e.sqlstate()},
-                   {"error", e.what()},
-                   {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
-      }
-    }
-  };
+  PollerListener listener(store_, log_, options_.reconnect, listening_, wanted);
   // LISTEN first, then claim what is due and follow the schedule: nothing inserted between the
   // two goes unnoticed, and the connection the first claim prepares its statement on stays in
   // the pool for the next claim instead of becoming the listener.
-  ensure_listener();
+  listener.ensure();
   tick_safely();
   while (!st.stop_requested()) {
     CronSchedule::Time next_tick;
@@ -208,48 +251,75 @@ void Poller::loop(std::stop_token st) {
       std::lock_guard lock(mu_);
       next_tick = tick_after(options_.schedule, options_.zone, std::chrono::system_clock::now(), options_.tick_jitter);
     }
-    ensure_listener();
-    // Wait for the tick, a notification, or a wake-up.
-    bool notified = false;
-    while (!st.stop_requested()) {
-      auto now = std::chrono::system_clock::now();
-      if (now >= next_tick) break;
-      auto wait = std::chrono::ceil<Millis>(next_tick - now);
-      if (!listener && want_listen)
-        wait = std::min(wait, std::chrono::ceil<Millis>(listen_retry_at - std::chrono::steady_clock::now()) + Millis(1));
-      bool woken = false;
-      if (listener) {
-        try {
-          notified = listener->wait(wait, wake_fd_);
-        } catch (const DatabaseError& e) {
-          listener.reset();
-          listening_ = false;
-          Millis backoff = options_.reconnect.delay(++listen_failures, rng);
-          listen_retry_at = std::chrono::steady_clock::now() + backoff;
-          log_.warn("LISTEN connection lost; polling on the schedule only until it is back",
-                    {{"sqlstate", e.sqlstate()}, {"error", e.what()}, {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
-          break;
-        }
-      } else {
-        pollfd p{wake_fd_, POLLIN, 0};
-        ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, wait.count())));
-      }
-      std::uint64_t drained;
-      woken = ::read(wake_fd_, &drained, sizeof drained) > 0;
-      if (notified) {
-        std::lock_guard lock(mu_);
-        ++stats_.notifications;
-        break;
-      }
-      if (woken && (more_due_ || st.stop_requested())) break;
-      if (woken) break;  // reconfigured: recompute the next tick
-      if (!listener && want_listen && std::chrono::steady_clock::now() >= listen_retry_at) break;
-    }
+    listener.ensure();
+    bool notified = wait_for_tick(st, listener, next_tick);
     if (st.stop_requested()) break;
-    auto now = std::chrono::system_clock::now();
-    if (notified || now >= next_tick || more_due_) tick_safely();
+    if (notified || std::chrono::system_clock::now() >= next_tick || more_due_) tick_safely();
   }
   listening_ = false;
+}
+
+bool Poller::wait_for_tick(const std::stop_token& st, PollerListener& listener, CronSchedule::Time next_tick) {
+  while (!st.stop_requested()) {
+    auto now = std::chrono::system_clock::now();
+    if (now >= next_tick) return false;
+    // At most ~12 days a wait (poll() takes an int of milliseconds): a monthly schedule waits again.
+    Millis wait = std::min({std::chrono::ceil<Millis>(next_tick - now), listener.until_retry(), Millis(1 << 30)});
+    PollerListener::Woke woke = listener.wait(wait, wake_fd_);
+    if (woke == PollerListener::Woke::lost) return false;
+    std::uint64_t drained;
+    bool woken = ::read(wake_fd_, &drained, sizeof drained) > 0;
+    if (woke == PollerListener::Woke::notified) {
+      std::lock_guard lock(mu_);
+      ++stats_.notifications;
+      return true;
+    }
+    if (woken || listener.retry_due()) return false;  // more due, a stop, reconfigured, or LISTEN again
+  }
+  return false;
+}
+
+int Poller::claim_batch(int n) {
+  ClaimParams p;
+  {
+    std::lock_guard lock(mu_);
+    p.kinds = options_.kinds;
+    p.worker = options_.worker;
+    p.lease = options_.lease;
+    p.max_payload_bytes = options_.max_payload_bytes;
+  }
+  p.limit = n;
+  std::vector<Task> tasks = store_.claim_due(p);
+  int got = static_cast<int>(tasks.size());
+  int accepted = executor_.submit(std::move(tasks));
+  std::lock_guard lock(mu_);
+  ++stats_.claims;
+  stats_.claimed += static_cast<std::uint64_t>(accepted);
+  stats_.redelivered += static_cast<std::uint64_t>(got - accepted);
+  stats_.largest_claim = std::max(stats_.largest_claim, got);
+  return got;
+}
+
+int drain(Poller& poller, Executor& executor, int limit, int want_free, const std::stop_token& stop,
+          const std::function<void()>& make_room) {
+  int claimed = 0;
+  while (!stop.stop_requested() && claimed < limit) {
+    TickResult r = poller.run_once(limit - claimed);
+    claimed += r.claimed;
+    if (r.batches == 0) {
+      // No room (slots busy, or outcomes not yet written): make room, then claim again.
+      executor.wait_free(1, std::chrono::steady_clock::time_point::max(), stop);
+      make_room();
+      continue;
+    }
+    if (r.claimed == 0) {  // a claim came back empty: nothing (more) is due
+      if (executor.busy() == 0) break;
+      executor.wait_idle(std::chrono::steady_clock::time_point::max(), stop);
+      continue;
+    }
+    executor.wait_free(want_free, std::chrono::steady_clock::time_point::max(), stop);
+  }
+  return claimed;
 }
 
 }  // namespace agentcron

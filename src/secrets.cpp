@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "agentcron/database_url.hpp"
 #include "agentcron/log.hpp"
 
 namespace agentcron {
@@ -29,21 +29,6 @@ Registry& registry() {
   return *r;
 }
 
-std::string percent_encoded(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 void remember_secret(std::string_view secret) {
@@ -54,7 +39,7 @@ void remember_secret(std::string_view secret) {
   std::lock_guard lock(r.mu);
   const Forms* now = r.current.load();
   auto next = std::make_unique<Forms>(now ? *now : Forms{});
-  for (std::string form : {std::string(secret), json, percent_encoded(secret)})
+  for (std::string form : {std::string(secret), json, percent_encode(secret)})
     if (std::find(next->begin(), next->end(), form) == next->end()) next->push_back(std::move(form));
   std::sort(next->begin(), next->end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   r.current.store(next.get(), std::memory_order_release);

@@ -46,8 +46,10 @@ struct Worker::Services {
   std::unique_ptr<PgTaskStore> store;
   std::unique_ptr<CircuitBreaker> breaker;
   std::unique_ptr<Completer> completer;
-  std::unique_ptr<Executor> executor;
+  // Destroyed in reverse: the executor (joining its slot threads) before the poller, because a
+  // slot thread may still be calling the on_slot_freed callback it copied before it was cleared.
   std::unique_ptr<Poller> poller;
+  std::unique_ptr<Executor> executor;
   std::unique_ptr<Rescuer> rescuer;
   std::unique_ptr<Janitor> janitor;
   std::unique_ptr<LeaseKeeper> lease_keeper;
@@ -107,37 +109,56 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, id_), log_);
   s->store = std::make_unique<PgTaskStore>(*s->pool, StoreOptions::from_config(c), log_);
   s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
+  if (auto stop = wait_for_database(*s, c, one_shot)) return *stop;
+  if (auto stop = check_schema(*s, opts)) return *stop;
+  wire_task_flow(*s, c, one_shot);
+  start_maintenance(*s, c, one_shot);
+  std::lock_guard lock(mu_);
+  s_ = std::move(s);
+  return ExitCode::ok;
+}
 
-  // The database first: `run` waits for it as long as it takes (one log line per attempt),
-  // `once` gives up after a few attempts with exit 69.
+std::optional<ExitCode> Worker::wait_for_database(Services& s, const Config& c, bool one_shot) {
+  // `run` waits for the database as long as it takes (one log line per attempt), `once` gives up
+  // after a few attempts with exit 69. A shutdown meanwhile ends the wait: ok, nothing started.
   std::mt19937_64 rng{std::random_device{}()};
   Backoff connect_backoff{c.retry.base_delay, std::min<Millis>(c.retry.max_delay, std::chrono::seconds(30)), 2};
   for (int attempt = 1;; ++attempt) {
     try {
-      s->store->now();
+      s.store->now();
       if (attempt > 1) log_.info("database is reachable", {{"attempts", attempt}});
-      break;
+      return std::nullopt;
     } catch (const DatabaseError& e) {
       bool give_up = (one_shot && attempt >= 3) || e.error_class() == ErrorClass::permanent;
       Millis delay = connect_backoff.delay(attempt, rng);
       log_.warn("database unavailable", {{"attempt", attempt},
-                                         {"database", s->pool->options().redacted},
+                                         {"database", s.pool->options().redacted},
                                          {"sqlstate", e.sqlstate()},
                                          {"error", e.what()},
                                          {"retry_in_ms", give_up ? std::int64_t{-1} : static_cast<std::int64_t>(delay.count())}});
       if (give_up) {
-        log_.error("giving up: database unavailable", {{"database", s->pool->options().redacted}});
+        log_.error("giving up: database unavailable", {{"database", s.pool->options().redacted}});
         return ExitCode::unavailable;
       }
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, delay, [&] { return shutdown_requests_ > 0; })) return ExitCode::ok;
     }
   }
+}
 
+std::optional<ExitCode> Worker::check_schema(Services& s, const WorkerRunOptions& opts) {
   try {
-    Migrator migrator(*s->store, log_);
+    Migrator migrator(*s.store, log_);
     if (opts.migrate) migrator.migrate();
-    for (const auto& m : migrator.status()) {
+    std::vector<MigrationState> states = migrator.status();
+    for (const auto& m : states) {
+      if (m.changed) {  // first: a changed file is the worse news (and what `migrate` says)
+        log_.error("refusing to run: an applied migration changed since it was applied",
+                   {{"migration", migration_file_name(m.version, m.name)}});
+        return ExitCode::data_error;
+      }
+    }
+    for (const auto& m : states) {
       if (!m.applied) {
         log_.error("the database schema is not migrated; run `agentcron migrate` (or pass --migrate)",
                    {{"pending", migration_file_name(m.version, m.name)}});
@@ -151,15 +172,10 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
     log_.error("checking migrations failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
     return ExitCode::unavailable;
   }
+  return std::nullopt;
+}
 
-  CompleterOptions copts;
-  copts.worker = id_;
-  copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
-  s->completer = std::make_unique<Completer>(copts, *s->store, log_);
-  Completer* completer = s->completer.get();
-  s->executor = std::make_unique<Executor>(ExecutorOptions{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease,
-                                                           std::max<Millis>(c.scheduler.lease / 10, handler_stop_time(c))}, handlers_,
-                                           [completer](FinishedRun&& r) { completer->add(std::move(r)); }, log_);
+PollerOptions Worker::poller_options(const Config& c, bool one_shot) const {
   PollerOptions popts;
   popts.schedule = CronSchedule::parse(c.scheduler.schedule);
   popts.zone = TimeZone::locate(c.scheduler.timezone);
@@ -174,37 +190,53 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   popts.worker = id_;
   popts.kinds = handlers_.kinds();
   popts.max_payload_bytes = c.executor.max_payload_bytes;
+  std::mt19937_64 rng{std::random_device{}()};
   popts.tick_jitter = std::uniform_real_distribution<double>(0, 1)(rng);
-  s->poller = std::make_unique<Poller>(popts, *s->store, *s->executor, *s->breaker, log_);
-  Poller* poller = s->poller.get();
-  s->executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
-  s->poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
-  Executor* executor = s->executor.get();
-  s->completer->set_on_written([poller, executor](const std::vector<ClaimRef>& written) {
+  return popts;
+}
+
+// The task flow: poller → executor → completer, and the callbacks that close the loop (a freed
+// slot or a written outcome lets the poller claim again; a written outcome lets the executor
+// forget the task).
+void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
+  CompleterOptions copts;
+  copts.worker = id_;
+  copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
+  s.completer = std::make_unique<Completer>(copts, *s.store, log_);
+  Completer* completer = s.completer.get();
+  ExecutorOptions eopts{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease,
+                        std::max<Millis>(c.scheduler.lease / 10, handler_stop_time(c))};
+  s.executor = std::make_unique<Executor>(eopts, handlers_, [completer](FinishedRun&& r) { completer->add(std::move(r)); },
+                                          log_);
+  s.poller = std::make_unique<Poller>(poller_options(c, one_shot), *s.store, *s.executor, *s.breaker, log_);
+  Poller* poller = s.poller.get();
+  Executor* executor = s.executor.get();
+  executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
+  poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
+  completer->set_on_written([poller, executor](const std::vector<ClaimRef>& written) {
     executor->forget(written);
     poller->on_slot_freed();
   });
-  s->completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
-  s->completer->set_outcomes_coming([exec = s->executor.get()] { return exec->outcomes_coming(); });
+  completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
+  completer->set_outcomes_coming([executor] { return executor->outcomes_coming(); });
+}
 
-  s->lease_keeper = std::make_unique<LeaseKeeper>(*s->store, *s->executor, id_, c.scheduler.lease, log_);
-  s->lease_renewal = std::make_unique<Periodic>("extending leases", s->lease_keeper->interval(),
-                                                [k = s->lease_keeper.get()](std::stop_token) { k->run_once(); }, log_,
-                                                s->lease_keeper->retry_interval());
+void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {
+  s.lease_keeper = std::make_unique<LeaseKeeper>(*s.store, *s.executor, id_, c.scheduler.lease, log_);
+  s.lease_renewal = std::make_unique<Periodic>("extending leases", s.lease_keeper->interval(),
+                                               [k = s.lease_keeper.get()](std::stop_token) { k->run_once(); }, log_,
+                                               s.lease_keeper->retry_interval());
   if (!one_shot) {
-    s->rescuer = std::make_unique<Rescuer>(*s->store, log_);
-    s->janitor = std::make_unique<Janitor>(*s->store, c.retention.succeeded, c.retention.failed, log_);
+    s.rescuer = std::make_unique<Rescuer>(*s.store, log_);
+    s.janitor = std::make_unique<Janitor>(*s.store, c.retention.succeeded, c.retention.failed, log_);
     Millis rescue_every = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
-    s->maintenance.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
-                                                     [r = s->rescuer.get()](std::stop_token st) { r->run_once(st); }, log_));
-    s->maintenance.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
-                                                     [j = s->janitor.get()](std::stop_token st) { j->run_once(st); }, log_));
+    s.maintenance.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
+                                                    [r = s.rescuer.get()](std::stop_token st) { r->run_once(st); }, log_));
+    s.maintenance.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
+                                                    [j = s.janitor.get()](std::stop_token st) { j->run_once(st); }, log_));
   }
-  s->lease_renewal->start();
-  for (auto& p : s->maintenance) p->start();
-  std::lock_guard lock(mu_);
-  s_ = std::move(s);
-  return ExitCode::ok;
+  s.lease_renewal->start();
+  for (auto& p : s.maintenance) p->start();
 }
 
 // The phases, and the terms of shutdown_budget() they answer to:
@@ -255,7 +287,8 @@ CompleterStats Worker::shutdown_services() {
               "is rescued when its lease expires)");
     log_.flush();
     std::fflush(nullptr);
-    ::_exit(0);
+    // `once` never says 0 while an outcome of its batch is unwritten.
+    ::_exit(to_int(one_shot_ ? ExitCode::unavailable : ExitCode::ok));
   }
   std::lock_guard lock(mu_);
   final_stats_ = WorkerStats{s.poller->stats(), st};
@@ -281,6 +314,8 @@ Millis statement_bound(const Config& c, Millis statement) {
 
 Millis handler_stop_time(const Config& c) {
   Millis t = std::chrono::seconds(1);
+  // An exec program may ignore its stop for kill_after; an http request in its connect or TLS
+  // handshake is not interruptible either, so every handler's kill_after (5 s unless set) counts.
   for (const auto& h : c.handlers) t = std::max(t, h.kill_after + std::chrono::seconds(1));
   return t;
 }
@@ -393,6 +428,7 @@ ExitCode Worker::run(const WorkerRunOptions& opts) {
 }
 
 ExitCode Worker::once(const WorkerRunOptions& opts) {
+  one_shot_ = true;
   ExitCode rc = start_services(opts, true);
   if (rc != ExitCode::ok || !s_) return rc;
   Services& s = *s_;
@@ -401,33 +437,13 @@ ExitCode Worker::once(const WorkerRunOptions& opts) {
   int claimed = 0;
   bool failed_db = false;
   try {
-    if (!opts.drain) {
-      // One batch: up to batch_size (or --max-tasks) tasks; the executor queues past its slots.
-      ClaimParams p{std::min(limit, sc.batch_size), handlers_.kinds(), id_, sc.lease,
-                    config_.executor.max_payload_bytes};
-      auto tasks = s.store->claim_due(p);
-      claimed = static_cast<int>(tasks.size());
-      s.executor->submit(std::move(tasks));
+    if (opts.drain) {
+      // The first signal ends every wait there at once: no claim after it.
+      int want_free = std::max(1, std::min(sc.batch_size, sc.concurrency) / 2);
+      claimed = drain(*s.poller, *s.executor, limit, want_free, stop_claiming_.get_token(),
+                      [&] { s.completer->flush(flush_deadline()); });
     } else {
-      // The first signal ends every wait here at once: no claim after it.
-      std::stop_token stop = stop_claiming_.get_token();
-      while (!stop.stop_requested() && claimed < limit) {
-        TickResult r = s.poller->run_once(limit - claimed);
-        claimed += r.claimed;
-        if (r.batches == 0) {
-          // No room (slots busy, or outcomes not yet written): make room, then claim again.
-          s.executor->wait_free(1, std::chrono::steady_clock::time_point::max(), stop);
-          s.completer->flush(flush_deadline());
-          continue;
-        }
-        if (r.claimed == 0) {  // a claim came back empty: nothing (more) is due
-          if (s.executor->busy() == 0) break;
-          s.executor->wait_idle(std::chrono::steady_clock::time_point::max(), stop);
-          continue;
-        }
-        int want = std::max(1, std::min(sc.batch_size, sc.concurrency) / 2);
-        s.executor->wait_free(want, std::chrono::steady_clock::time_point::max(), stop);
-      }
+      claimed = s.poller->claim_batch(std::min(limit, sc.batch_size));
     }
   } catch (const DatabaseError& e) {
     log_.error("claiming failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});

@@ -1,6 +1,7 @@
 // Completer: turns finished runs into their next state (succeeded, pending for a retry or the
-// next fire time, failed) and writes them in batches, one statement per flush, retrying
-// transient database errors; no outcome is dropped while the process lives.
+// next fire time, failed) and writes them in batches — a completion statement, then a release
+// statement for released tasks — retrying transient database errors; no outcome is dropped
+// while the process lives.
 #pragma once
 #include <atomic>
 #include <chrono>

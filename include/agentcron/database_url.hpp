@@ -55,6 +55,10 @@ std::size_t url_userinfo_end(std::string_view rest);
 // parse. The only way agentcron ever shows a connection string.
 std::string redact_database_url(std::string_view text);
 
+// Every byte of `s` but the unreserved ones (A–Z a–z 0–9 - . _ ~) as %XX: how a password is
+// written into a URL.
+std::string percent_encode(std::string_view s);
+
 // Any scheme://… URL with its userinfo replaced by *** and its query and fragment by ?*** (an
 // http handler's URL may carry tokens there): how errors, logs and `config check` show one.
 std::string redact_url(std::string_view url);

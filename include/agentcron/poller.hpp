@@ -13,13 +13,13 @@
 #include <vector>
 
 #include "agentcron/cron.hpp"
-#include "agentcron/pool.hpp"
 #include "agentcron/retry.hpp"
 
 namespace agentcron {
 
 class Executor;
 class Logger;
+class PollerListener;
 class TaskStore;
 
 struct PollerOptions {
@@ -67,6 +67,10 @@ class Poller {
   // One tick: claims as described above, at most `max_tasks` in all. DatabaseErrors propagate.
   TickResult run_once(int max_tasks = INT_MAX);
 
+  // `once` without --drain: one claim of up to `n` tasks, handed to the executor whatever its
+  // free slots (it queues them). Returns how many were claimed. DatabaseErrors propagate.
+  int claim_batch(int n);
+
   void start();
   void request_stop();  // stops claiming; idempotent, safe before start
   void wait();
@@ -85,6 +89,8 @@ class Poller {
 
  private:
   void loop(std::stop_token st);
+  // Waits for the next tick, a notification (true), or a wake-up.
+  bool wait_for_tick(const std::stop_token& st, PollerListener& listener, CronSchedule::Time next_tick);
   void wake();
   void tick_safely();
   // Free executor slots less the outcomes not yet written: how many tasks a claim may take.
@@ -104,5 +110,12 @@ class Poller {
   std::function<int()> backlog_;
   std::jthread thread_;
 };
+
+// `once --drain`: claims through `poller` until `limit` tasks were claimed, a claim comes back
+// empty with nothing left running, or `stop` is requested. Between claims it waits for
+// `want_free` slots; when there is no room at all, for one, then `make_room()` (write the
+// outcomes that take the room). Returns how many tasks were claimed. DatabaseErrors propagate.
+int drain(Poller& poller, Executor& executor, int limit, int want_free, const std::stop_token& stop,
+          const std::function<void()>& make_room);
 
 }  // namespace agentcron

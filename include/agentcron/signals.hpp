@@ -1,5 +1,6 @@
 // SignalWatcher: SIGINT, SIGTERM and SIGHUP are blocked in every thread (block_signals() runs
-// before any thread starts) and read from a signalfd by one thread that only flips state.
+// before any thread starts) and read from a signalfd by one thread, which hands each signal to
+// its callback (shutdown requests; SIGHUP re-reads the configuration).
 #pragma once
 #include <atomic>
 #include <functional>

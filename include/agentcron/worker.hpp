@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 
@@ -79,6 +80,12 @@ class Worker {
   // ok once the services run; otherwise why they could not start (or ok with no services, when
   // shutdown was requested while waiting for the database).
   ExitCode start_services(const WorkerRunOptions& opts, bool one_shot);
+  // The steps of start_services(); each of the first two returns why the worker does not start.
+  std::optional<ExitCode> wait_for_database(Services& s, const Config& c, bool one_shot);
+  std::optional<ExitCode> check_schema(Services& s, const WorkerRunOptions& opts);
+  PollerOptions poller_options(const Config& c, bool one_shot) const;
+  void wire_task_flow(Services& s, const Config& c, bool one_shot);
+  void start_maintenance(Services& s, const Config& c, bool one_shot);
   CompleterStats shutdown_services();  // returns the outcome counts
   SchedulerConfig scheduler() const;   // the reloadable section as it is now
   // How long writing the remaining outcomes may take: a few retries of an update.
@@ -96,6 +103,7 @@ class Worker {
   std::atomic<int> shutdown_requests_{0};
   std::stop_source skip_grace_;     // the second signal
   std::stop_source stop_claiming_;  // the first signal: ends `once --drain`'s waits at once
+  bool one_shot_ = false;           // once(): a shutdown that leaves outcomes unwritten exits 69
   bool outcomes_lost_ = false;      // shutdown left outcomes unwritten (the database was gone)
 };
 

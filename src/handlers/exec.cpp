@@ -15,7 +15,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <variant>
 
 #include "agentcron/config.hpp"
 #include "agentcron/log.hpp"
@@ -30,7 +32,17 @@ class Fd {
   ~Fd() { reset(); }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    reset(other.release());
+    return *this;
+  }
   int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
   void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
@@ -82,60 +94,67 @@ class SigpipeGuard {
   sigset_t pipe_, old_;
 };
 
-TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
-  const ExecOptions& o = options_;
-  SigpipeGuard no_sigpipe;
-  std::vector<std::string> env = child_environment(task, process_environment(), o.inherit_env, o.env);
+namespace {
+
+// A started child: its pid and our ends of its stdin and stdout+stderr.
+struct Child {
+  pid_t pid = -1;
+  Fd in_w, out_r;
+};
+
+// Pipes for a child: [0] is read, [1] written; closed on exec.
+bool make_pipe(Fd& r, Fd& w) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+  r.reset(fds[0]);
+  w.reset(fds[1]);
+  return true;
+}
+
+// In the forked child: async-signal-safe calls only. A failure to run the program is reported
+// as its errno through `report` (closed by a successful execve).
+[[noreturn]] void exec_child(int in_fd, int out_fd, int report, const char* dir, char** argv, char** envp) {
+  ::setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGPIPE, &dfl, nullptr);
+  ::dup2(in_fd, 0);
+  ::dup2(out_fd, 1);
+  ::dup2(out_fd, 2);
+  if (report != 3) {
+    ::dup2(report, 3);
+    report = 3;
+  }
+  ::fcntl(report, F_SETFD, FD_CLOEXEC);
+  ::syscall(SYS_close_range, 4u, ~0u, 0u);  // no pooled socket or other descriptor leaks in
+  if (!dir || ::chdir(dir) == 0) {
+    ::execve(argv[0], argv, envp);
+    if (errno == ENOENT && std::strchr(argv[0], '/') == nullptr) ::execvpe(argv[0], argv, envp);
+  }
+  int e = errno;
+  [[maybe_unused]] auto n = ::write(report, &e, sizeof e);
+  ::_exit(127);
+}
+
+// Starts `command` in a process group of its own with `env`; or the outcome of failing to.
+std::variant<Child, TaskOutcome> spawn(const ExecOptions& o, std::vector<std::string> env) {
   std::vector<std::string> args = o.command;
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-
-  int in_pipe[2], out_pipe[2];
-  if (::pipe2(in_pipe, O_CLOEXEC) != 0) return TaskOutcome::retry(std::string("pipe: ") + std::strerror(errno));
-  Fd in_r(in_pipe[0]), in_w(in_pipe[1]);
-  if (::pipe2(out_pipe, O_CLOEXEC) != 0) return TaskOutcome::retry(std::string("pipe: ") + std::strerror(errno));
-  Fd out_r(out_pipe[0]), out_w(out_pipe[1]);
-  // An exec failure in the child is reported through this pipe (closed by a successful execve).
-  int err_pipe[2];
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) return TaskOutcome::retry(std::string("pipe: ") + std::strerror(errno));
-  Fd err_r(err_pipe[0]), err_w(err_pipe[1]);
-  const char* dir = o.working_dir.empty() ? nullptr : o.working_dir.c_str();
-
+  Fd in_r, in_w, out_r, out_w, err_r, err_w;
+  if (!make_pipe(in_r, in_w) || !make_pipe(out_r, out_w) || !make_pipe(err_r, err_w))
+    return TaskOutcome::retry(std::string("pipe: ") + std::strerror(errno));
   pid_t pid = ::fork();
   if (pid < 0) return TaskOutcome::retry(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    // The child: async-signal-safe calls only.
-    ::setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGPIPE, &dfl, nullptr);
-    ::dup2(in_pipe[0], 0);
-    ::dup2(out_pipe[1], 1);
-    ::dup2(out_pipe[1], 2);
-    int report = err_pipe[1];
-    if (report != 3) {
-      ::dup2(report, 3);
-      report = 3;
-    }
-    ::fcntl(report, F_SETFD, FD_CLOEXEC);
-    ::syscall(SYS_close_range, 4u, ~0u, 0u);  // no pooled socket or other descriptor leaks in
-    if (dir && ::chdir(dir) != 0) {
-      int e = errno;
-      [[maybe_unused]] auto n = ::write(report, &e, sizeof e);
-      ::_exit(127);
-    }
-    ::execve(argv[0], argv.data(), envp.data());
-    if (errno == ENOENT && std::strchr(argv[0], '/') == nullptr) ::execvpe(argv[0], argv.data(), envp.data());
-    int e = errno;
-    [[maybe_unused]] auto n = ::write(report, &e, sizeof e);
-    ::_exit(127);
-  }
+  if (pid == 0)
+    exec_child(in_r.get(), out_w.get(), err_w.get(), o.working_dir.empty() ? nullptr : o.working_dir.c_str(),
+               argv.data(), envp.data());
   ::setpgid(pid, pid);  // also from the parent: no race with a kill below
   in_r.reset();
   out_w.reset();
@@ -145,92 +164,126 @@ TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
     ::waitpid(pid, nullptr, 0);
     return TaskOutcome::failure("cannot run " + o.command.front() + ": " + std::strerror(exec_errno));
   }
-  err_r.reset();
+  Child c;
+  c.pid = pid;
+  c.in_w = std::move(in_w);
+  c.out_r = std::move(out_r);
+  return c;
+}
 
-  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  Fd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  std::stop_callback on_stop(ctx.stop, [&] {
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(stop_fd.get(), &one, sizeof one);
-  });
-  ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
-  ::fcntl(out_r.get(), F_SETFL, O_NONBLOCK);
+// One run of a child to its end: feeds it the payload, keeps the tail of its output, and on a
+// timeout or a stop request sends its group SIGTERM, then SIGKILL after kill_after.
+class Supervision {
+ public:
+  Supervision(Child& child, const std::string& payload, std::size_t tail, std::chrono::steady_clock::time_point deadline,
+              Millis kill_after, const std::stop_token& stop)
+      : child_(child), payload_(payload), tail_(tail), deadline_(deadline), kill_after_(kill_after),
+        pidfd_(static_cast<int>(::syscall(SYS_pidfd_open, child.pid, 0))),
+        stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        on_stop_(stop, [this] {
+          std::uint64_t one = 1;
+          [[maybe_unused]] auto n = ::write(stop_fd_.get(), &one, sizeof one);
+        }) {
+    ::fcntl(child_.in_w.get(), F_SETFL, O_NONBLOCK);
+    ::fcntl(child_.out_r.get(), F_SETFL, O_NONBLOCK);
+    if (payload_.empty()) child_.in_w.reset();
+  }
 
-  const std::string& payload = task.payload;
-  std::size_t written = 0;
-  if (payload.empty()) in_w.reset();
-  Tail tail(o.output_tail);
-  auto start = std::chrono::steady_clock::now();
-  auto deadline = std::min(ctx.deadline, start + o.timeout);
-  bool exited = false, timed_out = false, stopped = false;
-  int status = 0;
-  std::chrono::steady_clock::time_point exited_at{};
-  enum class Phase { running, term_sent, kill_sent } phase = Phase::running;
-  std::chrono::steady_clock::time_point kill_at{};
-
-  auto signal_group = [&](int sig) { ::kill(-pid, sig); };
-
-  while (true) {
-    auto now = std::chrono::steady_clock::now();
-    if (!exited && phase == Phase::running && (now >= deadline || stopped)) {
-      timed_out = !stopped;
-      signal_group(SIGTERM);
-      phase = Phase::term_sent;
-      kill_at = now + o.kill_after;
+  // Runs until the child is gone (and its output drained, within a moment). `on_kill` is told
+  // when SIGTERM was ignored.
+  template <class OnKill>
+  void run(OnKill&& on_kill) {
+    while (true) {
+      auto now = std::chrono::steady_clock::now();
+      escalate(now, on_kill);
+      // Once the child is gone, give a lingering grandchild holding the output a moment, not forever.
+      if (exited_ && (child_.out_r.get() < 0 || now - exited_at_ > kLinger)) break;
+      wait_and_handle(now);
     }
-    if (!exited && phase == Phase::term_sent && now >= kill_at) {
-      log_.warn("exec handler ignored SIGTERM; sending SIGKILL", {{"task_id", task.id}, {"kind", task.kind}, {"attempt", task.attempt}});
-      signal_group(SIGKILL);
-      phase = Phase::kill_sent;
-    }
-    // Once the child is gone, give a lingering grandchild holding the output a moment, not forever.
-    if (exited && (out_r.get() < 0 || now - exited_at > std::chrono::milliseconds(100))) break;
+    if (!exited_) ::waitpid(child_.pid, &status_, 0);  // never leave a zombie
+    if (phase_ != Phase::running) ::kill(-child_.pid, SIGKILL);  // whatever of the group is left
+  }
 
+  bool timed_out() const { return timed_out_; }
+  bool stopped() const { return stopped_; }
+  int status() const { return status_; }
+  std::string output() const { return tail_.str(); }
+
+ private:
+  enum class Phase { running, term_sent, kill_sent };
+  static constexpr std::chrono::milliseconds kLinger{100};
+
+  template <class OnKill>
+  void escalate(std::chrono::steady_clock::time_point now, OnKill&& on_kill) {
+    if (exited_) return;
+    if (phase_ == Phase::running && (now >= deadline_ || stopped_)) {
+      timed_out_ = !stopped_;
+      ::kill(-child_.pid, SIGTERM);
+      phase_ = Phase::term_sent;
+      kill_at_ = now + kill_after_;
+    }
+    if (phase_ == Phase::term_sent && now >= kill_at_) {
+      on_kill();
+      ::kill(-child_.pid, SIGKILL);
+      phase_ = Phase::kill_sent;
+    }
+  }
+
+  void wait_and_handle(std::chrono::steady_clock::time_point now) {
     pollfd fds[4];
-    int n = 0;
-    int i_out = -1, i_in = -1, i_stop = -1;
-    if (out_r.get() >= 0) { i_out = n; fds[n++] = {out_r.get(), POLLIN, 0}; }
-    if (in_w.get() >= 0) { i_in = n; fds[n++] = {in_w.get(), POLLOUT, 0}; }
-    if (!exited && pidfd.get() >= 0) fds[n++] = {pidfd.get(), POLLIN, 0};  // readable when the child exits
-    if (!stopped) { i_stop = n; fds[n++] = {stop_fd.get(), POLLIN, 0}; }
-    auto wake = exited ? exited_at + std::chrono::milliseconds(100)
-                : phase == Phase::running ? deadline
-                : phase == Phase::term_sent ? kill_at
-                                            : now + std::chrono::milliseconds(100);
+    int n = 0, i_out = -1, i_in = -1, i_stop = -1;
+    if (child_.out_r.get() >= 0) { i_out = n; fds[n++] = {child_.out_r.get(), POLLIN, 0}; }
+    if (child_.in_w.get() >= 0) { i_in = n; fds[n++] = {child_.in_w.get(), POLLOUT, 0}; }
+    if (!exited_ && pidfd_.get() >= 0) fds[n++] = {pidfd_.get(), POLLIN, 0};  // readable when the child exits
+    if (!stopped_) { i_stop = n; fds[n++] = {stop_fd_.get(), POLLIN, 0}; }
+    auto wake = exited_ ? exited_at_ + kLinger
+                : phase_ == Phase::running ? deadline_
+                : phase_ == Phase::term_sent ? kill_at_
+                                             : now + kLinger;
     int timeout_ms = static_cast<int>(std::clamp<std::int64_t>(
         std::chrono::ceil<std::chrono::milliseconds>(wake - now).count(), 0, 1000));
-    if (pidfd.get() < 0 && !exited) timeout_ms = std::min(timeout_ms, 20);  // no pidfd: poll waitpid
-    ::poll(fds, n, timeout_ms);
-
-    if (i_stop >= 0 && fds[i_stop].revents) stopped = true;
-    if (i_in >= 0 && (fds[i_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
-      ssize_t w = ::write(in_w.get(), payload.data() + written, payload.size() - written);
-      if (w > 0) written += static_cast<std::size_t>(w);
-      if (written >= payload.size() || (w < 0 && errno != EAGAIN)) in_w.reset();
-    }
-    if (i_out >= 0 && (fds[i_out].revents & (POLLIN | POLLHUP | POLLERR))) {
-      char buf[8192];
-      ssize_t r;
-      while ((r = ::read(out_r.get(), buf, sizeof buf)) > 0) tail.append(buf, static_cast<std::size_t>(r));
-      if (r == 0) out_r.reset();
-    }
-    if (!exited && ::waitpid(pid, &status, WNOHANG) == pid) {
-      exited = true;
-      exited_at = std::chrono::steady_clock::now();
-      in_w.reset();
+    if (pidfd_.get() < 0 && !exited_) timeout_ms = std::min(timeout_ms, 20);  // no pidfd: poll waitpid
+    ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
+    if (i_stop >= 0 && fds[i_stop].revents) stopped_ = true;
+    if (i_in >= 0 && (fds[i_in].revents & (POLLOUT | POLLERR | POLLHUP))) feed();
+    if (i_out >= 0 && (fds[i_out].revents & (POLLIN | POLLHUP | POLLERR))) drain();
+    if (!exited_ && ::waitpid(child_.pid, &status_, WNOHANG) == child_.pid) {
+      exited_ = true;
+      exited_at_ = std::chrono::steady_clock::now();
+      child_.in_w.reset();
     }
   }
-  if (!exited) ::waitpid(pid, &status, 0);  // never leave a zombie
-  if (phase != Phase::running) signal_group(SIGKILL);  // whatever of the group is left
 
-  std::string out = tail.str();
-  if (timed_out) {
-    // The limit that ran out: the task's own (its deadline may even have passed before the
-    // program started), or the handler's timeout.
-    Millis limit = ctx.deadline < start + o.timeout ? ctx.limit : o.timeout;
-    return TaskOutcome::retry(with_tail("timed out after " + format_duration(limit), out));
+  void feed() {
+    ssize_t w = ::write(child_.in_w.get(), payload_.data() + written_, payload_.size() - written_);
+    if (w > 0) written_ += static_cast<std::size_t>(w);
+    if (written_ >= payload_.size() || (w < 0 && errno != EAGAIN)) child_.in_w.reset();
   }
-  if (stopped) return TaskOutcome::released(with_tail("stopped", out));
+
+  void drain() {
+    char buf[8192];
+    ssize_t r;
+    while ((r = ::read(child_.out_r.get(), buf, sizeof buf)) > 0) tail_.append(buf, static_cast<std::size_t>(r));
+    if (r == 0) child_.out_r.reset();
+  }
+
+  Child& child_;
+  const std::string& payload_;
+  Tail tail_;
+  std::chrono::steady_clock::time_point deadline_;
+  Millis kill_after_;
+  Fd pidfd_, stop_fd_;
+  std::stop_callback<std::function<void()>> on_stop_;
+  std::size_t written_ = 0;
+  bool exited_ = false, timed_out_ = false, stopped_ = false;
+  int status_ = 0;
+  std::chrono::steady_clock::time_point exited_at_{}, kill_at_{};
+  Phase phase_ = Phase::running;
+};
+
+// What an ended run means (design.md's exit codes): 0 succeeds, 75 retries, 65 fails for good,
+// anything else — or a signal — fails this attempt.
+TaskOutcome outcome_of(int status, const std::string& out) {
   if (WIFEXITED(status)) {
     int code = WEXITSTATUS(status);
     if (code == 0) return TaskOutcome::success();
@@ -238,9 +291,31 @@ TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
     if (code == 65) return TaskOutcome::failure(with_tail("exit 65 (data error: not retried)", out));
     return TaskOutcome::retry(with_tail("exit " + std::to_string(code), out));
   }
-  return TaskOutcome::retry(with_tail("killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
-                                          strsignal(WTERMSIG(status)) + ")",
-                                      out));
+  int sig = WTERMSIG(status);
+  return TaskOutcome::retry(with_tail("killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")", out));
+}
+
+}  // namespace
+
+TaskOutcome ExecHandler::run(const Task& task, const HandlerContext& ctx) {
+  const ExecOptions& o = options_;
+  SigpipeGuard no_sigpipe;
+  auto spawned = spawn(o, child_environment(task, process_environment(), o.inherit_env, o.env));
+  if (auto* failed = std::get_if<TaskOutcome>(&spawned)) return *failed;
+  Child& child = std::get<Child>(spawned);
+  auto start = std::chrono::steady_clock::now();
+  Supervision run(child, task.payload, o.output_tail, std::min(ctx.deadline, start + o.timeout), o.kill_after, ctx.stop);
+  run.run([&] {
+    log_.warn("exec handler ignored SIGTERM; sending SIGKILL", {{"task_id", task.id}, {"kind", task.kind}, {"attempt", task.attempt}});
+  });
+  if (run.timed_out()) {
+    // The limit that ran out: the task's own (its deadline may even have passed before the
+    // program started), or the handler's timeout.
+    Millis limit = ctx.deadline < start + o.timeout ? ctx.limit : o.timeout;
+    return TaskOutcome::retry(with_tail("timed out after " + format_duration(limit), run.output()));
+  }
+  if (run.stopped()) return TaskOutcome::released(with_tail("stopped", run.output()));
+  return outcome_of(run.status(), run.output());
 }
 
 }  // namespace agentcron

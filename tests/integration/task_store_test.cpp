@@ -1,5 +1,6 @@
 // TaskStore against a real PostgreSQL: every method, concurrency of claims, timeouts, bad rows.
 #include "agentcron/pg_task_store.hpp"
+#include "pg_statements.hpp"
 
 #include <gtest/gtest.h>
 
@@ -68,15 +69,16 @@ TEST_F(StoreTest, ClaimTakesDueTasksInPriorityThenTimeOrderAndLeasesThem) {
   EXPECT_TRUE(store->claim_due(claim(1)).empty());
 }
 
+// The plan of the claim statement the store really sends (pg_statements.hpp), not of a copy.
 TEST_F(StoreTest, ClaimUsesTheDueIndex) {
   db.insert_due(2000);
   db.exec("ANALYZE agentcron.agent_tasks");
   pqxx::nontransaction tx(db.sql());
+  tx.exec(std::string("PREPARE claim_plan AS ") + pg::kClaim.sql);
   std::string plan;
-  for (const auto& row : tx.exec("EXPLAIN SELECT id FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = "
-                                 "'approved' AND scheduled_for <= now() AND kind = ANY('{noop}') ORDER BY priority "
-                                 "DESC, scheduled_for, id LIMIT 50 FOR UPDATE SKIP LOCKED"))
+  for (const auto& row : tx.exec("EXPLAIN EXECUTE claim_plan('{noop}', 50, 'w1', 60000, 1048576)"))
     plan += row[0].as<std::string>() + "\n";
+  tx.exec("DEALLOCATE claim_plan");
   EXPECT_NE(plan.find("agent_tasks_due_idx"), std::string::npos) << plan;
 }
 

@@ -7,23 +7,9 @@
 #include <string_view>
 #include <vector>
 
-namespace agentcron::testing {
+#include "agentcron/database_url.hpp"
 
-// Every byte but the unreserved ones as %XX.
-inline std::string percent_encode(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
+namespace agentcron::testing {
 
 // The first form of `secret` found in `output`: the secret, its percent-encoding, or any piece of
 // 4 bytes, except pieces that `baseline` (the same output for another secret) holds anyway.

@@ -343,5 +343,25 @@ TEST_F(PollerOnFake, FailedClaimsOpenTheBreakerWhichSkipsTheDatabaseUntilItsCool
   EXPECT_EQ(breaker.state(), CircuitBreaker::State::closed);
 }
 
+TEST_F(PollerOnFake, OnceTakesOneWholeBatchWhateverTheFreeSlots) {
+  due("wait", 5);
+  EXPECT_EQ(poller(50)->claim_batch(4), 4);  // 2 run, 2 queue in the executor
+  EXPECT_EQ(store.count("running"), 4u);
+  EXPECT_EQ(executor->busy(), 4);
+}
+
+TEST_F(PollerOnFake, OnceDrainClaimsUntilNothingIsDueOrItsLimit) {
+  due("noop", 5);
+  auto p = poller(2, {"noop"});
+  int made_room = 0;
+  EXPECT_EQ(drain(*p, *executor, 3, 1, {}, [&] { ++made_room; }), 3);
+  EXPECT_EQ(drain(*p, *executor, INT_MAX, 1, {}, [&] { ++made_room; }), 2);
+  EXPECT_EQ(store.count("pending"), 0u);
+  std::stop_source stop;
+  stop.request_stop();
+  due("noop", 1);
+  EXPECT_EQ(drain(*p, *executor, INT_MAX, 1, stop.get_token(), [] {}), 0);  // a signal: no claim
+}
+
 }  // namespace
 }  // namespace agentcron

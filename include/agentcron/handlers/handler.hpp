@@ -29,8 +29,9 @@ struct HandlerContext {
 class Handler {
  public:
   virtual ~Handler() = default;
-  // Runs one task. Returns its outcome; an exception is turned into a failed outcome by the
-  // executor, but a handler that knows better returns TaskOutcome::retry or ::failure.
+  // Runs one task. Returns its outcome; an exception is turned by the executor into a failed
+  // attempt (retried while attempts last), but a handler that knows better returns
+  // TaskOutcome::retry or ::failure.
   virtual TaskOutcome run(const Task& task, const HandlerContext& ctx) = 0;
   // A notification to send in the transaction that records the task's success: (channel, payload).
   virtual std::optional<std::pair<std::string, std::string>> completion_notify(const Task&) const {

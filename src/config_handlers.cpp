@@ -1,0 +1,149 @@
+// The [handlers.<kind>] tables of the configuration (see config.hpp): each type's keys, checked
+// where they are read, with file and line in every error.
+#include <algorithm>
+#include <fstream>
+#include <vector>
+
+#include "agentcron/database_url.hpp"
+#include "agentcron/handlers/exec.hpp"
+#include "config_parts.hpp"
+
+namespace agentcron {
+
+std::optional<HandlerType> parse_handler_type(std::string_view name) {
+  if (name == "notify") return HandlerType::notify;
+  if (name == "http") return HandlerType::http;
+  if (name == "exec") return HandlerType::exec;
+  return std::nullopt;
+}
+
+const char* to_string(HandlerType type) {
+  switch (type) {
+    case HandlerType::notify: return "notify";
+    case HandlerType::http: return "http";
+    case HandlerType::exec: return "exec";
+  }
+  return "?";
+}
+
+namespace config_parts {
+namespace {
+
+std::string expect_string(const std::string& file, const std::string& key, const toml::node& n) {
+  if (!n.is_string()) fail(where_in(file, n), key, "must be a string");
+  return n.as_string()->get();
+}
+
+Millis expect_duration(const std::string& file, const std::string& key, const toml::node& n) {
+  std::string s = expect_string(file, key, n);
+  std::string why;
+  auto d = parse_duration(s, &why);
+  if (!d || d->count() <= 0 || *d > kMaxDuration)
+    fail(where_in(file, n), key, "must be a duration > 0 (and at most 3650d) such as \"30s\", got \"" + s + "\"");
+  return *d;
+}
+
+std::vector<std::pair<std::string, std::string>> expect_string_table(const std::string& file, const std::string& key,
+                                                                     const toml::node& n) {
+  if (!n.is_table()) fail(where_in(file, n), key, "must be a table of strings");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [k, v] : *n.as_table())
+    out.emplace_back(std::string(k.str()), expect_string(file, key + "." + std::string(k.str()), v));
+  return out;
+}
+
+}  // namespace
+
+std::string where_in(const std::string& file, const toml::node& n) {
+  return file + ":" + std::to_string(n.source().begin.line);
+}
+
+HandlerConfig parse_handler(const std::string& file, const std::string& kind, const toml::table& t) {
+  HandlerConfig h;
+  h.kind = kind;
+  h.line = t.source().begin.line;
+  const std::string prefix = "handlers." + kind;
+  std::string table_where = file + ":" + std::to_string(h.line);
+  if (kind.empty() || kind.size() > 200) fail(table_where, prefix, "needs a kind name of 1 to 200 characters");
+  const toml::node* type = t.get("type");
+  if (!type) fail(table_where, prefix + ".type", "is missing (notify, http or exec)");
+  std::string type_name = expect_string(file, prefix + ".type", *type);
+  auto parsed_type = parse_handler_type(type_name);
+  if (!parsed_type) fail(where_in(file, *type), prefix + ".type", "must be notify, http or exec, got \"" + type_name + "\"");
+  h.type = *parsed_type;
+  std::vector<std::string> allowed = {"type"};
+  switch (h.type) {
+    case HandlerType::notify: allowed.insert(allowed.end(), {"channel"}); break;
+    case HandlerType::http:
+      allowed.insert(allowed.end(), {"url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"});
+      break;
+    case HandlerType::exec:
+      allowed.insert(allowed.end(), {"command", "working_dir", "env", "inherit_env", "timeout", "kill_after"});
+      break;
+  }
+  for (const auto& [k, v] : t) {
+    std::string key = prefix + "." + std::string(k.str());
+    std::string name(k.str());
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
+      fail(where_in(file, v), key, std::string("is not a key of a ") + to_string(h.type) + " handler");
+    if (name == "channel") {
+      h.channel = expect_string(file, key, v);
+      if (h.channel.empty() || h.channel.size() > 63) fail(where_in(file, v), key, "must be 1 to 63 characters");
+    } else if (name == "url") {
+      h.url = expect_string(file, key, v);
+      if (!h.url.starts_with("http://") && !h.url.starts_with("https://"))
+        fail(where_in(file, v), key, "must start with http:// or https://, got \"" + redact_url(h.url) + "\"");
+      std::string authority = h.url.substr(h.url.find("://") + 3);
+      if (authority.substr(0, authority.find_first_of("/?#")).find('@') != std::string::npos)
+        fail(where_in(file, v), key, "must not carry a user name or password (put credentials in headers), got \"" +
+                                         redact_url(h.url) + "\"");
+    } else if (name == "method") {
+      h.method = expect_string(file, key, v);
+      if (h.method != "POST" && h.method != "PUT" && h.method != "PATCH")
+        fail(where_in(file, v), key, "must be POST, PUT or PATCH, got \"" + h.method + "\"");
+    } else if (name == "headers") {
+      h.headers = expect_string_table(file, key, v);
+    } else if (name == "env") {
+      h.env = expect_string_table(file, key, v);
+    } else if (name == "timeout") {
+      h.timeout = expect_duration(file, key, v);
+    } else if (name == "kill_after") {
+      h.kill_after = expect_duration(file, key, v);
+    } else if (name == "tls_verify") {
+      if (!v.is_boolean()) fail(where_in(file, v), key, "must be true or false");
+      h.tls_verify = v.as_boolean()->get();
+    } else if (name == "ca_file") {
+      h.ca_file = expect_string(file, key, v);
+      std::ifstream pem(h.ca_file);
+      std::string head(64 * 1024, '\0');
+      pem.read(head.data(), static_cast<std::streamsize>(head.size()));
+      head.resize(static_cast<std::size_t>(pem.gcount()));
+      if (!pem.good() && !pem.eof()) fail(where_in(file, v), key, "cannot be read: \"" + h.ca_file + "\"");
+      if (head.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+        fail(where_in(file, v), key, "holds no PEM certificate (-----BEGIN CERTIFICATE-----): \"" + h.ca_file + "\"");
+    } else if (name == "max_response_bytes") {
+      if (!v.is_integer() || v.as_integer()->get() < 1024 || v.as_integer()->get() > (std::int64_t{1} << 30))
+        fail(where_in(file, v), key, "must be a whole number of bytes from 1024 to 1073741824");
+      h.max_response_bytes = v.as_integer()->get();
+    } else if (name == "inherit_env") {
+      if (!v.is_array()) fail(where_in(file, v), key, "must be an array of variable names");
+      for (const auto& item : *v.as_array()) {
+        std::string var = expect_string(file, key, item);
+        if (auto why = forbidden_inherit(var)) fail(where_in(file, item), key, "\"" + var + "\" " + *why);
+        h.inherit_env.push_back(std::move(var));
+      }
+    } else if (name == "working_dir") {
+      h.working_dir = expect_string(file, key, v);
+    } else if (name == "command") {
+      if (!v.is_array()) fail(where_in(file, v), key, "must be an array of strings (argv, no shell)");
+      for (const auto& item : *v.as_array()) h.command.push_back(expect_string(file, key, item));
+    }
+  }
+  if (h.type == HandlerType::http && h.url.empty()) fail(table_where, prefix + ".url", "is missing: an http handler needs a url");
+  if (h.type == HandlerType::exec && (h.command.empty() || h.command.front().empty()))
+    fail(table_where, prefix + ".command", "is missing or empty: an exec handler needs a command");
+  return h;
+}
+
+}  // namespace config_parts
+}  // namespace agentcron
