@@ -261,7 +261,7 @@ ExitCode cmd_migrate(const Globals& g) {
   return ExitCode::ok;
 }
 
-ExitCode cmd_enqueue(const Globals& g) {
+po::options_description enqueue_options() {
   po::options_description d("enqueue options");
   d.add_options()
       ("kind", po::value<std::string>(), "the task kind (selects the handler)")
@@ -276,9 +276,11 @@ ExitCode cmd_enqueue(const Globals& g) {
       ("agent", po::value<std::string>(), "owner agent id")
       ("dedup-key", po::value<std::string>(), "skip if a pending or running task has this key")
       ("approval", po::value<std::string>()->default_value("approved"), "approved, pending or rejected");
-  bool help = false;
-  auto vm = parse_command("enqueue", g.args, d, {}, "--kind K [options]", help);
-  if (help) return ExitCode::ok;
+  return d;
+}
+
+// The task an `enqueue` command line describes, every option checked (UsageError naming it).
+EnqueueParams enqueue_params(const po::variables_map& vm) {
   if (!vm.count("kind") || vm["kind"].as<std::string>().empty()) throw UsageError("enqueue: --kind is required");
   EnqueueParams p;
   p.kind = vm["kind"].as<std::string>();
@@ -303,10 +305,9 @@ ExitCode cmd_enqueue(const Globals& g) {
   }
   p.timezone = vm["timezone"].as<std::string>();
   if (!TimeZone::find(p.timezone)) throw UsageError("enqueue: unknown time zone \"" + p.timezone + "\"");
-  std::optional<CronSchedule> cron;
   if (vm.count("cron")) {
     try {
-      cron = CronSchedule::parse(vm["cron"].as<std::string>());
+      CronSchedule::parse(vm["cron"].as<std::string>());
     } catch (const CronError& e) {
       throw UsageError(std::string("enqueue: ") + e.what());
     }
@@ -321,10 +322,20 @@ ExitCode cmd_enqueue(const Globals& g) {
   p.approval = vm["approval"].as<std::string>();
   if (p.approval != "approved" && p.approval != "pending" && p.approval != "rejected")
     throw UsageError("enqueue: --approval must be approved, pending or rejected");
+  return p;
+}
+
+ExitCode cmd_enqueue(const Globals& g) {
+  po::options_description d = enqueue_options();
+  bool help = false;
+  auto vm = parse_command("enqueue", g.args, d, {}, "--kind K [options]", help);
+  if (help) return ExitCode::ok;
+  EnqueueParams p = enqueue_params(vm);
   Config c = load(g);
   auto log = make_logger(c);
   AdminDb db(c, *log);
-  if (cron && !p.at && !p.in) p.at = cron->next(db.store.now(), TimeZone::locate(p.timezone));  // its first fire time
+  // A recurring task without --at or --in starts at its first fire time.
+  if (p.cron && !p.at && !p.in) p.at = CronSchedule::parse(*p.cron).next(db.store.now(), TimeZone::locate(p.timezone));
   EnqueueResult r = db.store.enqueue(p);
   if (r.deduplicated) std::cout << "task " << r.id << " already pending with dedup key " << *p.dedup_key << "\n";
   else std::cout << "enqueued task " << r.id << "\n";

@@ -179,21 +179,10 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
       continue;
     }
     done.push_back(t.claim());
-    bool is_retry = c.run_outcome == "retry";
-    bool is_failure = !is_retry && (c.status == Completion::Status::failed || c.run_outcome == "failed");
-    if (is_retry) ++retried;
-    else if (is_failure) ++failed;
-    else ++ok;
-    if (!is_retry && !is_failure) {
-      log_.info("task succeeded", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
-    } else if (is_retry) {
-      log_.warn("task failed, will retry", {{"task_id", t.id},
-                                            {"kind", t.kind},
-                                            {"attempt", t.attempt},
-                                            {"error", c.error},
-                                            {"retry_in_ms", static_cast<std::int64_t>(c.retry_delay->count())}});
-    } else {
-      log_.error("task failed", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}, {"error", c.error}});
+    switch (log_written(c, t)) {
+      case Written::succeeded: ++ok; break;
+      case Written::retried: ++retried; break;
+      case Written::failed: ++failed; break;
     }
   }
   {
@@ -206,6 +195,23 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
   }
   announce_written(done);
   return true;
+}
+
+Completer::Written Completer::log_written(const Completion& c, const Task& t) {
+  if (c.run_outcome == "retry") {
+    log_.warn("task failed, will retry", {{"task_id", t.id},
+                                          {"kind", t.kind},
+                                          {"attempt", t.attempt},
+                                          {"error", c.error},
+                                          {"retry_in_ms", static_cast<std::int64_t>(c.retry_delay->count())}});
+    return Written::retried;
+  }
+  if (c.status == Completion::Status::failed || c.run_outcome == "failed") {
+    log_.error("task failed", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}, {"error", c.error}});
+    return Written::failed;
+  }
+  log_.info("task succeeded", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+  return Written::succeeded;
 }
 
 bool Completer::write_releases(std::vector<FinishedRun> runs) {

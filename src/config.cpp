@@ -223,80 +223,91 @@ std::string show_value(const Config& c, const KeySpec& k) {
 
 std::string got_text(const std::string& s) { return "\"" + s + "\""; }
 
+// The value of `raw` for key `k` as each type of key reads it; a bad one is a ConfigError.
+int int_value(const KeySpec& k, const Raw& raw, const std::string& key) {
+  std::int64_t v = 0;
+  if (raw.text) {
+    const auto& s = std::get<std::string>(raw.value);
+    std::size_t used = 0;
+    try { v = std::stoll(s, &used); } catch (...) { used = 0; }
+    if (s.empty() || used != s.size()) fail(raw.where, key, "must be an integer, got " + got_text(s));
+  } else if (auto* i = std::get_if<std::int64_t>(&raw.value)) {
+    v = *i;
+  } else {
+    fail(raw.where, key, "must be an integer, got " + type_name(raw));
+  }
+  if (static_cast<double>(v) < k.min || static_cast<double>(v) > k.max)
+    fail(raw.where, key, "must be between " + std::to_string(static_cast<long long>(k.min)) + " and " +
+                             std::to_string(static_cast<long long>(k.max)) + ", got " + std::to_string(v));
+  return static_cast<int>(v);
+}
+
+double number_value(const KeySpec& k, const Raw& raw, const std::string& key) {
+  double v = 0;
+  if (raw.text) {
+    const auto& s = std::get<std::string>(raw.value);
+    std::size_t used = 0;
+    try { v = std::stod(s, &used); } catch (...) { used = 0; }
+    if (s.empty() || used != s.size()) fail(raw.where, key, "must be a number, got " + got_text(s));
+  } else if (auto* d = std::get_if<double>(&raw.value)) {
+    v = *d;
+  } else if (auto* i = std::get_if<std::int64_t>(&raw.value)) {
+    v = static_cast<double>(*i);
+  } else {
+    fail(raw.where, key, "must be a number, got " + type_name(raw));
+  }
+  if (!std::isfinite(v) || v < k.min || v > k.max) {
+    std::ostringstream o;
+    o << "must be between " << k.min << " and " << k.max << ", got " << v;
+    fail(raw.where, key, o.str());
+  }
+  return v;
+}
+
+bool bool_value(const Raw& raw, const std::string& key) {
+  if (auto* b = std::get_if<bool>(&raw.value)) return *b;
+  if (!raw.text) fail(raw.where, key, "must be true or false, got " + type_name(raw));
+  std::string s = std::get<std::string>(raw.value);
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  fail(raw.where, key, "must be true or false, got " + got_text(std::get<std::string>(raw.value)));
+}
+
+Millis duration_value(const KeySpec& k, const Raw& raw, const std::string& key) {
+  auto* s = std::get_if<std::string>(&raw.value);
+  if (!s) fail(raw.where, key, "must be a duration string such as \"15s\", got " + type_name(raw));
+  std::string why;
+  auto d = parse_duration(*s, &why);
+  if (!d) fail(raw.where, key, "must be a duration such as \"250ms\", \"15s\", \"5m\": " + why + ", got " + got_text(*s));
+  if (static_cast<double>(d->count()) < k.min)
+    fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
+  if (*d > kMaxDuration) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
+  // PostgreSQL's timeouts and libpq's socket timeouts are 32-bit milliseconds.
+  if (k.max > 0 && static_cast<double>(d->count()) > k.max)
+    fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
+  return *d;
+}
+
+std::string string_value(const KeySpec& k, const Raw& raw, const std::string& key) {
+  auto* s = std::get_if<std::string>(&raw.value);
+  if (!s) fail(raw.where, key, "must be a string, got " + type_name(raw));
+  if (k.check)
+    if (auto problem = k.check(*s)) fail(raw.where, key, *problem);
+  return *s;
+}
+
 void apply(Config& c, const KeySpec& k, const Raw& raw) {
   const std::string key = k.key();
   std::visit(
       [&](auto ref) {
         auto& slot = ref(c);
         using T = std::decay_t<decltype(slot)>;
-        if constexpr (std::is_same_v<T, int>) {
-          std::int64_t v;
-          if (raw.text) {
-            const auto& s = std::get<std::string>(raw.value);
-            std::size_t used = 0;
-            try { v = std::stoll(s, &used); } catch (...) { used = 0; }
-            if (s.empty() || used != s.size()) fail(raw.where, key, "must be an integer, got " + got_text(s));
-          } else if (auto* i = std::get_if<std::int64_t>(&raw.value)) {
-            v = *i;
-          } else {
-            fail(raw.where, key, "must be an integer, got " + type_name(raw));
-          }
-          if (static_cast<double>(v) < k.min || static_cast<double>(v) > k.max)
-            fail(raw.where, key, "must be between " + std::to_string(static_cast<long long>(k.min)) + " and " +
-                                     std::to_string(static_cast<long long>(k.max)) + ", got " + std::to_string(v));
-          slot = static_cast<int>(v);
-        } else if constexpr (std::is_same_v<T, double>) {
-          double v;
-          if (raw.text) {
-            const auto& s = std::get<std::string>(raw.value);
-            std::size_t used = 0;
-            try { v = std::stod(s, &used); } catch (...) { used = 0; }
-            if (s.empty() || used != s.size()) fail(raw.where, key, "must be a number, got " + got_text(s));
-          } else if (auto* d = std::get_if<double>(&raw.value)) {
-            v = *d;
-          } else if (auto* i = std::get_if<std::int64_t>(&raw.value)) {
-            v = static_cast<double>(*i);
-          } else {
-            fail(raw.where, key, "must be a number, got " + type_name(raw));
-          }
-          if (!std::isfinite(v) || v < k.min || v > k.max) {
-            std::ostringstream o;
-            o << "must be between " << k.min << " and " << k.max << ", got " << v;
-            fail(raw.where, key, o.str());
-          }
-          slot = v;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          if (raw.text) {
-            std::string s = std::get<std::string>(raw.value);
-            for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-            if (s == "true" || s == "1" || s == "yes" || s == "on") slot = true;
-            else if (s == "false" || s == "0" || s == "no" || s == "off") slot = false;
-            else fail(raw.where, key, "must be true or false, got " + got_text(std::get<std::string>(raw.value)));
-          } else if (auto* b = std::get_if<bool>(&raw.value)) {
-            slot = *b;
-          } else {
-            fail(raw.where, key, "must be true or false, got " + type_name(raw));
-          }
-        } else if constexpr (std::is_same_v<T, Millis>) {
-          auto* s = std::get_if<std::string>(&raw.value);
-          if (!s) fail(raw.where, key, "must be a duration string such as \"15s\", got " + type_name(raw));
-          std::string why;
-          auto d = parse_duration(*s, &why);
-          if (!d) fail(raw.where, key, "must be a duration such as \"250ms\", \"15s\", \"5m\": " + why + ", got " + got_text(*s));
-          if (static_cast<double>(d->count()) < k.min)
-            fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
-          if (*d > kMaxDuration) fail(raw.where, key, "must be at most 3650d, got " + got_text(*s));
-          // PostgreSQL's timeouts and libpq's socket timeouts are 32-bit milliseconds.
-          if (k.max > 0 && static_cast<double>(d->count()) > k.max)
-            fail(raw.where, key, std::string("must be ") + k.range_doc + ", got " + got_text(*s));
-          slot = *d;
-        } else {
-          auto* s = std::get_if<std::string>(&raw.value);
-          if (!s) fail(raw.where, key, "must be a string, got " + type_name(raw));
-          if (k.check)
-            if (auto problem = k.check(*s)) fail(raw.where, key, *problem);
-          slot = *s;
-        }
+        if constexpr (std::is_same_v<T, int>) slot = int_value(k, raw, key);
+        else if constexpr (std::is_same_v<T, double>) slot = number_value(k, raw, key);
+        else if constexpr (std::is_same_v<T, bool>) slot = bool_value(raw, key);
+        else if constexpr (std::is_same_v<T, Millis>) slot = duration_value(k, raw, key);
+        else slot = string_value(k, raw, key);
       },
       k.ref);
   c.origins[key] = raw.where;

@@ -58,6 +58,86 @@ std::string where_in(const std::string& file, const toml::node& n) {
   return file + ":" + std::to_string(n.source().begin.line);
 }
 
+namespace {
+
+// The keys a handler of `type` takes.
+std::vector<std::string> allowed_keys(HandlerType type) {
+  switch (type) {
+    case HandlerType::notify: return {"type", "channel"};
+    case HandlerType::http:
+      return {"type", "url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"};
+    case HandlerType::exec: return {"type", "command", "working_dir", "env", "inherit_env", "timeout", "kill_after"};
+  }
+  return {"type"};
+}
+
+void read_url(HandlerConfig& h, const std::string& file, const std::string& key, const toml::node& v) {
+  h.url = expect_string(file, key, v);
+  if (!h.url.starts_with("http://") && !h.url.starts_with("https://"))
+    fail(where_in(file, v), key, "must start with http:// or https://, got \"" + redact_url(h.url) + "\"");
+  std::string authority = h.url.substr(h.url.find("://") + 3);
+  if (authority.substr(0, authority.find_first_of("/?#")).find('@') != std::string::npos)
+    fail(where_in(file, v), key, "must not carry a user name or password (put credentials in headers), got \"" +
+                                     redact_url(h.url) + "\"");
+}
+
+void read_ca_file(HandlerConfig& h, const std::string& file, const std::string& key, const toml::node& v) {
+  h.ca_file = expect_string(file, key, v);
+  std::ifstream pem(h.ca_file);
+  std::string head(64 * 1024, '\0');
+  pem.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<std::size_t>(pem.gcount()));
+  if (!pem.good() && !pem.eof()) fail(where_in(file, v), key, "cannot be read: \"" + h.ca_file + "\"");
+  if (head.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+    fail(where_in(file, v), key, "holds no PEM certificate (-----BEGIN CERTIFICATE-----): \"" + h.ca_file + "\"");
+}
+
+void read_inherit_env(HandlerConfig& h, const std::string& file, const std::string& key, const toml::node& v) {
+  if (!v.is_array()) fail(where_in(file, v), key, "must be an array of variable names");
+  for (const auto& item : *v.as_array()) {
+    std::string var = expect_string(file, key, item);
+    if (auto why = forbidden_inherit(var)) fail(where_in(file, item), key, "\"" + var + "\" " + *why);
+    h.inherit_env.push_back(std::move(var));
+  }
+}
+
+// One key of a handler table (already known to be one its type takes).
+void read_key(HandlerConfig& h, const std::string& file, const std::string& name, const std::string& key,
+              const toml::node& v) {
+  auto bad = [&](const std::string& what) { fail(where_in(file, v), key, what); };
+  if (name == "channel") {
+    h.channel = expect_string(file, key, v);
+    if (h.channel.empty() || h.channel.size() > 63) bad("must be 1 to 63 characters");
+  } else if (name == "url") {
+    read_url(h, file, key, v);
+  } else if (name == "method") {
+    h.method = expect_string(file, key, v);
+    if (h.method != "POST" && h.method != "PUT" && h.method != "PATCH") bad("must be POST, PUT or PATCH, got \"" + h.method + "\"");
+  } else if (name == "headers" || name == "env") {
+    (name == "env" ? h.env : h.headers) = expect_string_table(file, key, v);
+  } else if (name == "timeout" || name == "kill_after") {
+    (name == "timeout" ? h.timeout : h.kill_after) = expect_duration(file, key, v);
+  } else if (name == "tls_verify") {
+    if (!v.is_boolean()) bad("must be true or false");
+    h.tls_verify = v.as_boolean()->get();
+  } else if (name == "ca_file") {
+    read_ca_file(h, file, key, v);
+  } else if (name == "max_response_bytes") {
+    if (!v.is_integer() || v.as_integer()->get() < 1024 || v.as_integer()->get() > (std::int64_t{1} << 30))
+      bad("must be a whole number of bytes from 1024 to 1073741824");
+    h.max_response_bytes = v.as_integer()->get();
+  } else if (name == "inherit_env") {
+    read_inherit_env(h, file, key, v);
+  } else if (name == "working_dir") {
+    h.working_dir = expect_string(file, key, v);
+  } else if (name == "command") {
+    if (!v.is_array()) bad("must be an array of strings (argv, no shell)");
+    for (const auto& item : *v.as_array()) h.command.push_back(expect_string(file, key, item));
+  }
+}
+
+}  // namespace
+
 HandlerConfig parse_handler(const std::string& file, const std::string& kind, const toml::table& t) {
   HandlerConfig h;
   h.kind = kind;
@@ -71,73 +151,13 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
   auto parsed_type = parse_handler_type(type_name);
   if (!parsed_type) fail(where_in(file, *type), prefix + ".type", "must be notify, http or exec, got \"" + type_name + "\"");
   h.type = *parsed_type;
-  std::vector<std::string> allowed = {"type"};
-  switch (h.type) {
-    case HandlerType::notify: allowed.insert(allowed.end(), {"channel"}); break;
-    case HandlerType::http:
-      allowed.insert(allowed.end(), {"url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"});
-      break;
-    case HandlerType::exec:
-      allowed.insert(allowed.end(), {"command", "working_dir", "env", "inherit_env", "timeout", "kill_after"});
-      break;
-  }
+  std::vector<std::string> allowed = allowed_keys(h.type);
   for (const auto& [k, v] : t) {
-    std::string key = prefix + "." + std::string(k.str());
     std::string name(k.str());
+    std::string key = prefix + "." + name;
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
       fail(where_in(file, v), key, std::string("is not a key of a ") + to_string(h.type) + " handler");
-    if (name == "channel") {
-      h.channel = expect_string(file, key, v);
-      if (h.channel.empty() || h.channel.size() > 63) fail(where_in(file, v), key, "must be 1 to 63 characters");
-    } else if (name == "url") {
-      h.url = expect_string(file, key, v);
-      if (!h.url.starts_with("http://") && !h.url.starts_with("https://"))
-        fail(where_in(file, v), key, "must start with http:// or https://, got \"" + redact_url(h.url) + "\"");
-      std::string authority = h.url.substr(h.url.find("://") + 3);
-      if (authority.substr(0, authority.find_first_of("/?#")).find('@') != std::string::npos)
-        fail(where_in(file, v), key, "must not carry a user name or password (put credentials in headers), got \"" +
-                                         redact_url(h.url) + "\"");
-    } else if (name == "method") {
-      h.method = expect_string(file, key, v);
-      if (h.method != "POST" && h.method != "PUT" && h.method != "PATCH")
-        fail(where_in(file, v), key, "must be POST, PUT or PATCH, got \"" + h.method + "\"");
-    } else if (name == "headers") {
-      h.headers = expect_string_table(file, key, v);
-    } else if (name == "env") {
-      h.env = expect_string_table(file, key, v);
-    } else if (name == "timeout") {
-      h.timeout = expect_duration(file, key, v);
-    } else if (name == "kill_after") {
-      h.kill_after = expect_duration(file, key, v);
-    } else if (name == "tls_verify") {
-      if (!v.is_boolean()) fail(where_in(file, v), key, "must be true or false");
-      h.tls_verify = v.as_boolean()->get();
-    } else if (name == "ca_file") {
-      h.ca_file = expect_string(file, key, v);
-      std::ifstream pem(h.ca_file);
-      std::string head(64 * 1024, '\0');
-      pem.read(head.data(), static_cast<std::streamsize>(head.size()));
-      head.resize(static_cast<std::size_t>(pem.gcount()));
-      if (!pem.good() && !pem.eof()) fail(where_in(file, v), key, "cannot be read: \"" + h.ca_file + "\"");
-      if (head.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
-        fail(where_in(file, v), key, "holds no PEM certificate (-----BEGIN CERTIFICATE-----): \"" + h.ca_file + "\"");
-    } else if (name == "max_response_bytes") {
-      if (!v.is_integer() || v.as_integer()->get() < 1024 || v.as_integer()->get() > (std::int64_t{1} << 30))
-        fail(where_in(file, v), key, "must be a whole number of bytes from 1024 to 1073741824");
-      h.max_response_bytes = v.as_integer()->get();
-    } else if (name == "inherit_env") {
-      if (!v.is_array()) fail(where_in(file, v), key, "must be an array of variable names");
-      for (const auto& item : *v.as_array()) {
-        std::string var = expect_string(file, key, item);
-        if (auto why = forbidden_inherit(var)) fail(where_in(file, item), key, "\"" + var + "\" " + *why);
-        h.inherit_env.push_back(std::move(var));
-      }
-    } else if (name == "working_dir") {
-      h.working_dir = expect_string(file, key, v);
-    } else if (name == "command") {
-      if (!v.is_array()) fail(where_in(file, v), key, "must be an array of strings (argv, no shell)");
-      for (const auto& item : *v.as_array()) h.command.push_back(expect_string(file, key, item));
-    }
+    read_key(h, file, name, key, v);
   }
   if (h.type == HandlerType::http && h.url.empty()) fail(table_where, prefix + ".url", "is missing: an http handler needs a url");
   if (h.type == HandlerType::exec && (h.command.empty() || h.command.front().empty()))

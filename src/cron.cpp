@@ -151,36 +151,40 @@ TimeZone TimeZone::locate(std::string_view name) {
 
 std::string_view TimeZone::name() const { return tz(*this)->name(); }
 
-CronSchedule CronSchedule::parse(std::string_view text) {
-  CronSchedule s;
-  s.text_ = std::string(text);
-  std::string_view t = text;
+namespace {
+
+std::string_view trimmed(std::string_view t) {
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
-  const std::string quoted = "\"" + std::string(text) + "\"";
-  std::string expanded;
-  if (!t.empty() && t.front() == '@') {
-    std::string_view macro = t.substr(0, t.find_first_of(" \t"));
-    if (macro == "@every") {
-      std::string_view arg = t.substr(macro.size());
-      while (!arg.empty() && std::isspace(static_cast<unsigned char>(arg.front()))) arg.remove_prefix(1);
-      std::string why;
-      auto d = parse_duration(arg, &why);
-      if (!d) throw CronError("cron: @every needs a duration such as 30s or 5m (" + why + ") in " + quoted);
-      if (d->count() <= 0) throw CronError("cron: @every needs a duration > 0 in " + quoted);
-      if (*d > std::chrono::days(366)) throw CronError("cron: @every is at most 366d in " + quoted);
-      s.every_ = *d;
-      return s;
-    }
-    if (macro.size() != t.size()) throw CronError("cron: " + std::string(macro) + " takes no arguments in " + quoted);
-    if (macro == "@yearly" || macro == "@annually") expanded = "0 0 1 1 *";
-    else if (macro == "@monthly") expanded = "0 0 1 * *";
-    else if (macro == "@weekly") expanded = "0 0 * * 0";
-    else if (macro == "@daily" || macro == "@midnight") expanded = "0 0 * * *";
-    else if (macro == "@hourly") expanded = "0 * * * *";
-    else throw CronError("cron: unknown macro " + std::string(macro) + " in " + quoted);
-    t = expanded;
-  }
+  return t;
+}
+
+// "@every 30s": its interval; nullopt for anything else.
+std::optional<Millis> every_interval(std::string_view t, const std::string& quoted) {
+  if (t.substr(0, t.find_first_of(" \t")) != "@every") return std::nullopt;
+  std::string_view arg = trimmed(t.substr(6));
+  std::string why;
+  auto d = parse_duration(arg, &why);
+  if (!d) throw CronError("cron: @every needs a duration such as 30s or 5m (" + why + ") in " + quoted);
+  if (d->count() <= 0) throw CronError("cron: @every needs a duration > 0 in " + quoted);
+  if (*d > std::chrono::days(366)) throw CronError("cron: @every is at most 366d in " + quoted);
+  return d;
+}
+
+// A macro (@daily, …) as its five fields; other text as it is.
+std::string expand_macro(std::string_view t, const std::string& quoted) {
+  if (t.empty() || t.front() != '@') return std::string(t);
+  std::string_view macro = t.substr(0, t.find_first_of(" \t"));
+  if (macro.size() != t.size()) throw CronError("cron: " + std::string(macro) + " takes no arguments in " + quoted);
+  if (macro == "@yearly" || macro == "@annually") return "0 0 1 1 *";
+  if (macro == "@monthly") return "0 0 1 * *";
+  if (macro == "@weekly") return "0 0 * * 0";
+  if (macro == "@daily" || macro == "@midnight") return "0 0 * * *";
+  if (macro == "@hourly") return "0 * * * *";
+  throw CronError("cron: unknown macro " + std::string(macro) + " in " + quoted);
+}
+
+std::vector<std::string_view> split_fields(std::string_view t) {
   std::vector<std::string_view> fields;
   std::size_t i = 0;
   while (i < t.size()) {
@@ -189,6 +193,33 @@ CronSchedule CronSchedule::parse(std::string_view text) {
     while (i < t.size() && !std::isspace(static_cast<unsigned char>(t[i]))) ++i;
     if (i > start) fields.push_back(t.substr(start, i - start));
   }
+  return fields;
+}
+
+// Whether some chosen month has one of the chosen days (30 February never comes).
+bool some_month_has_a_day(std::uint16_t month_mask, std::uint32_t day_mask) {
+  for (unsigned m = 1; m <= 12; ++m) {
+    if (!(month_mask >> m & 1)) continue;
+    int max_day = m == 2 ? 29 : days_in_month(2001, m);
+    for (int d = 1; d <= max_day; ++d)
+      if (day_mask >> d & 1) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+CronSchedule CronSchedule::parse(std::string_view text) {
+  CronSchedule s;
+  s.text_ = std::string(text);
+  const std::string quoted = "\"" + std::string(text) + "\"";
+  std::string_view t = trimmed(text);
+  if (auto every = every_interval(t, quoted)) {
+    s.every_ = *every;
+    return s;
+  }
+  const std::string expanded = expand_macro(t, quoted);
+  std::vector<std::string_view> fields = split_fields(expanded);
   if (fields.size() != 5 && fields.size() != 6)
     throw CronError("cron: expected 5 or 6 fields, got " + std::to_string(fields.size()) + " in " + quoted);
   s.has_seconds_ = fields.size() == 6;
@@ -215,20 +246,10 @@ CronSchedule CronSchedule::parse(std::string_view text) {
   s.dom_star_ = stars[o + 2];
   s.dow_star_ = stars[o + 4];
   // A schedule that can never fire: only day-of-month decides, and no chosen month has any of
-  // the chosen days (30 February). Caught here so that next() never searches in vain.
-  bool dom_only = !s.dom_star_ && s.dow_star_;
-  bool and_rule = s.dom_star_ || s.dow_star_;
-  if (dom_only || and_rule) {
-    bool possible = false;
-    for (unsigned m = 1; m <= 12 && !possible; ++m) {
-      if (!(s.months_ >> m & 1)) continue;
-      int max_day = m == 2 ? 29 : days_in_month(2001, m);
-      for (int d = 1; d <= max_day && !possible; ++d) possible = s.days_ >> d & 1;
-    }
-    if (!possible)
-      throw CronError("cron: field " + std::to_string(o + 3) + " (day-of-month): no chosen month has day " +
-                      std::string(fields[o + 2]) + ", so the schedule never fires, in " + quoted);
-  }
+  // the chosen days. Caught here so that next() never searches in vain.
+  if ((s.dom_star_ || s.dow_star_) && !some_month_has_a_day(s.months_, s.days_))
+    throw CronError("cron: field " + std::to_string(o + 3) + " (day-of-month): no chosen month has day " +
+                    std::string(fields[o + 2]) + ", so the schedule never fires, in " + quoted);
   return s;
 }
 

@@ -135,6 +135,14 @@ std::unique_ptr<Connection> ConnectionPool::open_connection() {
   }
 }
 
+Lease ConnectionPool::lend_locked(std::unique_ptr<Connection> c, std::chrono::steady_clock::time_point asked) {
+  ++counters_.acquired;
+  auto waited = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - asked);
+  counters_.acquire_wait_total += waited;
+  counters_.acquire_wait_max = std::max(counters_.acquire_wait_max, waited);
+  return Lease(this, std::move(c));
+}
+
 Lease ConnectionPool::acquire() {
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + options_.acquire_timeout;
@@ -168,11 +176,7 @@ Lease ConnectionPool::acquire() {
         continue;  // the freed slot lets the next round open a fresh one
       }
       lock.lock();
-      ++counters_.acquired;
-      auto waited = std::chrono::duration_cast<Millis>(now - start);
-      counters_.acquire_wait_total += waited;
-      counters_.acquire_wait_max = std::max(counters_.acquire_wait_max, waited);
-      return Lease(this, std::move(c));
+      return lend_locked(std::move(c), start);
     }
     if (open_ < options_.limit) {
       ++open_;
@@ -181,11 +185,7 @@ Lease ConnectionPool::acquire() {
       try {
         auto c = open_connection();
         lock.lock();
-        ++counters_.acquired;
-        auto waited = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - start);
-        counters_.acquire_wait_total += waited;
-        counters_.acquire_wait_max = std::max(counters_.acquire_wait_max, waited);
-        return Lease(this, std::move(c));
+        return lend_locked(std::move(c), start);
       } catch (...) {
         // Not a swallow: the slot is given back and the error goes on to the caller.
         lock.lock();

@@ -86,6 +86,9 @@ class Completer {
   // Returns false when the error is transient.
   bool put_back(std::vector<FinishedRun> runs, const DatabaseError& e);
   void announce_written(const std::vector<ClaimRef>& claims);
+  // Logs a written outcome and says what it was, for the counts.
+  enum class Written { succeeded, retried, failed };
+  Written log_written(const Completion& c, const Task& t);
 
   CompleterOptions options_;
   TaskStore& store_;

@@ -105,6 +105,8 @@ class ConnectionPool {
  private:
   friend class Lease;
   void give_back(std::unique_ptr<Connection> c, bool discard);
+  // Hands `c` out, counting the acquisition and its wait since `asked` (mu_ held).
+  Lease lend_locked(std::unique_ptr<Connection> c, std::chrono::steady_clock::time_point asked);
   std::unique_ptr<Connection> open_connection();
 
   PoolOptions options_;
