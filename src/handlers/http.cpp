@@ -123,14 +123,13 @@ std::string HttpHandler::idempotency_key(const Task& t) {
 
 namespace {
 
-// The part of a reply that is read: status and headers, then the body counted as it arrives
-// (after decompression) with only its start kept. More than `max` bytes stops the reading.
+// The body of a reply as it is read: counted (after decompression) with only its start kept.
+// More than `max` bytes, or bytes still coming at `deadline`, stop the reading; the status of a
+// reply too large to finish comes from its header, which the response handler saw.
 struct BoundedReply {
   std::size_t max = 0, keep = 0;
   std::chrono::steady_clock::time_point deadline{};
-  bool too_slow = false;
   int status = 0;
-  httplib::Headers headers = {};
   std::string start = {};
   std::size_t received = 0;
   bool too_large = false;
@@ -138,7 +137,6 @@ struct BoundedReply {
   void attach(httplib::Request& req) {
     req.response_handler = [this](const httplib::Response& r) {
       status = r.status;
-      headers = r.headers;
       return true;
     };
     req.content_receiver = [this](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
@@ -147,17 +145,10 @@ struct BoundedReply {
         too_large = true;
         return false;
       }
-      if (std::chrono::steady_clock::now() >= deadline) {
-        too_slow = true;
-        return false;
-      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
       if (start.size() < keep) start.append(data, std::min(n, keep - start.size()));
       return true;
     };
-  }
-  std::string header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
   }
 };
 
@@ -197,18 +188,12 @@ TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
   std::stop_callback abort_in_flight(ctx.stop, [&client] { client.stop(); });
   httplib::Result res = client.send(req);
   if (ctx.stop.stop_requested()) return TaskOutcome::released("request aborted");
-  if (res) {
-    // The reply as read (the response handler is not called for a 204, say).
-    reply.status = res->status;
-    reply.headers = res->headers;
-  }
-  std::string status = "HTTP " + std::to_string(reply.status);
   if (reply.too_large) {
-    std::string why = "http: " + status + " reply larger than max_response_bytes (" +
+    std::string why = "http: HTTP " + std::to_string(reply.status) + " reply larger than max_response_bytes (" +
                       std::to_string(options_.max_response_bytes) + " bytes, decompressed); reading stopped";
     return retryable_status(reply.status) ? TaskOutcome::retry(why) : TaskOutcome::failure(why);
   }
-  if (reply.too_slow || (!res && std::chrono::steady_clock::now() >= deadline))
+  if (!res && std::chrono::steady_clock::now() >= deadline)
     return TaskOutcome::retry("http: no complete reply within the timeout of " + format_duration(options_.timeout) + " (" +
                               options_.method + " " + shown_url_ + ")");
   if (!res) {
@@ -218,16 +203,18 @@ TaskOutcome HttpHandler::run(const Task& task, const HandlerContext& ctx) {
       return TaskOutcome::failure(why);
     return TaskOutcome::retry(why);
   }
+  // The reply as read (res, not the response handler: that is not called for a 204, say).
+  const httplib::Response& r = *res;
   const std::string& body = reply.start;
-  if (reply.status >= 200 && reply.status < 300) {
-    bool json = reply.header("Content-Type").find("json") != std::string::npos;
+  if (r.status >= 200 && r.status < 300) {
+    bool json = r.get_header_value("Content-Type").find("json") != std::string::npos;
     return TaskOutcome::success(json ? truncate(body, options_.keep_body) : std::string());
   }
-  std::string detail = status + (body.empty() ? "" : ": " + truncate(body, 512));
-  if (retryable_status(reply.status)) {
+  std::string detail = "HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + truncate(body, 512));
+  if (retryable_status(r.status)) {
     std::optional<SysTime> not_before;
-    if (std::string after = reply.header("Retry-After"); !after.empty())
-      not_before = parse_retry_after(after, std::chrono::system_clock::now());
+    if (r.has_header("Retry-After"))
+      not_before = parse_retry_after(r.get_header_value("Retry-After"), std::chrono::system_clock::now());
     return TaskOutcome::retry(detail, not_before);
   }
   return TaskOutcome::failure(detail);

@@ -1,8 +1,6 @@
 // Bouncer: Debian's real PgBouncer in front of one test database, in transaction-pooling mode
 // with one server connection, so that several clients share it and nothing session-scoped lasts.
 #pragma once
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "support/loopback.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron::testing {
@@ -61,14 +60,9 @@ class Bouncer {
  private:
   static int free_port() {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    int port = bind_loopback(fd, 0);
     ::close(fd);
-    return ntohs(a.sin_port);
+    return port;
   }
   void start(const TestDatabase& db) {
     std::string server = server_conninfo();  // host=… port=… user=…

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/loopback.hpp"
+
 namespace agentcron::testing {
 
 class RawServer {
@@ -20,14 +22,7 @@ class RawServer {
   enum class Mode { never_answer, close_mid_response };
   explicit RawServer(Mode mode) : mode_(mode) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(fd_, 64);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    port_ = bind_loopback(fd_, 64);
     thread_ = std::thread([this] { loop(); });
   }
   ~RawServer() {

@@ -15,18 +15,15 @@
 #include <thread>
 #include <vector>
 
+#include "support/loopback.hpp"
+
 namespace agentcron::testing {
 
 class TcpProxy {
  public:
   explicit TcpProxy(int target_port) : target_port_(target_port) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in a = loopback(0);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(listen_fd_, 128);
-    socklen_t len = sizeof a;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    port_ = bind_loopback(listen_fd_, 128);
     thread_ = std::thread([this] { loop(); });
   }
   ~TcpProxy() {
@@ -44,13 +41,6 @@ class TcpProxy {
     int client = -1, server = -1;
     std::string to_server, to_client;
   };
-  static sockaddr_in loopback(int port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    return a;
-  }
   static void close_pipe(Pipe& p) {
     if (p.client >= 0) ::close(p.client);
     if (p.server >= 0) ::close(p.server);
@@ -99,7 +89,7 @@ class TcpProxy {
         int c;
         while ((c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
           int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-          sockaddr_in t = loopback(target_port_);
+          sockaddr_in t = loopback_address(target_port_);
           if (::connect(s, reinterpret_cast<sockaddr*>(&t), sizeof t) != 0) {
             ::close(s);
             ::close(c);
