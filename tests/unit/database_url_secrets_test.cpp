@@ -149,8 +149,17 @@ TEST(DatabaseUrlFile, IsReadFromTheFileWithoutItsNewlineAndNotBesideDatabaseUrl)
   } catch (const ConfigError& e) {
     EXPECT_STREQ(e.what(), "environment DATABASE_URL_FILE: DATABASE_URL is set too; set one of them");
   }
-  ::unlink(path.c_str());
+  // Something that is no URL at all (a mounted key file, say) is not read whole.
+  std::ofstream(path) << std::string(70 * 1024, 'x');
   s.env.erase("DATABASE_URL");
+  try {
+    load_config(s);
+    ADD_FAILURE() << "a 70 KiB file accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "environment DATABASE_URL_FILE: \"" + path + "\" is larger than 64 KiB: not a database url");
+  }
+  ::unlink(path.c_str());
   try {
     load_config(s);
     ADD_FAILURE() << "a missing file accepted";

@@ -100,6 +100,19 @@ class HostileReplies : public ::testing::Test {
       res.status = 503;
       res.set_content(std::string(3 << 20, 'x'), "text/html");
     });
+    // A reply that never ends in time: a chunk every 100 ms, each within httplib's per-read
+    // timeout, for six seconds (the fault injected is the slowness itself).
+    server.Post("/drip", [](const httplib::Request&, httplib::Response& res) {
+      auto sent = std::make_shared<int>(0);
+      res.set_chunked_content_provider("application/json", [sent](std::size_t, httplib::DataSink& sink) {
+        if (++*sent > 60) {
+          sink.done();
+          return true;
+        }
+        std::this_thread::sleep_for(100ms);
+        return sink.write("{}", 2);
+      });
+    });
     server.Post("/fine", [](const httplib::Request& req, httplib::Response& res) {
       res.set_content("{\"key\":\"" + req.get_header_value("Idempotency-Key") + "\"}", "application/json");
     });
@@ -136,6 +149,16 @@ TEST_F(HostileReplies, APlainReplyAboveTheLimitFailsAndAServerErrorAboveItRetrie
   EXPECT_EQ(big503.message.rfind("http: HTTP 503 reply larger", 0), 0u) << big503.message;
   // A limit the reply fits in reads it whole.
   EXPECT_EQ(call("/big", 4 << 20).kind, TaskOutcome::Kind::succeeded);
+}
+
+TEST_F(HostileReplies, AReplyStillDrippingAtTheTimeoutIsCutThere) {
+  HttpOptions o{"http://127.0.0.1:" + std::to_string(port) + "/drip", "POST", {}, 500ms, true};
+  auto start = std::chrono::steady_clock::now();
+  auto out = HttpHandler(o).run(task(), HandlerContext{{}, std::chrono::steady_clock::now() + 1h});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s) << "read the whole six-second reply";
+  EXPECT_EQ(out.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(out.message.rfind("http: no complete reply within the timeout of ", 0), 0u) << out.message;
+  EXPECT_NE(out.message.find("/drip)"), std::string::npos) << out.message;
 }
 
 TEST_F(HostileReplies, TheIdempotencyKeyNamesTheOccurrenceOfARecurringTask) {
