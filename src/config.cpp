@@ -340,7 +340,7 @@ void apply_url_params(Config& c, const std::string& url, const std::string& wher
 // explicit key beats a URL parameter of the same level.
 void apply_level(Config& c, const std::vector<std::pair<const KeySpec*, Raw>>& values) {
   for (const auto& [spec, raw] : values)
-    if (spec->key() == "database.url") apply_url_params(c, std::get<std::string>(raw.value), raw.where);
+    if (spec->key() == "database.url") apply_url_params(c, string_value(*spec, raw, spec->key()), raw.where);
   for (const auto& [spec, raw] : values) apply(c, *spec, raw);
 }
 

@@ -157,6 +157,8 @@ TEST_F(ConfigTest, EveryBadFileValueNamesKeyFileAndLine) {
       {"[retention]\nfailed = \"99999d\"\n", ":2: retention.failed must be at most 3650d, got \"99999d\""},
       {"[database]\npgbouncer = \"yes\"\n", ":2: database.pgbouncer must be true or false, got a string"},
       {"[database]\nurl = \"mysql://u:pw@h/db\"\n", ":2: database.url is not a valid connection string"},
+      // Found by fuzz.config: the URL's parameters were read before its type was checked.
+      {"[database]\nurl = 9\n", ":2: database.url must be a string, got an integer"},
       {"[database]\nurl = \"postgres://h/db?bogus=1\"\n", ":2: database.url is not a valid connection string: database url: unknown connection parameter \"bogus\""},
       {"[database]\nurl = \"postgres://h/db?connection_limit=0\"\n", ":2 (url parameter): database.connection_limit must be between 1 and 1000"},
       {"[database]\napplication_name = \"\"\n", ":2: database.application_name must be 1 to 40 characters"},
