@@ -4,7 +4,9 @@
 #include <algorithm>
 
 #include "agentcron/cron.hpp"
+#include "agentcron/flow_control.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/service.hpp"
 #include "agentcron/utf8.hpp"
 
 namespace agentcron {
@@ -21,8 +23,14 @@ DatabaseError client_refusal(const std::exception& e) {
 
 }  // namespace
 
-Completer::Completer(CompleterOptions options, TaskStore& store, Logger& log)
-    : options_(std::move(options)), store_(store), log_(log) {
+void CompleterOptions::validate() const {
+  require_option(!worker.empty(), "completer", "worker must not be empty");
+  require_option(max_batch > 0, "completer", "max_batch must be > 0");
+  require_option(flush_interval >= Millis(0), "completer", "flush_interval must be >= 0");
+}
+
+Completer::Completer(CompleterOptions options, TaskStore& store, Logger& log, FlowControl* flow)
+    : options_(validated(std::move(options))), store_(store), log_(log), flow_(flow) {
   thread_ = std::jthread([this](std::stop_token st) { loop(st); });
 }
 
@@ -95,13 +103,14 @@ Completion Completer::decide(const FinishedRun& run, const Backoff& task_retry, 
 }
 
 void Completer::add(FinishedRun&& run) {
-  // Asked before taking our lock (the loop asks under it: completer, then executor). The executor
-  // stops counting an outcome as coming before it hands it over, so the last handler's add sees 0.
-  bool last = outcomes_coming_ && outcomes_coming_() <= 0;
+  // The executor stops counting an outcome as coming before it hands it over (delivering), so the
+  // last handler's add sees none coming and wakes the gathering writer.
+  bool last = none_coming();
   bool wake;
   {
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(run));
+    report_locked();
     // The writer needs waking to start gathering, when a full batch is ready, or when this was
     // the last outcome it was gathering for.
     wake = last || queue_.size() == 1 || queue_.size() >= static_cast<std::size_t>(options_.max_batch);
@@ -131,6 +140,7 @@ bool Completer::write_some() {
       (queue_.front().outcome.cancelled ? releases : runs).push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
+    report_locked();
   }
   // Each group is written and, should the database refuse it, put back on its own: a release
   // that fails does not send the completions beside it again.
@@ -192,6 +202,7 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
     stats_.failed += failed;
     stats_.not_recorded += stale;
     for (auto& run : again) queue_.push_back(std::move(run));
+    report_locked();
   }
   announce_written(done);
   return true;
@@ -274,10 +285,17 @@ bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) 
       runs.clear();
     }
     for (auto it = runs.rbegin(); it != runs.rend(); ++it) queue_.push_front(std::move(*it));
+    report_locked();
   }
   if (!given_up.empty()) announce_written(given_up);
   return !retry_later;
 }
+
+void Completer::report_locked() {
+  if (flow_) flow_->unwritten(queue_.size());
+}
+
+bool Completer::none_coming() const { return flow_ && flow_->outcomes_coming() <= 0; }
 
 void Completer::announce_written(const std::vector<ClaimRef>& claims) {
   if (on_written_) on_written_(claims);
@@ -326,11 +344,11 @@ void Completer::loop(std::stop_token st) {
       if (!cv_.wait(lock, st, [&] { return !queue_.empty(); })) return;
       // Gather a little: many outcomes in one statement beat one statement each. But not when no
       // handler is left to finish: a worker running one task at a time would wait every time.
-      auto gathered = [&] {
-        return queue_.size() >= static_cast<std::size_t>(options_.max_batch) ||
-               (outcomes_coming_ && outcomes_coming_() <= 0);
-      };
-      if (!gathered()) cv_.wait_for(lock, st, options_.flush_interval, gathered);
+      auto gathered = [&] { return queue_.size() >= static_cast<std::size_t>(options_.max_batch) || none_coming(); };
+      if (!gathered()) {
+        ++stats_.gathers;
+        cv_.wait_for(lock, st, options_.flush_interval, gathered);
+      }
     }
     bool written = false;
     try {

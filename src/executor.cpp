@@ -8,8 +8,10 @@
 #include <cctype>
 
 #include "agentcron/cron.hpp"
+#include "agentcron/flow_control.hpp"
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/service.hpp"
 
 namespace agentcron {
 namespace {
@@ -31,8 +33,21 @@ std::string_view json_type(const std::string& s) {
 
 }  // namespace
 
-Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log)
-    : options_(options), handlers_(handlers), sink_(std::move(sink)), log_(log), capacity_(options.concurrency) {
+void ExecutorOptions::validate() const {
+  require_option(concurrency > 0, "executor", "concurrency must be > 0");
+  require_option(task_timeout > Millis(0), "executor", "task_timeout must be > 0");
+  // A margin beyond half the lease is cut to half of it (fence_after).
+  require_option(lease >= Millis(0) && fence_margin >= Millis(0), "executor", "lease and fence_margin must be >= 0");
+}
+
+Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log,
+                   FlowControl* flow)
+    : options_(validated(options)), handlers_(handlers), sink_(std::move(sink)), log_(log), capacity_(options.concurrency),
+      flow_(flow) {
+  {
+    std::lock_guard lock(mu_);
+    report_locked();
+  }
   supervisor_ = std::jthread([this](std::stop_token st) { supervise(st); });
 }
 
@@ -100,6 +115,11 @@ void Executor::enqueue_locked(Task t, std::chrono::steady_clock::time_point rene
   running_[r->task.id] = r;
   queue_.push_back(std::move(r));
   ++busy_;
+  report_locked();
+}
+
+void Executor::report_locked() {
+  if (flow_) flow_->executor_state(capacity_, busy_, delivering_);
 }
 
 int Executor::submit(std::vector<Task> tasks) {
@@ -262,13 +282,9 @@ bool Executor::all_handlers_returned() const {
 void Executor::set_concurrency(int n) {
   std::lock_guard lock(mu_);
   capacity_ = n;
+  report_locked();
   if (starved_locked()) supervisor_cv_.notify_all();
   // Surplus threads stay idle; free_slots() keeps busy_ under the new capacity.
-}
-
-void Executor::set_on_slot_freed(std::function<void()> cb) {
-  std::lock_guard lock(mu_);
-  on_slot_freed_ = std::move(cb);
 }
 
 void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock) {
@@ -281,10 +297,12 @@ void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, st
   if (run.started_at == SysTime{}) run.started_at = run.finished_at;
   // Outside the lock (the sink takes its own), but counted: idle means every outcome handed over.
   ++delivering_;
+  report_locked();
   lock.unlock();
   sink_(std::move(run));
   lock.lock();
   --delivering_;
+  report_locked();
   state_cv_.notify_all();
 }
 
@@ -309,6 +327,7 @@ int Executor::cancel_all(const std::string& why) {
     --busy_;
   }
   queue_.clear();
+  report_locked();
   for (auto& r : queued) settle(r, TaskOutcome::released(why), lock);
   lock.unlock();
   state_cv_.notify_all();
@@ -366,6 +385,7 @@ void Executor::slot_loop(std::stop_token st) {
     if (r->settled) {  // cancelled before it started
       release_hold_locked(r->task.id, true, false);
       --busy_;
+      report_locked();
       ++idle_threads_;
       continue;
     }
@@ -393,11 +413,10 @@ void Executor::slot_loop(std::stop_token st) {
     if (!r->settled) settle(r, std::move(outcome), lock);
     release_hold_locked(r->task.id, true, false);
     --busy_;
+    report_locked();  // the flow control wakes the poller when this slot makes a claim worthwhile
     ++idle_threads_;
-    auto cb = on_slot_freed_;
     lock.unlock();
     state_cv_.notify_all();
-    if (cb) cb();
     lock.lock();
   }
 }

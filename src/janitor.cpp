@@ -2,19 +2,33 @@
 #include "agentcron/janitor.hpp"
 
 #include "agentcron/log.hpp"
+#include "agentcron/service.hpp"
 #include "agentcron/task_store.hpp"
 
 namespace agentcron {
 
-std::int64_t Janitor::run_once(std::stop_token stop) {
-  std::int64_t total = 0;
-  for (int i = 0; i < max_batches_ && !stop.stop_requested(); ++i) {
-    std::int64_t n = store_.delete_finished(succeeded_, failed_, batch_);
-    total += n;
-    if (n < batch_) break;
+void JanitorOptions::validate() const {
+  require_option(succeeded > Millis(0) && failed > Millis(0), "janitor", "retentions must be > 0");
+  require_option(batch > 0 && max_batches > 0, "janitor", "batch and max_batches must be > 0");
+  require_option(interval > Millis(0), "janitor", "interval must be > 0");
+}
+
+Janitor::Janitor(JanitorOptions options, TaskStore& store, Logger& log)
+    : options_(validated(std::move(options))),
+      store_(store),
+      log_(log),
+      periodic_("deleting old tasks", options_.interval, [this](std::stop_token st) { run_once(st); }, log) {}
+
+JanitorResult Janitor::run_once(std::stop_token stop) {
+  JanitorResult r;
+  while (r.batches < options_.max_batches && !stop.stop_requested()) {
+    std::int64_t n = store_.delete_finished(options_.succeeded, options_.failed, options_.batch);
+    ++r.batches;
+    r.deleted += n;
+    if (n < options_.batch) break;
   }
-  if (total > 0) log_.info("deleted finished tasks past their retention", {{"count", total}});
-  return total;
+  if (r.deleted > 0) log_.info("deleted finished tasks past their retention", {{"count", r.deleted}});
+  return r;
 }
 
 }  // namespace agentcron

@@ -9,71 +9,93 @@
 #include <random>
 
 #include "agentcron/executor.hpp"
+#include "agentcron/flow_control.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/service.hpp"
 #include "agentcron/task_store.hpp"
 
 namespace agentcron {
 
-Poller::Poller(PollerOptions options, TaskStore& store, Executor& executor, CircuitBreaker& breaker, Logger& log)
-    : options_(std::move(options)), store_(store), executor_(executor), breaker_(breaker), log_(log) {
+void PollerOptions::validate() const {
+  require_option(batch_size > 0 && max_batches_per_tick > 0, "poller", "batch_size and max_batches_per_tick must be > 0");
+  require_option(lease > Millis(0), "poller", "lease must be > 0");
+  require_option(max_payload_bytes > 0, "poller", "max_payload_bytes must be > 0");
+  require_option(tick_jitter >= 0 && tick_jitter < 1, "poller", "tick_jitter must be in [0, 1)");
+}
+
+Poller::Poller(PollerOptions options, TaskStore& store, Executor& executor, FlowControl& flow, CircuitBreaker& breaker,
+               Logger& log)
+    : options_(validated(std::move(options))), store_(store), executor_(executor), flow_(flow), breaker_(breaker), log_(log) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  flow_.set_batch_size(options_.batch_size);
+  flow_.set_wake([this] { wake(); });
 }
 
 Poller::~Poller() {
+  flow_.set_wake(nullptr);  // returns once no wake-up is under way
   request_stop();
   wait();
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
+ClaimParams Poller::claim_params() const {
+  std::lock_guard lock(mu_);
+  ClaimParams p;
+  p.kinds = options_.kinds;
+  p.worker = options_.worker;
+  p.lease = options_.lease;
+  p.max_payload_bytes = options_.max_payload_bytes;
+  return p;
+}
+
+Poller::Claimed Poller::claim(ClaimParams& p, int n) {
+  p.limit = n;
+  if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
+  std::vector<Task> tasks;
+  try {
+    tasks = store_.claim_due(p);
+    breaker_.record_success();
+  } catch (const DatabaseError& e) {
+    // Every failed claim counts: the claim is one fixed statement, so a permanent error (a
+    // read-only server, a missing table) is the database refusing, and hammering it helps nobody.
+    breaker_.record_failure(e.sqlstate());
+    throw;
+  } catch (const std::exception&) {
+    breaker_.record_failure();  // never leave a probe unanswered
+    throw;
+  }
+  for (const auto& t : tasks)
+    log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+  int got = static_cast<int>(tasks.size());
+  // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
+  // this batch must see that more is due, or its wake-up is lost until the next tick.
+  flow_.set_more_due(got == n);
+  // Counted as the executor accepts them: a task it already runs is not claimed twice.
+  int accepted = executor_.submit(std::move(tasks));
+  std::lock_guard lock(mu_);
+  ++stats_.claims;
+  stats_.claimed += static_cast<std::uint64_t>(accepted);
+  stats_.redelivered += static_cast<std::uint64_t>(got - accepted);
+  stats_.largest_claim = std::max(stats_.largest_claim, got);
+  return {got, accepted};
+}
+
 TickResult Poller::run_once(int max_tasks) {
   TickResult r;
-  ClaimParams p;
+  ClaimParams p = claim_params();
   int batch_size, max_batches;
   {
     std::lock_guard lock(mu_);
-    p.kinds = options_.kinds;
-    p.worker = options_.worker;
-    p.lease = options_.lease;
-    p.max_payload_bytes = options_.max_payload_bytes;
     batch_size = options_.batch_size;
     max_batches = options_.max_batches_per_tick;
   }
   while (r.batches < max_batches) {
-    int n = std::min({batch_size, room(), max_tasks - r.claimed});
+    int n = std::min({batch_size, flow_.room(), max_tasks - r.claimed});
     if (n <= 0) break;
-    p.limit = n;
-    if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
-    std::vector<Task> tasks;
-    try {
-      tasks = store_.claim_due(p);
-      breaker_.record_success();
-    } catch (const DatabaseError& e) {
-      // Every failed claim counts: the claim is one fixed statement, so a permanent error (a
-      // read-only server, a missing table) is the database refusing, and hammering it helps nobody.
-      breaker_.record_failure(e.sqlstate());
-      throw;
-    } catch (const std::exception&) {
-      breaker_.record_failure();  // never leave a probe unanswered
-      throw;
-    }
-    int got = static_cast<int>(tasks.size());
-    for (const auto& t : tasks)
-      log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+    auto [got, accepted] = claim(p, n);
     ++r.batches;
     r.more_due = got == n;
-    // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
-    // this batch must see that more is due, or its wake-up is lost until the next tick.
-    more_due_ = r.more_due;
-    // Counted as the executor accepts them: a task it already runs is not claimed twice.
-    int accepted = executor_.submit(std::move(tasks));
     r.claimed += accepted;
-    {
-      std::lock_guard lock(mu_);
-      ++stats_.claims;
-      stats_.claimed += accepted;
-      stats_.redelivered += got - accepted;
-      stats_.largest_claim = std::max(stats_.largest_claim, got);
-    }
     if (got < n) break;
   }
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -89,8 +111,6 @@ CronSchedule::Time Poller::tick_after(const CronSchedule& schedule, const TimeZo
   return fire + std::chrono::duration_cast<CronSchedule::Time::duration>(spread * std::min(jitter, 0.999));
 }
 
-int Poller::room() const { return executor_.free_slots() - (backlog_ ? backlog_() : 0); }
-
 void Poller::tick_safely() {
   {
     std::lock_guard lock(mu_);
@@ -99,16 +119,16 @@ void Poller::tick_safely() {
   try {
     TickResult r = run_once();
     // A round that found no room claimed nothing and learned nothing: more may still be due.
-    if (r.batches > 0) more_due_ = r.more_due;
+    if (r.batches > 0) flow_.set_more_due(r.more_due);
   } catch (const DatabaseError& e) {
-    more_due_ = false;
+    flow_.set_more_due(false);
     std::lock_guard lock(mu_);
     ++stats_.errors;
     log_.warn("claiming due tasks failed; will try again at the next tick",
               {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
   } catch (const std::exception& e) {
     // Whatever else went wrong is this round's error, never the end of the poller's thread.
-    more_due_ = false;
+    flow_.set_more_due(false);
     std::lock_guard lock(mu_);
     ++stats_.errors;
     log_.error("a claim round failed; will try again at the next tick", {{"error", e.what()}});
@@ -136,18 +156,6 @@ void Poller::wake() {
   }
 }
 
-void Poller::on_slot_freed() {
-  if (!more_due_) return;
-  // Claim again once a worthwhile batch fits: half a batch, or every slot when there are few.
-  int batch;
-  {
-    std::lock_guard lock(mu_);
-    batch = options_.batch_size;
-  }
-  int free = room();
-  if (free >= std::max(1, std::min(batch, free + executor_.busy()) / 2)) wake();
-}
-
 void Poller::reconfigure(const CronSchedule& schedule, const TimeZone& zone, int batch_size) {
   {
     std::lock_guard lock(mu_);
@@ -155,6 +163,7 @@ void Poller::reconfigure(const CronSchedule& schedule, const TimeZone& zone, int
     options_.zone = zone;
     options_.batch_size = batch_size;
   }
+  flow_.set_batch_size(batch_size);
   wake();
 }
 
@@ -254,7 +263,7 @@ void Poller::loop(std::stop_token st) {
     listener.ensure();
     bool notified = wait_for_tick(st, listener, next_tick);
     if (st.stop_requested()) break;
-    if (notified || std::chrono::system_clock::now() >= next_tick || more_due_) tick_safely();
+    if (notified || std::chrono::system_clock::now() >= next_tick || flow_.more_due()) tick_safely();
   }
   listening_ = false;
 }
@@ -280,24 +289,8 @@ bool Poller::wait_for_tick(const std::stop_token& st, PollerListener& listener, 
 }
 
 int Poller::claim_batch(int n) {
-  ClaimParams p;
-  {
-    std::lock_guard lock(mu_);
-    p.kinds = options_.kinds;
-    p.worker = options_.worker;
-    p.lease = options_.lease;
-    p.max_payload_bytes = options_.max_payload_bytes;
-  }
-  p.limit = n;
-  std::vector<Task> tasks = store_.claim_due(p);
-  int got = static_cast<int>(tasks.size());
-  int accepted = executor_.submit(std::move(tasks));
-  std::lock_guard lock(mu_);
-  ++stats_.claims;
-  stats_.claimed += static_cast<std::uint64_t>(accepted);
-  stats_.redelivered += static_cast<std::uint64_t>(got - accepted);
-  stats_.largest_claim = std::max(stats_.largest_claim, got);
-  return got;
+  ClaimParams p = claim_params();
+  return claim(p, n).got;
 }
 
 int drain(Poller& poller, Executor& executor, int limit, int want_free, const std::stop_token& stop,

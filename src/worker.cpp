@@ -13,6 +13,7 @@
 
 #include "agentcron/completer.hpp"
 #include "agentcron/executor.hpp"
+#include "agentcron/flow_control.hpp"
 #include "agentcron/cron.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
@@ -20,7 +21,6 @@
 #include "agentcron/pool.hpp"
 #include "agentcron/janitor.hpp"
 #include "agentcron/lease_keeper.hpp"
-#include "agentcron/periodic.hpp"
 #include "agentcron/rescuer.hpp"
 #include "agentcron/retry.hpp"
 #include "agentcron/systemd_notify.hpp"
@@ -45,16 +45,19 @@ struct Worker::Services {
   std::unique_ptr<ConnectionPool> pool;
   std::unique_ptr<PgTaskStore> store;
   std::unique_ptr<CircuitBreaker> breaker;
+  // Before the services that report to it, so that it outlives them.
+  std::unique_ptr<FlowControl> flow;
   std::unique_ptr<Completer> completer;
-  // Destroyed in reverse: the executor (joining its slot threads) before the poller, because a
-  // slot thread may still be calling the on_slot_freed callback it copied before it was cleared.
   std::unique_ptr<Poller> poller;
   std::unique_ptr<Executor> executor;
-  std::unique_ptr<Rescuer> rescuer;
+  std::unique_ptr<LeaseKeeper> lease_keeper;  // runs until every task is settled
+  std::unique_ptr<Rescuer> rescuer;           // the rescuer and the janitor (not in `once`) stop at once
   std::unique_ptr<Janitor> janitor;
-  std::unique_ptr<LeaseKeeper> lease_keeper;
-  std::unique_ptr<Periodic> lease_renewal;             // runs until every task is settled
-  std::vector<std::unique_ptr<Periodic>> maintenance;  // rescuer, janitor: stop at once
+  template <class F>
+  void for_rescuer_and_janitor(F f) {
+    if (rescuer) f(*rescuer);
+    if (janitor) f(*janitor);
+  }
 };
 
 Worker::Worker(Config config, HandlerRegistry handlers, Logger& log, std::string worker_id)
@@ -195,48 +198,40 @@ PollerOptions Worker::poller_options(const Config& c, bool one_shot) const {
   return popts;
 }
 
-// The task flow: poller → executor → completer, and the callbacks that close the loop (a freed
-// slot or a written outcome lets the poller claim again; a written outcome lets the executor
-// forget the task).
+// The task flow: poller → executor → completer. How much the poller may claim, and when it
+// claims early, is the flow control's to say: the executor and the completer report their counts
+// to it. What returns to the executor is the written claims (it may forget those tasks) and the
+// question whether an outcome that matched no row belongs to a claim it got again.
 void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
+  s.flow = std::make_unique<FlowControl>();
   CompleterOptions copts;
   copts.worker = id_;
   copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
-  s.completer = std::make_unique<Completer>(copts, *s.store, log_);
+  s.completer = std::make_unique<Completer>(copts, *s.store, log_, s.flow.get());
   Completer* completer = s.completer.get();
   ExecutorOptions eopts{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease,
                         std::max<Millis>(c.scheduler.lease / 10, handler_stop_time(c))};
   s.executor = std::make_unique<Executor>(eopts, handlers_, [completer](FinishedRun&& r) { completer->add(std::move(r)); },
-                                          log_);
-  s.poller = std::make_unique<Poller>(poller_options(c, one_shot), *s.store, *s.executor, *s.breaker, log_);
-  Poller* poller = s.poller.get();
+                                          log_, s.flow.get());
+  s.poller = std::make_unique<Poller>(poller_options(c, one_shot), *s.store, *s.executor, *s.flow, *s.breaker, log_);
   Executor* executor = s.executor.get();
-  executor->set_on_slot_freed([poller] { poller->on_slot_freed(); });
-  poller->set_backlog([completer] { return static_cast<int>(completer->pending()); });
-  completer->set_on_written([poller, executor](const std::vector<ClaimRef>& written) {
-    executor->forget(written);
-    poller->on_slot_freed();
-  });
+  completer->set_on_written([executor](const std::vector<ClaimRef>& written) { executor->forget(written); });
   completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
-  completer->set_outcomes_coming([executor] { return executor->outcomes_coming(); });
 }
 
 void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {
-  s.lease_keeper = std::make_unique<LeaseKeeper>(*s.store, *s.executor, id_, c.scheduler.lease, log_);
-  s.lease_renewal = std::make_unique<Periodic>("extending leases", s.lease_keeper->interval(),
-                                               [k = s.lease_keeper.get()](std::stop_token) { k->run_once(); }, log_,
-                                               s.lease_keeper->retry_interval());
+  s.lease_keeper = std::make_unique<LeaseKeeper>(LeaseKeeperOptions{id_, c.scheduler.lease}, *s.store, *s.executor, log_);
   if (!one_shot) {
-    s.rescuer = std::make_unique<Rescuer>(*s.store, log_);
-    s.janitor = std::make_unique<Janitor>(*s.store, c.retention.succeeded, c.retention.failed, log_);
-    Millis rescue_every = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
-    s.maintenance.push_back(std::make_unique<Periodic>("rescuing expired leases", rescue_every,
-                                                    [r = s.rescuer.get()](std::stop_token st) { r->run_once(st); }, log_));
-    s.maintenance.push_back(std::make_unique<Periodic>("deleting old tasks", std::chrono::minutes(5),
-                                                    [j = s.janitor.get()](std::stop_token st) { j->run_once(st); }, log_));
+    RescuerOptions ropts;
+    ropts.interval = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
+    s.rescuer = std::make_unique<Rescuer>(ropts, *s.store, log_);
+    JanitorOptions jopts;
+    jopts.succeeded = c.retention.succeeded;
+    jopts.failed = c.retention.failed;
+    s.janitor = std::make_unique<Janitor>(jopts, *s.store, log_);
   }
-  s.lease_renewal->start();
-  for (auto& p : s.maintenance) p->start();
+  s.lease_keeper->start();
+  s.for_rescuer_and_janitor([](auto& service) { service.start(); });
 }
 
 // The phases, and the terms of shutdown_budget() they answer to:
@@ -250,11 +245,10 @@ void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {
 CompleterStats Worker::shutdown_services() {
   Services& s = *s_;
   s.poller->request_stop();
-  for (auto& p : s.maintenance) p->request_stop();
+  s.for_rescuer_and_janitor([](auto& service) { service.request_stop(); });
   notify_systemd("STOPPING=1");
   s.poller->wait();
   s.executor->close();  // no claim after this one, and no refused claim started later either
-  s.executor->set_on_slot_freed(nullptr);  // the poller's thread is gone; its object soon too
   int running = s.executor->busy();
   if (running > 0) {
     log_.info("waiting for running tasks", {{"running", running}, {"grace_ms", static_cast<std::int64_t>(config_.shutdown.grace.count())}});
@@ -269,10 +263,10 @@ CompleterStats Worker::shutdown_services() {
   // released only then, and their leases are extended until then.
   bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + handler_stop_time(config_)) &&
                        s.executor->all_handlers_returned();
-  for (auto& p : s.maintenance) p->wait();
+  s.for_rescuer_and_janitor([](auto& service) { service.wait(); });
   outcomes_lost_ = !s.completer->stop(flush_deadline());
-  s.lease_renewal->request_stop();
-  s.lease_renewal->wait();
+  s.lease_keeper->request_stop();
+  s.lease_keeper->wait();
   s.pool->close(std::chrono::steady_clock::now() + kPoolCloseTime);
   auto st = s.completer->stats();
   log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},

@@ -22,6 +22,7 @@
 
 namespace agentcron {
 
+class FlowControl;
 class Logger;
 
 struct CompleterOptions {
@@ -31,6 +32,7 @@ struct CompleterOptions {
   // Gathering before a write: at most this long, and only while more outcomes are on their way.
   Millis flush_interval = std::chrono::milliseconds(2);
   int max_batch = 1000;                                // most outcomes in one statement
+  void validate() const;
 };
 
 struct CompleterStats {
@@ -40,11 +42,15 @@ struct CompleterStats {
   std::uint64_t released = 0;
   std::uint64_t write_errors = 0;
   std::uint64_t not_recorded = 0;  // outcomes that matched no row: the task had moved on
+  std::uint64_t gathers = 0;       // times the writer waited for outcomes still coming
 };
 
 class Completer {
  public:
-  Completer(CompleterOptions options, TaskStore& store, Logger& log);
+  // `flow`, when given, hears how many outcomes are unwritten and says how many are still coming
+  // (the writer gathers while some are); it must outlive the completer. Without one, some are
+  // always coming: the writer gathers for flush_interval.
+  Completer(CompleterOptions options, TaskStore& store, Logger& log, FlowControl* flow = nullptr);
   ~Completer();
   Completer(const Completer&) = delete;
   Completer& operator=(const Completer&) = delete;
@@ -66,10 +72,6 @@ class Completer {
   // task this worker got again since (see Executor::unrecorded), under which the outcome is to be
   // written again; nullopt: none. Unset: never.
   void set_redelivered(std::function<std::optional<std::int64_t>(std::int64_t)> cb) { redelivered_ = std::move(cb); }
-  // How many outcomes are still on their way (handlers queued or running), not counting one
-  // being handed over. Called by the writer with the completer's lock held and by add() before
-  // it, so it must not call back into the completer. Set before the first add(). Unset: always some.
-  void set_outcomes_coming(std::function<int()> cb) { outcomes_coming_ = std::move(cb); }
 
   // The next state of a finished run (pure: tests call it directly). `db_now` is the
   // database's clock; `rng` feeds the retry jitter.
@@ -86,6 +88,8 @@ class Completer {
   // Returns false when the error is transient.
   bool put_back(std::vector<FinishedRun> runs, const DatabaseError& e);
   void announce_written(const std::vector<ClaimRef>& claims);
+  void report_locked();  // tells flow_ how many outcomes wait (mu_ held)
+  bool none_coming() const;  // no handler is left whose outcome is still to come
   // Logs a written outcome and says what it was, for the counts.
   enum class Written { succeeded, retried, failed };
   Written log_written(const Completion& c, const Task& t);
@@ -103,7 +107,7 @@ class Completer {
   std::atomic<bool> stopped_{false};
   std::function<void(const std::vector<ClaimRef>&)> on_written_;
   std::function<std::optional<std::int64_t>(std::int64_t)> redelivered_;
-  std::function<int()> outcomes_coming_;
+  FlowControl* flow_;
   std::jthread thread_;
 };
 

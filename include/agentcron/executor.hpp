@@ -21,6 +21,7 @@
 
 namespace agentcron {
 
+class FlowControl;
 class HandlerRegistry;
 class Logger;
 
@@ -37,6 +38,7 @@ struct ExecutorOptions {
   // exec program's kill_after). 0: no fencing.
   Millis lease{0};
   Millis fence_margin{0};  // default: a tenth of the lease
+  void validate() const;
 };
 
 // One finished run, handed to the completer.
@@ -52,7 +54,9 @@ using OutcomeSink = std::function<void(FinishedRun&&)>;
 
 class Executor {
  public:
-  Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log);
+  // `flow`, when given, hears of every change of the slots (it must outlive the executor).
+  Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log,
+           FlowControl* flow = nullptr);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -103,8 +107,6 @@ class Executor {
   // Whether every slot's thread has returned from its handler (false: some handler ignores stop).
   bool all_handlers_returned() const;
   void set_concurrency(int n);
-  // Called (without locks held) whenever a slot frees up.
-  void set_on_slot_freed(std::function<void()> cb);
 
  private:
   struct Running {
@@ -145,6 +147,7 @@ class Executor {
   void supervise(std::stop_token st);
   void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
   TaskOutcome run_one(Running& r);
+  void report_locked();  // tells flow_ the slots as they are now (mu_ held)
 
   ExecutorOptions options_;
   const HandlerRegistry& handlers_;
@@ -165,7 +168,7 @@ class Executor {
   std::uint64_t leases_lost_ = 0;
   bool closing_ = false;  // cancel_all ran: nothing new starts
   int idle_threads_ = 0;          // slot threads waiting for work
-  std::function<void()> on_slot_freed_;
+  FlowControl* flow_;
   std::vector<std::jthread> slots_;  // started on demand, up to capacity_
   std::jthread supervisor_;
 };

@@ -1,26 +1,44 @@
 // Janitor: finished tasks past their retention are deleted, in small batches.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <stop_token>
 
 #include "agentcron/duration.hpp"
+#include "agentcron/periodic.hpp"
 
 namespace agentcron {
 
 class Logger;
 class TaskStore;
 
+struct JanitorOptions {
+  Millis succeeded = std::chrono::hours(24 * 7);  // retention.succeeded
+  Millis failed = std::chrono::hours(24 * 30);    // retention.failed
+  int batch = 500;                                // rows per statement
+  int max_batches = 20;                           // per round: the rest waits for the next
+  Millis interval = std::chrono::minutes(5);      // between rounds
+  void validate() const;
+};
+
+struct JanitorResult {
+  std::int64_t deleted = 0;
+  int batches = 0;  // statements sent
+};
+
 class Janitor {
  public:
-  Janitor(TaskStore& store, Millis succeeded, Millis failed, Logger& log, int batch = 500, int max_batches = 20)
-      : store_(store), succeeded_(succeeded), failed_(failed), log_(log), batch_(batch), max_batches_(max_batches) {}
-  std::int64_t run_once(std::stop_token stop = {});  // rows deleted
+  Janitor(JanitorOptions options, TaskStore& store, Logger& log);
+  JanitorResult run_once(std::stop_token stop = {});
+  void start() { periodic_.start(); }
+  void request_stop() { periodic_.request_stop(); }
+  void wait() { periodic_.wait(); }
 
  private:
+  JanitorOptions options_;
   TaskStore& store_;
-  Millis succeeded_, failed_;
   Logger& log_;
-  int batch_, max_batches_;
+  Periodic periodic_;  // last: joined before the members its rounds use go away
 };
 
 }  // namespace agentcron

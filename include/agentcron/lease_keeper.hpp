@@ -4,15 +4,24 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
-#include <utility>
 
 #include "agentcron/duration.hpp"
+#include "agentcron/periodic.hpp"
 
 namespace agentcron {
 
 class Executor;
 class Logger;
 class TaskStore;
+
+struct LeaseKeeperOptions {
+  std::string worker;                        // locked_by of our tasks
+  Millis lease = std::chrono::seconds(60);   // scheduler.lease
+  Millis interval() const { return lease / 3; }
+  // After a failed round: again within a second (a lease must not run out over one lost packet).
+  Millis retry_interval() const { return std::min<Millis>(std::chrono::seconds(1), lease / 10); }
+  void validate() const;
+};
 
 struct LeaseKeeperResult {
   std::int64_t extended = 0;
@@ -25,18 +34,18 @@ struct LeaseKeeperResult {
 // dropped. Runs every lease/3, and again within a second after a failure.
 class LeaseKeeper {
  public:
-  LeaseKeeper(TaskStore& store, Executor& executor, std::string worker, Millis lease, Logger& log)
-      : store_(store), executor_(executor), worker_(std::move(worker)), lease_(lease), log_(log) {}
+  LeaseKeeper(LeaseKeeperOptions options, TaskStore& store, Executor& executor, Logger& log);
   LeaseKeeperResult run_once();
-  Millis interval() const { return lease_ / 3; }
-  Millis retry_interval() const { return std::min<Millis>(std::chrono::seconds(1), lease_ / 10); }
+  void start() { periodic_.start(); }
+  void request_stop() { periodic_.request_stop(); }
+  void wait() { periodic_.wait(); }
 
  private:
+  LeaseKeeperOptions options_;
   TaskStore& store_;
   Executor& executor_;
-  std::string worker_;
-  Millis lease_;
   Logger& log_;
+  Periodic periodic_;  // last: joined before the members its rounds use go away
 };
 
 }  // namespace agentcron

@@ -1,6 +1,7 @@
 // Poller: on each tick of the schedule (and on NOTIFY agentcron_due) claims due tasks in batches
-// of at most batch_size, never more than the executor's free slots, until a batch comes back
-// short or max_batches_per_tick is reached. Missed ticks coalesce into one.
+// of at most batch_size, never more than the flow control's room (free slots less unwritten
+// outcomes), until a batch comes back short or max_batches_per_tick is reached. Missed ticks
+// coalesce into one; the flow control wakes it early when room frees up while more is due.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -14,13 +15,14 @@
 
 #include "agentcron/cron.hpp"
 #include "agentcron/retry.hpp"
+#include "agentcron/task_store.hpp"
 
 namespace agentcron {
 
 class Executor;
+class FlowControl;
 class Logger;
 class PollerListener;
-class TaskStore;
 
 struct PollerOptions {
   CronSchedule schedule = CronSchedule::parse("*/5 * * * * *");
@@ -34,6 +36,7 @@ struct PollerOptions {
   int max_payload_bytes = 1 << 20;  // larger payloads are not fetched (ClaimParams)
   double tick_jitter = 0;           // 0 ≤ j < 1: this worker's place within a tick's spread (tick_after)
   Backoff reconnect{std::chrono::seconds(1), std::chrono::seconds(30), 2};  // of the LISTEN connection
+  void validate() const;
 };
 
 struct TickResult {
@@ -54,7 +57,9 @@ struct PollerStats {
 
 class Poller {
  public:
-  Poller(PollerOptions options, TaskStore& store, Executor& executor, CircuitBreaker& breaker, Logger& log);
+  // `flow` must outlive the poller: the poller reports "more due" to it and is woken by it.
+  Poller(PollerOptions options, TaskStore& store, Executor& executor, FlowControl& flow, CircuitBreaker& breaker,
+         Logger& log);
   ~Poller();
   // When the round after `now` starts: the schedule's next fire time, later by `jitter` of the
   // smaller of one second and a tenth of the gap to the fire after it — so that a fleet on one
@@ -74,11 +79,6 @@ class Poller {
   void start();
   void request_stop();  // stops claiming; idempotent, safe before start
   void wait();
-  // Claims again soon if more is due (the executor calls this when a slot frees up).
-  void on_slot_freed();
-  // Outcomes not yet written count against the free slots: when the database writes slowly, the
-  // poller stops claiming instead of piling up outcomes in memory.
-  void set_backlog(std::function<int()> backlog) { backlog_ = std::move(backlog); }
   // SIGHUP: the reloadable settings.
   void reconfigure(const CronSchedule& schedule, const TimeZone& zone, int batch_size);
 
@@ -93,21 +93,25 @@ class Poller {
   bool wait_for_tick(const std::stop_token& st, PollerListener& listener, CronSchedule::Time next_tick);
   void wake();
   void tick_safely();
-  // Free executor slots less the outcomes not yet written: how many tasks a claim may take.
-  int room() const;
+  ClaimParams claim_params() const;
+  struct Claimed {
+    int got = 0;       // rows the claim returned
+    int accepted = 0;  // of them, handed to the executor (not already running here)
+  };
+  // One claim statement of up to `n` tasks (through the breaker), handed to the executor.
+  Claimed claim(ClaimParams& p, int n);
 
   PollerOptions options_;
   TaskStore& store_;
   Executor& executor_;
+  FlowControl& flow_;
   CircuitBreaker& breaker_;
   Logger& log_;
   mutable std::mutex mu_;  // options_ (reconfigure) and stats_
   PollerStats stats_;
-  std::atomic<bool> more_due_{false};
   std::atomic<bool> listening_{false};
   std::atomic<std::int64_t> last_tick_ns_{0};
   int wake_fd_ = -1;  // eventfd: wake() and request_stop() end a wait early
-  std::function<int()> backlog_;
   std::jthread thread_;
 };
 

@@ -1,13 +1,23 @@
 // Rescuer: running tasks whose lease expired (their worker died or stalled) go back to pending,
 // to failed when their attempts are spent, or — recurring ones — to their next fire time.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <stop_token>
+
+#include "agentcron/duration.hpp"
+#include "agentcron/periodic.hpp"
 
 namespace agentcron {
 
 class Logger;
 class TaskStore;
+
+struct RescuerOptions {
+  int batch = 500;                              // rows per statement
+  Millis interval = std::chrono::seconds(30);  // between rounds
+  void validate() const;
+};
 
 struct RescuerResult {
   std::int64_t to_pending = 0;
@@ -16,13 +26,18 @@ struct RescuerResult {
 
 class Rescuer {
  public:
-  Rescuer(TaskStore& store, Logger& log, int batch = 500) : store_(store), log_(log), batch_(batch) {}
+  Rescuer(RescuerOptions options, TaskStore& store, Logger& log);
+  // One round: batches until one comes back short or `stop` is requested (checked between them).
   RescuerResult run_once(std::stop_token stop = {});
+  void start() { periodic_.start(); }
+  void request_stop() { periodic_.request_stop(); }
+  void wait() { periodic_.wait(); }
 
  private:
+  RescuerOptions options_;
   TaskStore& store_;
   Logger& log_;
-  int batch_;
+  Periodic periodic_;  // last: joined before the members its rounds use go away
 };
 
 }  // namespace agentcron

@@ -4,9 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <thread>
-
+#include "agentcron/flow_control.hpp"
 #include "support/store_fixture.hpp"
 
 namespace agentcron {
@@ -16,9 +14,7 @@ using namespace std::chrono_literals;
 
 class CompleterTest : public testing::StoreFixture {
  protected:
-  std::atomic<int> coming{0};
-  std::atomic<int> writer_asks{0};  // calls of the coming callback from the completer's thread
-  std::thread::id test_thread = std::this_thread::get_id();
+  FlowControl flow;  // the executor's side is played by the test: coming(n)
 
   // The gathering interval is ten minutes: a write the test sees came from the policy, not
   // from the interval running out.
@@ -26,12 +22,7 @@ class CompleterTest : public testing::StoreFixture {
     CompleterOptions o;
     o.worker = "w1";
     o.flush_interval = 10min;
-    auto c = std::make_unique<Completer>(o, store, log);
-    c->set_outcomes_coming([this] {
-      if (std::this_thread::get_id() != test_thread) ++writer_asks;
-      return coming.load();
-    });
-    return c;
+    return std::make_unique<Completer>(o, store, log, &flow);
   }
   std::vector<Task> claim(int n) {
     db.insert_due(n);
@@ -41,9 +32,8 @@ class CompleterTest : public testing::StoreFixture {
     auto now = std::chrono::system_clock::now();
     return FinishedRun{t, TaskOutcome::success(), now, now, std::nullopt};
   }
-  bool writer_asked_coming() {
-    return testing::eventually([&] { return writer_asks.load() > 0; });
-  }
+  // As the executor reports it: `n` handlers whose outcomes are still to come.
+  void coming(int n) { flow.executor_state(16, n, 0); }
   bool succeeded_count_is(std::int64_t n) {
     return testing::eventually(
         [&] { return db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'") == n; });
@@ -54,7 +44,7 @@ TEST_F(CompleterTest, ALoneOutcomeIsWrittenAtOnceWhenNoHandlerIsLeftToFinish) {
   auto c = completer();
   auto tasks = claim(1);
   ASSERT_EQ(tasks.size(), 1u);
-  coming = 0;
+  coming(0);
   c->add(succeeded(tasks[0]));
   EXPECT_TRUE(succeeded_count_is(1)) << "the outcome waited for the gathering interval";
   c->stop(std::chrono::steady_clock::now() + 10s);
@@ -64,12 +54,12 @@ TEST_F(CompleterTest, OutcomesGatherIntoOneStatementWhileHandlersAreStillRunning
   auto c = completer();
   auto tasks = claim(3);
   ASSERT_EQ(tasks.size(), 3u);
-  coming = 2;  // as the executor counts: the outcome being handed over is no longer coming
+  coming(2);  // as the executor counts: the outcome being handed over is no longer coming
   c->add(succeeded(tasks[0]));
-  // The writer has seen the first outcome and decided to gather (it asks how many are coming).
-  ASSERT_TRUE(writer_asked_coming()) << "the writer never looked at the first outcome";
+  // The writer has seen the first outcome and decided to gather for the two still coming.
+  ASSERT_TRUE(testing::eventually([&] { return c->stats().gathers > 0; })) << "the writer never looked at the first outcome";
   c->add(succeeded(tasks[1]));
-  coming = 0;  // the last handler finishes: its add() must wake the gathering writer
+  coming(0);  // the last handler finishes: its add() must wake the gathering writer
   c->add(succeeded(tasks[2]));
   ASSERT_TRUE(succeeded_count_is(3)) << "the writer slept through the last outcome";
   // One statement, one transaction: one now().

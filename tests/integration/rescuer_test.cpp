@@ -44,7 +44,7 @@ TEST_F(RescuerTest, ARecurringTaskWithItsAttemptsSpentWaitsForItsNextFireTime) {
       "('noop', NULL, 'UTC', 1)");                // a spent one-off task: failed
   claim_and_die(4);
 
-  Rescuer rescuer(store, log);
+  Rescuer rescuer({}, store, log);
   RescuerResult r = rescuer.run_once();
   EXPECT_EQ(r.to_pending, 2);
   EXPECT_EQ(r.to_failed, 2);
@@ -113,7 +113,7 @@ TEST_F(RescuerTest, LeaseKeeperRenewsHeldTasksAndStopsTheHandlerOfALostLease) {
   // Task 2 is rescued from under us and claimed by another worker; every lease is nearly over.
   db.exec("UPDATE agentcron.agent_tasks SET locked_by = 'other' WHERE id = 2");
   db.exec("UPDATE agentcron.agent_tasks SET locked_until = now() + interval '1 second'");
-  LeaseKeeper keeper(store, ex, "w1", 60s, log);
+  LeaseKeeper keeper({"w1", 60s}, store, ex, log);
   LeaseKeeperResult r = keeper.run_once();
   EXPECT_EQ(r.extended, 2);  // 1 running, 3 finished but unwritten
   EXPECT_EQ(r.lost, 1);

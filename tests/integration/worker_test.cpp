@@ -13,6 +13,7 @@
 
 #include "agentcron/completer.hpp"
 #include "agentcron/executor.hpp"
+#include "agentcron/flow_control.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/metrics.hpp"
 #include "agentcron/poller.hpp"
@@ -69,14 +70,15 @@ TEST_F(WorkerTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInOneTick) {
   CompleterOptions co;
   co.worker = "w";
   co.task_retry = Backoff{1s, 1s, 1};
-  Completer completer(co, store, log);
-  Executor ex({16, 5min}, reg, [&](FinishedRun&& r) { completer.add(std::move(r)); }, log);
+  FlowControl flow;
+  Completer completer(co, store, log, &flow);
+  Executor ex({16, 5min}, reg, [&](FinishedRun&& r) { completer.add(std::move(r)); }, log, &flow);
   SteadyClock clock;
   CircuitBreaker breaker(5, 1s, clock);
   PollerOptions po;
   po.worker = "w";
   po.kinds = reg.kinds();
-  Poller poller(po, store, ex, breaker, log);
+  Poller poller(po, store, ex, flow, breaker, log);
 
   TickResult tick = poller.run_once();
   EXPECT_EQ(tick.claimed, 10);

@@ -10,6 +10,7 @@
 
 #include "agentcron/completer.hpp"
 #include "agentcron/executor.hpp"
+#include "agentcron/flow_control.hpp"
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/poller.hpp"
@@ -66,7 +67,7 @@ TEST_F(ServicesOnFake, RescuerReturnsExpiredLeasesToPendingAndFailsTasksWhoseAtt
   live.locked_by = "alive";
   live.locked_until = store.now_value() + 30s;
   std::int64_t renewed = store.add(live);
-  RescuerResult r = Rescuer(store, log).run_once();
+  RescuerResult r = Rescuer({}, store, log).run_once();
   EXPECT_EQ(r.to_pending, 1);
   EXPECT_EQ(r.to_failed, 1);
   EXPECT_EQ(store.row(again).status, "pending");
@@ -79,19 +80,19 @@ TEST_F(ServicesOnFake, RescuerReturnsExpiredLeasesToPendingAndFailsTasksWhoseAtt
 
 TEST_F(ServicesOnFake, RescuerWorksInBatchesUntilAShortOneAndStopsBetweenThemWhenAsked) {
   for (int i = 0; i < 7; ++i) expired(1);
-  EXPECT_EQ(Rescuer(store, log, 3).run_once().to_pending, 7);
+  EXPECT_EQ(Rescuer(RescuerOptions{3}, store, log).run_once().to_pending, 7);
   EXPECT_EQ(store.calls("rescue_expired"), 3);  // 3, 3, then 1: a short batch ends the round
   for (int i = 0; i < 7; ++i) expired(1);
   std::stop_source stop;
   stop.request_stop();
-  EXPECT_EQ(Rescuer(store, log, 3).run_once(stop.get_token()).to_pending, 3);
+  EXPECT_EQ(Rescuer(RescuerOptions{3}, store, log).run_once(stop.get_token()).to_pending, 3);
   EXPECT_EQ(store.calls("rescue_expired"), 4);
 }
 
 TEST_F(ServicesOnFake, RescuerMovesARecurringTaskWithItsAttemptsSpentToItsNextFireTime) {
   std::int64_t hourly = expired(5, 5, "0 * * * *");
   std::int64_t broken = expired(5, 5, "not a schedule");
-  RescuerResult r = Rescuer(store, log).run_once();
+  RescuerResult r = Rescuer({}, store, log).run_once();
   EXPECT_EQ(r.to_pending, 1);
   EXPECT_EQ(r.to_failed, 1);
   Row h = store.row(hourly);
@@ -106,9 +107,9 @@ TEST_F(ServicesOnFake, RescuerMovesARecurringTaskWithItsAttemptsSpentToItsNextFi
 TEST_F(ServicesOnFake, ARescuerStatementThatFailsThrowsForItsPeriodicToRetry) {
   expired(1);
   store.fail("rescue_expired", connection_lost());
-  EXPECT_THROW(Rescuer(store, log).run_once(), DatabaseError);
+  EXPECT_THROW(Rescuer({}, store, log).run_once(), DatabaseError);
   EXPECT_EQ(store.count("running"), 1u);
-  EXPECT_EQ(Rescuer(store, log).run_once().to_pending, 1);  // the next round does it
+  EXPECT_EQ(Rescuer({}, store, log).run_once().to_pending, 1);  // the next round does it
 }
 
 // --- Janitor ---
@@ -118,12 +119,52 @@ TEST_F(ServicesOnFake, JanitorDeletesOnlyWhatIsPastItsRetentionInBoundedBatches)
   std::int64_t recent = finished("succeeded", 1h);
   std::int64_t failed_recently = finished("failed", 8 * 24h);  // failed ones are kept 30 days
   std::int64_t pending = store.add(Row{});
-  EXPECT_EQ(Janitor(store, 7 * 24h, 30 * 24h, log, 500, 2).run_once(), 1000);  // two batches at most
-  EXPECT_EQ(Janitor(store, 7 * 24h, 30 * 24h, log, 500, 20).run_once(), 200);
+  JanitorResult first = Janitor({7 * 24h, 30 * 24h, 500, 2}, store, log).run_once();
+  EXPECT_EQ(first.deleted, 1000);  // two batches at most
+  EXPECT_EQ(first.batches, 2);
+  EXPECT_EQ(Janitor({7 * 24h, 30 * 24h, 500, 20}, store, log).run_once().deleted, 200);
   EXPECT_EQ(store.calls("delete_finished"), 3);
   for (std::int64_t kept : {recent, failed_recently, pending}) EXPECT_NO_THROW(store.row(kept));
   store.fail("delete_finished", connection_lost());
-  EXPECT_THROW(Janitor(store, 7 * 24h, 30 * 24h, log).run_once(), DatabaseError);
+  EXPECT_THROW(Janitor({}, store, log).run_once(), DatabaseError);
+}
+
+TEST_F(ServicesOnFake, AStartedServiceRunsItsRoundsOnItsOwnThreadUntilStopped) {
+  for (int i = 0; i < 3; ++i) finished("succeeded", 8 * 24h);
+  JanitorOptions o;
+  o.interval = 1ms;
+  Janitor janitor(o, store, log);
+  janitor.start();
+  EXPECT_TRUE(testing::eventually([&] { return store.count("succeeded") == 0; }));
+  janitor.request_stop();
+  janitor.wait();
+  int rounds = store.calls("delete_finished");
+  finished("succeeded", 8 * 24h);
+  EXPECT_EQ(store.calls("delete_finished"), rounds) << "a round ran after wait() returned";
+}
+
+TEST_F(ServicesOnFake, OptionsOutOfRangeAreRefusedWhenTheServiceIsBuilt) {
+  EXPECT_THROW(Rescuer(RescuerOptions{0}, store, log), std::invalid_argument);
+  JanitorOptions j;
+  j.max_batches = 0;
+  EXPECT_THROW(Janitor(j, store, log), std::invalid_argument);
+  try {
+    RescuerOptions r;
+    r.interval = Millis(0);
+    r.validate();
+    ADD_FAILURE() << "a zero interval was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "rescuer: interval must be > 0");
+  }
+  PollerOptions p;
+  p.batch_size = 0;
+  EXPECT_THROW(p.validate(), std::invalid_argument);
+  EXPECT_THROW(CompleterOptions{}.validate(), std::invalid_argument);  // no worker id
+  ExecutorOptions e;
+  e.concurrency = 0;
+  EXPECT_THROW(e.validate(), std::invalid_argument);
+  EXPECT_NO_THROW(PollerOptions{}.validate());
+  EXPECT_NO_THROW(ExecutorOptions{}.validate());
 }
 
 // --- Executor-backed services: a handler that runs until told to stop ---
@@ -134,6 +175,7 @@ class WithExecutor : public ServicesOnFake {
   std::mutex mu;
   std::vector<FinishedRun> finished_runs;
   std::atomic<int> started{0};
+  FlowControl flow;  // before the executor: it reports to it
   std::unique_ptr<Executor> executor;
 
   void SetUp() override {
@@ -154,7 +196,7 @@ class WithExecutor : public ServicesOnFake {
     executor = std::make_unique<Executor>(o, handlers, [this](FinishedRun&& r) {
       std::lock_guard lock(mu);
       finished_runs.push_back(std::move(r));
-    }, log);
+    }, log, &flow);
   }
   void TearDown() override {
     executor->cancel_all("test over");
@@ -175,7 +217,7 @@ TEST_F(WithExecutor, LeaseKeeperRenewsWhatIsHeldAndStopsTheHandlerOfALeaseLostTo
   ASSERT_EQ(executor->submit(tasks), 2);
   ASSERT_TRUE(testing::eventually([&] { return started == 2; }, 10s));
   store.advance(30s);
-  LeaseKeeper keeper(store, *executor, "w1", 60s, log);
+  LeaseKeeper keeper({"w1", 60s}, store, *executor, log);
   LeaseKeeperResult r = keeper.run_once();
   EXPECT_EQ(r.extended, 2);
   EXPECT_EQ(r.lost, 0);
@@ -199,7 +241,7 @@ TEST_F(WithExecutor, ALeaseKeeperStatementThatFailsLosesNothing) {
   std::vector<Task> tasks = claim("wait", 1);
   ASSERT_EQ(executor->submit(tasks), 1);
   store.fail("extend_leases", connection_lost());
-  LeaseKeeper keeper(store, *executor, "w1", 60s, log);
+  LeaseKeeper keeper({"w1", 60s}, store, *executor, log);
   EXPECT_THROW(keeper.run_once(), DatabaseError);
   EXPECT_EQ(executor->leases_lost(), 0u);
   EXPECT_EQ(keeper.run_once().extended, 1);
@@ -287,7 +329,7 @@ class PollerOnFake : public WithExecutor {
     o.worker = "w1";
     o.kinds = std::move(kinds);
     o.listen = false;
-    return std::make_unique<Poller>(o, store, *executor, breaker, log);
+    return std::make_unique<Poller>(o, store, *executor, flow, breaker, log);
   }
   void due(const std::string& kind, int n) {
     for (int i = 0; i < n; ++i) {
@@ -312,14 +354,14 @@ TEST_F(PollerOnFake, ClaimsNoMoreThanTheFreeSlotsLessTheUnwrittenOutcomes) {
 TEST_F(PollerOnFake, ABacklogOfUnwrittenOutcomesCountsAgainstTheRoom) {
   due("wait", 5);
   auto p = poller(50);
-  p->set_backlog([] { return 1; });
+  flow.unwritten(1);  // as the completer reports it
   EXPECT_EQ(p->run_once().claimed, 1);
 }
 
 TEST_F(PollerOnFake, ClaimsInBatchesUntilAShortOne) {
   ExecutorOptions o;
   o.concurrency = 20;
-  executor = std::make_unique<Executor>(o, handlers, [](FinishedRun&&) {}, log);
+  executor = std::make_unique<Executor>(o, handlers, [](FinishedRun&&) {}, log, &flow);
   due("noop", 7);
   auto p = poller(3, {"noop"});
   TickResult r = p->run_once();
