@@ -30,8 +30,20 @@ void CompleterOptions::validate() const {
 }
 
 Completer::Completer(CompleterOptions options, TaskStore& store, Logger& log, FlowControl* flow)
-    : options_(validated(std::move(options))), store_(store), log_(log), flow_(flow) {
+    : options_(validated(std::move(options))), store_(store), log_(log), flow_(flow) {}
+
+void Completer::start() {
+  if (thread_.joinable() || stopped_) return;
   thread_ = std::jthread([this](std::stop_token st) { loop(st); });
+}
+
+void Completer::request_stop() {
+  thread_.request_stop();
+  cv_.notify_all();
+}
+
+void Completer::wait() {
+  if (thread_.joinable()) thread_.join();
 }
 
 // Stopped once already (as the worker does before it closes the pool): nothing more to write, and
@@ -128,7 +140,7 @@ CompleterStats Completer::stats() const {
   return stats_;
 }
 
-bool Completer::write_some() {
+CompleterRound Completer::run_once() {
   std::lock_guard writer(write_mu_);
   std::vector<FinishedRun> runs, releases;
   {
@@ -144,9 +156,10 @@ bool Completer::write_some() {
   }
   // Each group is written and, should the database refuse it, put back on its own: a release
   // that fails does not send the completions beside it again.
-  bool ok = write_completions(std::move(runs));
-  ok = write_releases(std::move(releases)) && ok;
-  return ok;
+  CompleterRound round{runs.size() + releases.size(), true};
+  round.ok = write_completions(std::move(runs));
+  round.ok = write_releases(std::move(releases)) && round.ok;
+  return round;
 }
 
 bool Completer::write_completions(std::vector<FinishedRun> runs) {
@@ -312,7 +325,7 @@ bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
       if (pending() == 0) return true;
       continue;
     }
-    if (write_some()) {
+    if (run_once().ok) {
       attempt = 0;
       continue;
     }
@@ -324,11 +337,8 @@ bool Completer::flush(std::chrono::steady_clock::time_point deadline) {
 
 bool Completer::stop(std::chrono::steady_clock::time_point deadline) {
   stopped_ = true;
-  if (thread_.joinable()) {
-    thread_.request_stop();
-    cv_.notify_all();
-    thread_.join();
-  }
+  request_stop();
+  wait();
   bool ok = flush(deadline);
   if (!ok)
     log_.error("task outcomes left unwritten at exit; their leases will expire and the rescuer will rerun them",
@@ -352,9 +362,9 @@ void Completer::loop(std::stop_token st) {
     }
     bool written = false;
     try {
-      written = write_some();
+      written = run_once().ok;
     } catch (const std::exception& e) {
-      // Not the database's refusal (write_some handles those): e.g. memory ran out. The writer
+      // Not the database's refusal (run_once handles those): e.g. memory ran out. The writer
       // thread lives on and tries again after a backoff.
       log_.error("writing task outcomes failed", {{"error", e.what()}});
     }

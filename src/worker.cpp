@@ -217,6 +217,7 @@ void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
   Executor* executor = s.executor.get();
   completer->set_on_written([executor](const std::vector<ClaimRef>& written) { executor->forget(written); });
   completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
+  completer->start();  // once its callbacks are set
 }
 
 void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {

@@ -45,6 +45,12 @@ struct CompleterStats {
   std::uint64_t gathers = 0;       // times the writer waited for outcomes still coming
 };
 
+// One write of up to max_batch outcomes (run_once).
+struct CompleterRound {
+  std::size_t taken = 0;  // outcomes taken from the queue
+  bool ok = true;         // false: a transient failure put them back, to be tried again
+};
+
 class Completer {
  public:
   // `flow`, when given, hears how many outcomes are unwritten and says how many are still coming
@@ -55,12 +61,19 @@ class Completer {
   Completer(const Completer&) = delete;
   Completer& operator=(const Completer&) = delete;
 
+  // The writer thread: it gathers outcomes and writes them (run_once) until stopped.
+  void start();
+  void request_stop();  // the writer stops after its current write; idempotent, safe before start
+  void wait();
+  // One write on the caller's thread (it waits while the writer thread writes).
+  CompleterRound run_once();
+
   // Thread-safe; never blocks on the database.
   void add(FinishedRun&& run);
   // Writes everything added so far, retrying transient errors until `deadline`. True when
   // nothing is left unwritten.
   bool flush(std::chrono::steady_clock::time_point deadline);
-  // Stops the background writer after a final flush (bounded by `deadline`).
+  // Shutdown: stops the writer thread, then flushes what is left (bounded by `deadline`).
   bool stop(std::chrono::steady_clock::time_point deadline);
 
   CompleterStats stats() const;
@@ -79,8 +92,6 @@ class Completer {
 
  private:
   void loop(std::stop_token st);
-  // One write of up to max_batch items; false on a transient failure (items stay queued).
-  bool write_some();
   bool write_completions(std::vector<FinishedRun> runs);
   bool write_releases(std::vector<FinishedRun> runs);
   // After a refused write: puts `runs` back at the front — to be retried, written one by one,

@@ -22,7 +22,9 @@ class CompleterTest : public testing::StoreFixture {
     CompleterOptions o;
     o.worker = "w1";
     o.flush_interval = 10min;
-    return std::make_unique<Completer>(o, store, log, &flow);
+    auto c = std::make_unique<Completer>(o, store, log, &flow);
+    c->start();
+    return c;
   }
   std::vector<Task> claim(int n) {
     db.insert_due(n);

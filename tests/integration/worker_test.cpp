@@ -72,6 +72,7 @@ TEST_F(WorkerTest, ThrowingCatchAllAndTimingOutHandlersFailAloneInOneTick) {
   co.task_retry = Backoff{1s, 1s, 1};
   FlowControl flow;
   Completer completer(co, store, log, &flow);
+  completer.start();
   Executor ex({16, 5min}, reg, [&](FinishedRun&& r) { completer.add(std::move(r)); }, log, &flow);
   SteadyClock clock;
   CircuitBreaker breaker(5, 1s, clock);

@@ -255,7 +255,9 @@ class CompleterOnFake : public WithExecutor {
     CompleterOptions o;
     o.worker = "w1";
     o.db_retry = Backoff{1ms, 5ms, 2};
-    return std::make_unique<Completer>(o, store, log);
+    auto c = std::make_unique<Completer>(o, store, log);
+    c->start();
+    return c;
   }
   static FinishedRun run(const Task& t, TaskOutcome outcome) {
     auto now = std::chrono::system_clock::now();
@@ -282,6 +284,29 @@ TEST_F(CompleterOnFake, OutcomesLandOnTheirRowsWithTheirRuns) {
   EXPECT_EQ(store.runs()[1].outcome, "failed");
   EXPECT_EQ(c->stats().succeeded, 1u);
   EXPECT_EQ(c->pending(), 0u);
+}
+
+TEST_F(CompleterOnFake, RunOnceWritesOneBatchOnTheCallersThreadAndPutsBackWhatFailed) {
+  std::vector<Task> t = claim("noop", 2);
+  CompleterOptions o;
+  o.worker = "w1";
+  o.max_batch = 1;
+  Completer c(o, store, log);  // not started: no writer thread
+  c.add(run(t[0], TaskOutcome::success()));
+  c.add(run(t[1], TaskOutcome::success()));
+  store.fail("complete_many", connection_lost(), 1);
+  CompleterRound failed = c.run_once();
+  EXPECT_EQ(failed.taken, 1u);
+  EXPECT_FALSE(failed.ok);
+  EXPECT_EQ(c.pending(), 2u) << "a failed write lost its outcome";
+  CompleterRound first = c.run_once();
+  EXPECT_TRUE(first.ok);
+  EXPECT_EQ(first.taken, 1u);  // max_batch
+  EXPECT_EQ(store.row(t[0].id).status, "succeeded");
+  EXPECT_EQ(store.row(t[1].id).status, "running");
+  EXPECT_EQ(c.run_once().taken, 1u);
+  EXPECT_EQ(c.run_once().taken, 0u);
+  EXPECT_EQ(store.row(t[1].id).status, "succeeded");
 }
 
 TEST_F(CompleterOnFake, AWriteThatFailsTransientlyIsRetriedUntilItLands) {
