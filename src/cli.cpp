@@ -350,8 +350,10 @@ ExitCode cmd_status(const Globals& g) {
   auto log = make_logger(c);
   AdminDb db(c, *log);
   QueueStatus s = db.store.status();
-  for (const auto& [name, n] : s.by_status) std::printf("%-10s %lld\n", name.c_str(), static_cast<long long>(n));
-  std::printf("due now    %lld\n", static_cast<long long>(s.due_now));
+  // Estimates (a large table) carry a "~"; running tasks are always counted.
+  for (const auto& [name, n] : s.by_status)
+    std::printf("%-10s %s%lld\n", name.c_str(), s.estimated && name != "running" ? "~" : "", static_cast<long long>(n));
+  std::printf("due now    %lld%s\n", static_cast<long long>(s.due_now), s.due_capped ? "+" : "");
   if (s.oldest_due_seconds) std::printf("oldest due %.1fs ago\n", *s.oldest_due_seconds);
   else std::printf("oldest due -\n");
   std::printf("connections %lld of %lld in use (%lld agentcron)\n", static_cast<long long>(s.server_connections),

@@ -232,17 +232,52 @@ WHERE $11::text IS NOT NULL AND dedup_key = $11 AND status IN ('pending', 'runni
 LIMIT 1
 )SQL"};
 
+// The queue at a glance, in a bounded number of buffers whatever the table's size: running
+// tasks through the lease index; due tasks counted per priority through the due index, at most
+// $1 per priority; the oldest due task per priority; the table's size and each status's share as
+// the planner's statistics have them (kStatusCounts counts exactly when the table is small).
 constexpr Statement kStatus{"agentcron_status", R"SQL(
-SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running'),
-       count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'),
-       count(*) FILTER (WHERE status = 'cancelled'),
-       count(*) FILTER (WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now()),
-       extract(epoch FROM now() - min(scheduled_for)
-               FILTER (WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now()))::double precision,
+WITH RECURSIVE prios(p) AS (
+  (SELECT priority FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved'
+   ORDER BY priority DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT priority FROM agentcron.agent_tasks
+          WHERE status = 'pending' AND approval = 'approved' AND priority < prios.p ORDER BY priority DESC LIMIT 1)
+  FROM prios WHERE prios.p IS NOT NULL
+), due AS (
+  SELECT d.n, o.oldest FROM prios
+  CROSS JOIN LATERAL (SELECT count(*) AS n FROM (
+      SELECT 1 FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p
+        AND scheduled_for <= now() LIMIT $1) x) d
+  CROSS JOIN LATERAL (SELECT min(scheduled_for) AS oldest FROM agentcron.agent_tasks
+      WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()) o
+  WHERE prios.p IS NOT NULL
+), size AS (
+  SELECT greatest(c.reltuples, 0)::bigint AS n FROM pg_class c WHERE c.oid = 'agentcron.agent_tasks'::regclass
+), share AS (
+  SELECT v.status, v.freq
+  FROM pg_stats s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v(status, freq)
+  WHERE s.schemaname = 'agentcron' AND s.tablename = 'agent_tasks' AND s.attname = 'status'
+)
+SELECT (SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until IS NOT NULL AND status = 'running'),
+       (SELECT coalesce(sum(n), 0) FROM due),
+       (SELECT max(n) FROM due) >= $1,
+       extract(epoch FROM now() - (SELECT min(oldest) FROM due))::double precision,
+       (SELECT n FROM size),
+       (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'pending'), 0) * (SELECT n FROM size))::bigint FROM share),
+       (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'succeeded'), 0) * (SELECT n FROM size))::bigint FROM share),
+       (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'failed'), 0) * (SELECT n FROM size))::bigint FROM share),
+       (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'cancelled'), 0) * (SELECT n FROM size))::bigint FROM share),
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
                                               AND application_name LIKE 'agentcron%'),
        current_setting('max_connections')::bigint
+)SQL"};
+
+// Exact counts by status: a scan of the whole table, sent only when it is small (kStatus's size).
+constexpr Statement kStatusCounts{"agentcron_status_counts", R"SQL(
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'succeeded'),
+       count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'cancelled')
 FROM agentcron.agent_tasks
 )SQL"};
 

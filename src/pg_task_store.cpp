@@ -192,20 +192,42 @@ EnqueueResult PgTaskStore::enqueue(const EnqueueParams& p) {
   }
 }
 
+namespace {
+// Due tasks are counted up to this many per priority; a table of at most this many rows (by the
+// planner's statistics) is counted exactly. Both keep `status` to a few milliseconds at 10 million.
+constexpr std::int64_t kDueCountCap = 10000;
+constexpr std::int64_t kExactCountRows = 100000;
+}  // namespace
+
 QueueStatus PgTaskStore::status() {
-  auto read = [](const pqxx::result& r) {
+  std::int64_t table_rows = 0;
+  std::int64_t running = 0;
+  std::int64_t estimates[4] = {};  // pending, succeeded, failed, cancelled
+  auto read = [&](const pqxx::result& r) {
     const auto& row = r[0];
     QueueStatus q;
-    const char* names[] = {"pending", "running", "succeeded", "failed", "cancelled"};
-    for (int i = 0; i < 5; ++i) q.by_status.emplace_back(names[i], row[i].as<std::int64_t>());
-    q.due_now = row[5].as<std::int64_t>();
-    if (!row[6].is_null()) q.oldest_due_seconds = row[6].as<double>();
-    q.server_connections = row[7].as<std::int64_t>();
-    q.agentcron_connections = row[8].as<std::int64_t>();
-    q.max_connections = row[9].as<std::int64_t>();
+    running = row[0].as<std::int64_t>();
+    q.due_now = row[1].as<std::int64_t>();
+    q.due_capped = !row[2].is_null() && row[2].as<bool>();
+    if (!row[3].is_null()) q.oldest_due_seconds = row[3].as<double>();
+    table_rows = row[4].as<std::int64_t>();
+    for (int i = 0; i < 4; ++i) estimates[i] = row[5 + i].as<std::int64_t>();
+    q.server_connections = row[9].as<std::int64_t>();
+    q.agentcron_connections = row[10].as<std::int64_t>();
+    q.max_connections = row[11].as<std::int64_t>();
     return q;
   };
-  return execute("queue status", options_.update, kStatus, read);
+  QueueStatus q = execute("queue status", options_.update, kStatus, read, kDueCountCap);
+  // Statistics say the table is small (or it was never analyzed): count it.
+  q.estimated = table_rows > kExactCountRows;
+  if (!q.estimated)
+    execute("queue status counts", options_.update, kStatusCounts, [&](const pqxx::result& r) {
+      for (int i = 0; i < 4; ++i) estimates[i] = r[0][i].as<std::int64_t>();
+      return 0;
+    });
+  q.by_status = {{"pending", estimates[0]}, {"running", running}, {"succeeded", estimates[1]},
+                 {"failed", estimates[2]}, {"cancelled", estimates[3]}};
+  return q;
 }
 
 SysTime PgTaskStore::now() {

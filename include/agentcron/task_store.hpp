@@ -62,7 +62,11 @@ struct EnqueueResult {
 
 struct QueueStatus {
   std::vector<std::pair<std::string, std::int64_t>> by_status;  // all five statuses, in order
+  // The counts of pending, succeeded, failed and cancelled are the planner's estimates (a large
+  // table: counting it would cost a scan of it). Running tasks are always counted.
+  bool estimated = false;
   std::int64_t due_now = 0;
+  bool due_capped = false;  // due_now is a lower bound: counting stopped there
   std::optional<double> oldest_due_seconds;
   std::int64_t server_connections = 0;     // all backends of client connections
   std::int64_t agentcron_connections = 0;  // of those, agentcron's

@@ -135,6 +135,28 @@ TEST_F(StoreTest, TheClaimsCostDoesNotGrowWithTasksWaitingInTheFuture) {
   EXPECT_LE(after.buffers, before.buffers * 3 / 2) << "before:\n" << before.plan << "after:\n" << after.plan;
 }
 
+// `status` on a large table reads estimates and counts due tasks only up to a cap, instead of
+// scanning every row; on a small one (the test above and below) it counts exactly.
+TEST_F(StoreTest, StatusOnALargeTableEstimatesAndCapsInsteadOfScanning) {
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) "
+          "SELECT 'noop', now() + interval '1 hour' FROM generate_series(1, 120000)");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) "
+          "SELECT 'noop', now() - interval '1 minute' FROM generate_series(1, 10050)");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) "
+          "SELECT 'noop', 'succeeded', now() FROM generate_series(1, 30000)");
+  db.exec("VACUUM ANALYZE agentcron.agent_tasks");
+  QueueStatus s = store->status();
+  EXPECT_TRUE(s.estimated);
+  ASSERT_EQ(s.by_status.size(), 5u);
+  EXPECT_NEAR(static_cast<double>(s.by_status[0].second), 130050.0, 13005.0);  // pending, within 10 %
+  EXPECT_EQ(s.by_status[1].second, 0);                                         // running: counted
+  EXPECT_NEAR(static_cast<double>(s.by_status[2].second), 30000.0, 3000.0);    // succeeded
+  EXPECT_EQ(s.due_now, 10000);
+  EXPECT_TRUE(s.due_capped);
+  ASSERT_TRUE(s.oldest_due_seconds);
+  EXPECT_GE(*s.oldest_due_seconds, 50.0);
+}
+
 // Whatever the mix of priorities and times, a claim takes exactly the first due tasks in
 // (priority DESC, scheduled_for, id) order — the order the skip over priorities must keep.
 TEST_F(StoreTest, ClaimsTakeTheDueTasksInExactPriorityThenTimeOrder) {
