@@ -143,20 +143,32 @@ CompleterStats Completer::stats() const {
 CompleterRound Completer::run_once() {
   std::lock_guard writer(write_mu_);
   std::vector<FinishedRun> runs, releases;
+  std::size_t n;
   {
     std::lock_guard lock(mu_);
     std::size_t limit = isolate_ > 0 ? 1 : static_cast<std::size_t>(options_.max_batch);
     if (isolate_ > 0) --isolate_;
-    std::size_t n = std::min<std::size_t>(queue_.size(), limit);
+    n = std::min<std::size_t>(queue_.size(), limit);
+    if (n == 0) return {};
     for (std::size_t i = 0; i < n; ++i) {
       (queue_.front().outcome.cancelled ? releases : runs).push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
-    report_locked();
+    // Still unwritten while the statement runs: the room they take is freed when it returns (a
+    // failed write puts them back in the queue first), not when they leave the queue.
+    in_flight_ = n;
   }
+  struct Landed {  // whatever the write did, even if it threw
+    Completer& c;
+    ~Landed() {
+      std::lock_guard lock(c.mu_);
+      c.in_flight_ = 0;
+      c.report_locked();
+    }
+  } landed{*this};
   // Each group is written and, should the database refuse it, put back on its own: a release
   // that fails does not send the completions beside it again.
-  CompleterRound round{runs.size() + releases.size(), true};
+  CompleterRound round{n, true};
   round.ok = write_completions(std::move(runs));
   round.ok = write_releases(std::move(releases)) && round.ok;
   return round;
@@ -305,7 +317,7 @@ bool Completer::put_back(std::vector<FinishedRun> runs, const DatabaseError& e) 
 }
 
 void Completer::report_locked() {
-  if (flow_) flow_->unwritten(queue_.size());
+  if (flow_) flow_->unwritten(queue_.size() + in_flight_);
 }
 
 bool Completer::none_coming() const { return flow_ && flow_->outcomes_coming() <= 0; }

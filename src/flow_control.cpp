@@ -43,7 +43,10 @@ void FlowControl::unwritten(std::size_t n) {
 
 void FlowControl::set_more_due(bool more) {
   std::lock_guard lock(mu_);
+  bool was = s_.more_due;
   s_.more_due = more;
+  // Room that grew while the last claim looked short is worth a claim now that more is due.
+  if (wake_ && more && !was && s_.worth_a_claim()) wake_();
 }
 
 void FlowControl::set_batch_size(int n) {

@@ -66,9 +66,11 @@ inline const char* status_text(Completion::Status s) {
   return "failed";
 }
 
-// The SET LOCALs that start every transaction of a query class.
+// The SET LOCALs that start every transaction of a query class. JIT is off: the statements are
+// short, and a queue table's statistics, stale by nature, let the planner's cost cross
+// jit_above_cost at random (bench-scale saw `status` take 40 ms instead of 3 at one size).
 inline std::string set_local(const QueryTimeouts& t, bool hash_by_id = false) {
-  return "SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
+  return "SET LOCAL jit = off; SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
          "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
          "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()) +
          (t.async_commit ? "; SET LOCAL synchronous_commit = off" : "") +

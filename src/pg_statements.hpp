@@ -28,7 +28,8 @@ constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1
 // next (`prios`: one index probe each, a loose index scan) and, for each in turn, reads that
 // priority's due range of the index in order — a bounded number of buffers whatever waits in
 // the future. The nested loop over `prios` keeps the priority order, and rows are locked only
-// as the outer LIMIT pulls them.
+// as the outer LIMIT pulls them. Its cost grows with the distinct priorities of pending tasks
+// (one probe each when the claim comes back short): a handful is the intended use.
 constexpr Statement kClaim{"agentcron_claim", R"SQL(
 WITH RECURSIVE prios(p) AS (
   (SELECT priority FROM agentcron.agent_tasks

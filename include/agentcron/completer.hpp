@@ -63,7 +63,9 @@ class Completer {
 
   // The writer thread: it gathers outcomes and writes them (run_once) until stopped.
   void start();
-  void request_stop();  // the writer stops after its current write; idempotent, safe before start
+  // The writer stops after its current write; idempotent, safe before start. A start() after it
+  // starts a new writer (stop() does not: it ends the completer for good).
+  void request_stop();
   void wait();
   // One write on the caller's thread (it waits while the writer thread writes).
   CompleterRound run_once();
@@ -99,7 +101,7 @@ class Completer {
   // Returns false when the error is transient.
   bool put_back(std::vector<FinishedRun> runs, const DatabaseError& e);
   void announce_written(const std::vector<ClaimRef>& claims);
-  void report_locked();  // tells flow_ how many outcomes wait (mu_ held)
+  void report_locked();  // tells flow_ how many outcomes are unwritten: queued or being written (mu_ held)
   bool none_coming() const;  // no handler is left whose outcome is still to come
   // Logs a written outcome and says what it was, for the counts.
   enum class Written { succeeded, retried, failed };
@@ -115,6 +117,7 @@ class Completer {
   std::mt19937_64 rng_{std::random_device{}()};
   CompleterStats stats_;
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
+  std::size_t in_flight_ = 0;  // taken by the write under way (write_mu_ held), counted as unwritten
   std::atomic<bool> stopped_{false};
   std::function<void(const std::vector<ClaimRef>&)> on_written_;
   std::function<std::optional<std::int64_t>(std::int64_t)> redelivered_;

@@ -48,7 +48,8 @@ class FlowControl {
   void executor_state(int capacity, int busy, int delivering);
   // The completer, under its lock, after every change of its queue.
   void unwritten(std::size_t n);
-  // The poller, after each claim (and false after a failed one).
+  // The poller, after each claim (and false after a failed one). Turning true wakes the poller
+  // when the room is already worth a claim (it grew while more did not look due).
   void set_more_due(bool more);
   void set_batch_size(int n);
 

@@ -68,11 +68,12 @@ TEST_F(FlowControlTest, AHandedOverOutcomeDoesNotWakeButItsWriteDoes) {
 
 TEST_F(FlowControlTest, ReportsThatShrinkTheRoomNeverWake) {
   flow.executor_state(4, 0, 0);
-  flow.set_more_due(true);
+  flow.set_more_due(true);  // room for a claim: one wake-up
+  ASSERT_EQ(wakes, 1);
   flow.executor_state(4, 2, 0);
   flow.unwritten(1);
   flow.executor_state(4, 2, 0);  // the same again
-  EXPECT_EQ(wakes, 0);
+  EXPECT_EQ(wakes, 1);
 }
 
 TEST_F(FlowControlTest, NoWakeUpAfterTheWakeIsCleared) {
@@ -81,6 +82,20 @@ TEST_F(FlowControlTest, NoWakeUpAfterTheWakeIsCleared) {
   flow.set_wake(nullptr);  // the poller is going away
   flow.executor_state(2, 0, 0);
   EXPECT_EQ(wakes, 0);
+}
+
+TEST_F(FlowControlTest, MoreDueWakesWhenTheRoomGrewWhileTheLastClaimLookedShort) {
+  flow.executor_state(20, 20, 0);
+  flow.executor_state(20, 5, 0);  // slots freed during a claim that then comes back full
+  EXPECT_EQ(wakes, 0);
+  flow.set_more_due(true);
+  EXPECT_EQ(wakes, 1);
+  flow.set_more_due(true);  // already due: no second wake-up for the same room
+  EXPECT_EQ(wakes, 1);
+  flow.set_more_due(false);
+  flow.executor_state(20, 20, 0);
+  flow.set_more_due(true);  // no room: nothing to wake for
+  EXPECT_EQ(wakes, 1);
 }
 
 TEST_F(FlowControlTest, ALargerConcurrencyIsRoomToo) {

@@ -386,6 +386,7 @@ TEST_F(PollerOnFake, ABacklogOfUnwrittenOutcomesCountsAgainstTheRoom) {
 TEST_F(PollerOnFake, ClaimsInBatchesUntilAShortOne) {
   ExecutorOptions o;
   o.concurrency = 20;
+  executor.reset();  // first: its teardown reports to the flow control too
   executor = std::make_unique<Executor>(o, handlers, [](FinishedRun&&) {}, log, &flow);
   due("noop", 7);
   auto p = poller(3, {"noop"});
