@@ -21,6 +21,7 @@ void PollerOptions::validate() const {
   require_option(lease > Millis(0), "poller", "lease must be > 0");
   require_option(max_payload_bytes > 0, "poller", "max_payload_bytes must be > 0");
   require_option(tick_jitter >= 0 && tick_jitter < 1, "poller", "tick_jitter must be in [0, 1)");
+  require_option(heartbeat >= Millis(0), "poller", "heartbeat must be >= 0");
 }
 
 Poller::Poller(PollerOptions options, TaskStore& store, Executor& executor, FlowControl& flow, CircuitBreaker& breaker,
@@ -270,10 +271,12 @@ void Poller::loop(std::stop_token st) {
 
 bool Poller::wait_for_tick(const std::stop_token& st, PollerListener& listener, CronSchedule::Time next_tick) {
   while (!st.stop_requested()) {
+    heartbeats_.fetch_add(1, std::memory_order_relaxed);
     auto now = std::chrono::system_clock::now();
     if (now >= next_tick) return false;
     // At most ~12 days a wait (poll() takes an int of milliseconds): a monthly schedule waits again.
     Millis wait = std::min({std::chrono::ceil<Millis>(next_tick - now), listener.until_retry(), Millis(1 << 30)});
+    if (options_.heartbeat > Millis(0)) wait = std::min(wait, options_.heartbeat);
     PollerListener::Woke woke = listener.wait(wait, wake_fd_);
     if (woke == PollerListener::Woke::lost) return false;
     std::uint64_t drained;

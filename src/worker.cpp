@@ -64,6 +64,10 @@ Worker::Worker(Config config, HandlerRegistry handlers, Logger& log, std::string
     : config_(std::move(config)), handlers_(std::move(handlers)), log_(log), id_(std::move(worker_id)) {}
 
 Worker::~Worker() {
+  if (notifier_) {  // first: its rounds read s_ under mu_
+    notifier_->request_stop();
+    notifier_->wait();
+  }
   if (s_) shutdown_services();
   if (metrics_) metrics_->stop();
 }
@@ -85,6 +89,16 @@ void Worker::request_shutdown(int count) {
 // Only the reloadable fields of config_ change, and only under mu_: every other field is fixed
 // from construction on and read freely; the reloadable ones are read under mu_ (see scheduler()).
 void Worker::reload(const Config& next) {
+  // Only once READY=1 went out: a reload while the database is awaited must not say it.
+  bool announce = notifier_ && claimed_once();
+  if (announce) notify_systemd("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                                              std::chrono::steady_clock::now().time_since_epoch()).count()));
+  struct Reloaded {
+    bool announce;
+    ~Reloaded() {
+      if (announce) notify_systemd("READY=1");
+    }
+  } reloaded{announce};
   std::lock_guard lock(mu_);
   Config merged = apply_reloadable(config_, next);
   if (auto level = parse_log_level(merged.log.level)) log_.set_level(*level);
@@ -134,6 +148,9 @@ std::optional<ExitCode> Worker::wait_for_database(Services& s, const Config& c, 
     } catch (const DatabaseError& e) {
       bool give_up = (one_shot && attempt >= 3) || e.error_class() == ErrorClass::permanent;
       Millis delay = connect_backoff.delay(attempt, rng);
+      // systemd: starting takes longer than TimeoutStartSec would allow; say why.
+      notify_systemd("EXTEND_TIMEOUT_USEC=" + std::to_string((delay + std::chrono::seconds(30)).count() * 1000) +
+                     "\nSTATUS=waiting for the database (attempt " + std::to_string(attempt) + ")");
       log_.warn("database unavailable", {{"attempt", attempt},
                                          {"database", s.pool->options().redacted},
                                          {"sqlstate", e.sqlstate()},
@@ -195,6 +212,8 @@ PollerOptions Worker::poller_options(const Config& c, bool one_shot) const {
   popts.max_payload_bytes = c.executor.max_payload_bytes;
   std::mt19937_64 rng{std::random_device{}()};
   popts.tick_jitter = std::uniform_real_distribution<double>(0, 1)(rng);
+  // Four beats per watchdog interval; the notifier looks every half interval.
+  if (watchdog_ > Millis(0) && !one_shot) popts.heartbeat = std::max(Millis(1), watchdog_ / 4);
   return popts;
 }
 
@@ -403,8 +422,12 @@ ExitCode Worker::run(const WorkerRunOptions& opts) {
       metrics_ = std::move(server);
     }
   }
+  start_systemd_notifier();
   ExitCode rc = start_services(opts, false);
-  if (rc != ExitCode::ok || !s_) return rc;
+  if (rc != ExitCode::ok || !s_) {
+    if (notifier_) notifier_->request_stop();
+    return rc;
+  }
   SchedulerConfig sc = scheduler();
   log_.info("worker started", {{"worker", id_},
                                {"schedule", sc.schedule},
@@ -412,14 +435,49 @@ ExitCode Worker::run(const WorkerRunOptions& opts) {
                                {"batch_size", sc.batch_size},
                                {"connection_limit", config_.database.connection_limit}});
   s_->poller->start();
-  notify_systemd("READY=1");
   {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return shutdown_requests_ > 0; });
   }
+  if (notifier_) {  // no watchdog pings while stopping (systemd stops the watchdog there too)
+    notifier_->request_stop();
+    notifier_->wait();
+  }
   shutdown_services();  // /readyz says "shutting down" meanwhile
   if (metrics_) metrics_->stop();
   return ExitCode::ok;
+}
+
+void Worker::start_systemd_notifier() {
+  if (!systemd_notify_enabled()) return;
+  watchdog_ = systemd_watchdog_interval();
+  SystemdNotifierOptions o;
+  o.watchdog = watchdog_;
+  SystemdNotifierSources sources{[this] { return claimed_once(); },
+                                 [this]() -> std::uint64_t {
+                                   std::lock_guard lock(mu_);
+                                   return s_ ? s_->poller->heartbeats() : 0;
+                                 },
+                                 [this] { return status_line(); }};
+  notifier_ = std::make_unique<SystemdNotifier>(o, std::move(sources), log_);
+  notifier_->start();
+}
+
+bool Worker::claimed_once() const {
+  std::lock_guard lock(mu_);
+  return s_ && s_->poller->last_tick() != std::chrono::steady_clock::time_point{};
+}
+
+std::string Worker::status_line() const {
+  WorkerStats st = stats();
+  int running = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (s_) running = s_->executor->busy();
+  }
+  return "running " + std::to_string(running) + ", claimed " + std::to_string(st.poller.claimed) + ", succeeded " +
+         std::to_string(st.completer.succeeded) + ", retried " + std::to_string(st.completer.retried) + ", failed " +
+         std::to_string(st.completer.failed);
 }
 
 ExitCode Worker::once(const WorkerRunOptions& opts) {

@@ -36,6 +36,9 @@ struct PollerOptions {
   int max_payload_bytes = 1 << 20;  // larger payloads are not fetched (ClaimParams)
   double tick_jitter = 0;           // 0 ≤ j < 1: this worker's place within a tick's spread (tick_after)
   Backoff reconnect{std::chrono::seconds(1), std::chrono::seconds(30), 2};  // of the LISTEN connection
+  // When set, the poller's thread wakes at least this often between ticks and counts a
+  // heartbeat (heartbeats()): the systemd watchdog's proof that it is not stuck. 0: no cap.
+  Millis heartbeat{0};
   void validate() const;
 };
 
@@ -86,6 +89,8 @@ class Poller {
   // steady_clock time of the last tick that reached the database (readiness).
   std::chrono::steady_clock::time_point last_tick() const;
   bool listening() const { return listening_; }
+  // Grows each time the poller's thread goes round its loop (see PollerOptions::heartbeat).
+  std::uint64_t heartbeats() const { return heartbeats_.load(std::memory_order_relaxed); }
 
  private:
   void loop(std::stop_token st);
@@ -111,6 +116,7 @@ class Poller {
   PollerStats stats_;
   std::atomic<bool> listening_{false};
   std::atomic<std::int64_t> last_tick_ns_{0};
+  std::atomic<std::uint64_t> heartbeats_{0};
   int wake_fd_ = -1;  // eventfd: wake() and request_stop() end a wait early
   std::jthread thread_;
 };

@@ -19,6 +19,7 @@
 namespace agentcron {
 
 class Logger;
+class SystemdNotifier;
 
 // hostname:pid — unique among the workers on one database, readable in pg_stat_activity.
 std::string default_worker_id();
@@ -97,6 +98,12 @@ class Worker {
   std::string id_;
   std::unique_ptr<Services> s_;
   std::unique_ptr<MetricsServer> metrics_;
+  // systemd: READY=1 after the first claim, the watchdog pings while the poller goes round, STATUS=.
+  void start_systemd_notifier();
+  bool claimed_once() const;  // a claim round reached the database (mu_ not held)
+  std::string status_line() const;
+  Millis watchdog_{0};  // WatchdogSec, when systemd set one (run only)
+  std::unique_ptr<SystemdNotifier> notifier_;
   WorkerStats final_stats_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
