@@ -26,7 +26,10 @@
 #include "agentcron/pool.hpp"
 #include "agentcron/retry.hpp"
 #include "agentcron/signals.hpp"
+#include "agentcron/systemd_notify.hpp"
 #include "agentcron/pg_task_store.hpp"
+#include "agentcron/probe.hpp"
+#include "agentcron/reaper.hpp"
 #include "agentcron/worker.hpp"
 
 namespace agentcron {
@@ -58,6 +61,7 @@ const char* kUsage =
     "  cron next      EXPR [--from ISO8601] [--count N] [--timezone TZ]: next fire times\n"
     "  config check   validate and print the effective configuration, secrets redacted\n"
     "  config example print a configuration file with every key at its default\n"
+    "  probe          ask the running worker's /healthz (metrics.listen): exit 0 or 1\n"
     "\n"
     "`agentcron COMMAND --help` shows a command's options.\n"
     "exit codes: 0 ok, 1 `once` ran and some task failed, 64 usage, 65 changed migration,\n"
@@ -135,7 +139,10 @@ Config load(const Globals& g) { return load_config(g.sources); }
 
 std::unique_ptr<Logger> make_logger(const Config& c) {
   auto format = resolve_log_format(c.log.format, ::isatty(2), std::getenv("JOURNAL_STREAM") != nullptr);
-  return std::make_unique<Logger>(format.value_or(LogFormat::json), parse_log_level(c.log.level).value_or(LogLevel::info));
+  LogLevel level = parse_log_level(c.log.level).value_or(LogLevel::info);
+  // journal: native entries, each log field a journal field (journalctl TASK_ID=7).
+  if (format == LogFormat::journal) return std::make_unique<Logger>(level, systemd_journal_writer());
+  return std::make_unique<Logger>(format.value_or(LogFormat::json), level);
 }
 
 // A pool and store for the short administrative commands (migrate, enqueue, status).
@@ -342,6 +349,29 @@ ExitCode cmd_enqueue(const Globals& g) {
   return ExitCode::ok;
 }
 
+// `probe [--ready] [--timeout D]`: exit 0 when the worker's /healthz (or /readyz) answers 200, 1
+// otherwise (a container HEALTHCHECK's convention), 78 when metrics.listen is not set.
+ExitCode cmd_probe(const Globals& g) {
+  po::options_description d("probe options");
+  d.add_options()("ready", "ask /readyz (claiming) instead of /healthz (alive)")(
+      "timeout", po::value<std::string>()->default_value("3s"), "how long to wait for the answer");
+  bool help = false;
+  auto vm = parse_command("probe", g.args, d, {}, "[--ready] [--timeout DURATION]", help);
+  if (help) return ExitCode::ok;
+  Config c = load(g);
+  if (c.metrics.listen.empty())
+    throw ConfigError("probe: metrics.listen is not set; the probe asks the worker's /healthz there");
+  auto timeout = parse_duration(vm["timeout"].as<std::string>());
+  if (!timeout || *timeout <= Millis(0)) throw UsageError("probe: --timeout must be a duration such as \"3s\"");
+  std::string path = vm.count("ready") ? "/readyz" : "/healthz";
+  if (auto problem = probe_worker(c.metrics.listen, path, *timeout)) {
+    std::cerr << "probe: " << *problem << "\n";
+    return ExitCode::unhealthy;
+  }
+  std::cout << "ok: http://" << c.metrics.listen << path << "\n";
+  return ExitCode::ok;
+}
+
 ExitCode cmd_status(const Globals& g) {
   bool help = false;
   parse_command("status", g.args, {}, {}, "", help);
@@ -399,6 +429,11 @@ ExitCode cmd_worker(const Globals& g, bool one_shot, const std::function<void(Ha
                           }
                         });
   signals.start();
+  // Orphans an exec handler's program leaves behind come to this process (PID 1 in a container,
+  // or a child subreaper anywhere) and are waited for, not left as zombies.
+  become_subreaper();
+  Reaper reaper({}, *log);
+  reaper.start();
   return one_shot ? worker.once(opts) : worker.run(opts);
 }
 
@@ -421,6 +456,7 @@ ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegi
     if (cmd == "migrate") return cmd_migrate(*g);
     if (cmd == "enqueue") return cmd_enqueue(*g);
     if (cmd == "status") return cmd_status(*g);
+    if (cmd == "probe") return cmd_probe(*g);
     if (cmd == "cron") return cmd_cron(*g);
     if (cmd == "config") return cmd_config(*g);
     throw UsageError("unknown command \"" + cmd + "\"");

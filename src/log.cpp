@@ -169,7 +169,24 @@ Logger::Logger(LogFormat format, LogLevel level, std::shared_ptr<spdlog::sinks::
   impl_->flush_on(spdlog::level::trace);
 }
 
+Logger::Logger(LogLevel level, JournalWriter journal)
+    : Logger(LogFormat::journal, level, std::make_shared<spdlog::sinks::stderr_sink_mt>()) {
+  journal_ = std::move(journal);
+}
+
 Logger::~Logger() = default;
+
+std::string journal_field_name(std::string_view key) {
+  std::string out;
+  for (char c : key) {
+    if (c >= 'a' && c <= 'z') out += static_cast<char>(c - 'a' + 'A');
+    else if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) out += c;
+    else out += '_';
+  }
+  while (!out.empty() && out.front() == '_') out.erase(out.begin());
+  if (out.empty() || (out.front() >= '0' && out.front() <= '9')) out = "F_" + out;
+  return out.substr(0, 64);
+}
 
 bool Logger::enabled(LogLevel level) const { return impl_->should_log(to_spd(level)); }
 
@@ -208,6 +225,23 @@ bool Logger::mentions_secret(std::string_view msg, LogFields fields) {
   return false;
 }
 
+// MESSAGE is the text line (what `journalctl` shows); each field is also a field of its own, its
+// value as the text format has it but unquoted (journalctl -o verbose, `journalctl TASK_ID=7`).
+void Logger::write_journal_entry(LogLevel level, std::string_view msg, std::span<const LogField> fields) {
+  std::vector<std::string> entry;
+  entry.reserve(fields.size() + 3);
+  entry.push_back("MESSAGE=" + render_text_message(msg, fields));
+  entry.push_back("PRIORITY=" + std::to_string(journal_priority(level)));
+  entry.push_back("SYSLOG_IDENTIFIER=agentcron");
+  for (const auto& f : fields) {
+    std::string value;
+    if (const auto* v = std::get_if<std::string_view>(&f.value)) value = *v;
+    else append_value(value, f, false);
+    entry.push_back(journal_field_name(f.key) + "=" + value);
+  }
+  journal_(entry);
+}
+
 void Logger::write(LogLevel level, std::string_view msg, std::span<const LogField> fields) {
   auto lvl = to_spd(level);
   switch (format_) {
@@ -215,6 +249,10 @@ void Logger::write(LogLevel level, std::string_view msg, std::span<const LogFiel
       impl_->log(lvl, "{}", render_json_line(std::chrono::system_clock::now(), level, msg, fields));
       break;
     case LogFormat::journal:
+      if (journal_) {
+        write_journal_entry(level, msg, fields);
+        break;
+      }
       impl_->log(lvl, "<{}>{}", journal_priority(level), render_text_message(msg, fields));
       break;
     case LogFormat::text:

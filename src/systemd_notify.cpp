@@ -1,7 +1,9 @@
 // systemd notifications through libsystemd (see systemd_notify.hpp).
 #include "agentcron/systemd_notify.hpp"
 
+#include <sys/uio.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-journal.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,6 +23,15 @@ Millis systemd_watchdog_interval() {
   std::uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) <= 0) return Millis(0);
   return std::max(Millis(1), std::chrono::duration_cast<Millis>(std::chrono::microseconds(usec)));
+}
+
+JournalWriter systemd_journal_writer() {
+  return [](const std::vector<std::string>& fields) {
+    std::vector<iovec> iov;
+    iov.reserve(fields.size());
+    for (const auto& f : fields) iov.push_back({const_cast<char*>(f.data()), f.size()});
+    sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
+  };
 }
 
 void SystemdNotifierOptions::validate() const {

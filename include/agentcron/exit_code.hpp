@@ -7,6 +7,7 @@ namespace agentcron {
 enum class ExitCode : int {
   ok = 0,
   task_failed = 1,   // `once` ran and some task failed
+  unhealthy = 1,     // `probe`: the worker did not answer (what a container HEALTHCHECK reads)
   usage = 64,        // EX_USAGE: a bad command line
   data_error = 65,   // EX_DATAERR: an applied migration changed
   unavailable = 69,  // EX_UNAVAILABLE: the database is unreachable, unmigrated, or lost outcomes

@@ -7,9 +7,11 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 namespace spdlog { class logger; }
 namespace spdlog::sinks { class sink; }
@@ -38,6 +40,14 @@ struct LogField {
 };
 using LogFields = std::initializer_list<LogField>;
 
+// One native journal entry: its fields as "NAME=value" (MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and
+// one per log field: TASK_ID=7, KIND=report, …). The process's writer is sd_journal_sendv
+// (systemd_journal_writer() in systemd_notify.hpp); tests pass one that records.
+using JournalWriter = std::function<void(const std::vector<std::string>& fields)>;
+// A log field's key as a journal field name: upper case, [A-Z0-9_], not starting with '_' or a
+// digit ("task_id" → "TASK_ID", "retry-in.ms" → "RETRY_IN_MS").
+std::string journal_field_name(std::string_view key);
+
 // Appends `s` to `out` as the inside of a JSON string: quotes, backslashes and control characters
 // escaped, invalid UTF-8 replaced by U+FFFD.
 void append_json_escaped(std::string& out, std::string_view s);
@@ -59,8 +69,11 @@ class Logger {
  public:
   // Writes to stderr.
   Logger(LogFormat format, LogLevel level);
-  // Writes to `sink` (tests pass an ostream sink).
+  // Writes to `sink` (tests pass an ostream sink). LogFormat::journal writes "<N>message" lines
+  // there (journald's stream protocol).
   Logger(LogFormat format, LogLevel level, std::shared_ptr<spdlog::sinks::sink> sink);
+  // LogFormat::journal as native entries with fields, through `journal`.
+  Logger(LogLevel level, JournalWriter journal);
   ~Logger();
   Logger(const Logger&) = delete;
   Logger& operator=(const Logger&) = delete;
@@ -80,8 +93,10 @@ class Logger {
  private:
   static bool mentions_secret(std::string_view msg, LogFields fields);
   void write(LogLevel level, std::string_view msg, std::span<const LogField> fields);
+  void write_journal_entry(LogLevel level, std::string_view msg, std::span<const LogField> fields);
   LogFormat format_;
   std::shared_ptr<spdlog::logger> impl_;
+  JournalWriter journal_;  // set: native journal entries instead of lines
 };
 
 }  // namespace agentcron

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "agentcron/duration.hpp"
+#include "agentcron/log.hpp"
 #include "agentcron/periodic.hpp"
 
 namespace agentcron {
@@ -19,6 +20,8 @@ void notify_systemd(const std::string& state);
 bool systemd_notify_enabled();
 // WatchdogSec of the unit ($WATCHDOG_USEC for this process); 0 when there is none.
 Millis systemd_watchdog_interval();
+// Writes a Logger's journal entries through sd_journal_sendv (native protocol, fields kept).
+JournalWriter systemd_journal_writer();
 
 struct SystemdNotifierOptions {
   Millis watchdog{0};                           // WatchdogSec: pings at half of it; 0: no pings

@@ -21,6 +21,7 @@
 
 #include "agentcron/config.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/reaper.hpp"
 #include "agentcron/utf8.hpp"
 
 namespace agentcron {
@@ -150,7 +151,13 @@ std::variant<Child, TaskOutcome> spawn(const ExecOptions& o, std::vector<std::st
   Fd in_r, in_w, out_r, out_w, err_r, err_w;
   if (!make_pipe(in_r, in_w) || !make_pipe(out_r, out_w) || !make_pipe(err_r, err_w))
     return TaskOutcome::retry(std::string("pipe: ") + std::strerror(errno));
-  pid_t pid = ::fork();
+  pid_t pid;
+  {
+    // Registered before the reaper can see it: its exit status is ours to wait for.
+    auto held = lock_own_children();
+    pid = ::fork();
+    if (pid > 0) own_child(pid, held);
+  }
   if (pid < 0) return TaskOutcome::retry(std::string("fork: ") + std::strerror(errno));
   if (pid == 0)
     exec_child(in_r.get(), out_w.get(), err_w.get(), o.working_dir.empty() ? nullptr : o.working_dir.c_str(),
@@ -162,6 +169,7 @@ std::variant<Child, TaskOutcome> spawn(const ExecOptions& o, std::vector<std::st
   int exec_errno = 0;
   if (::read(err_r.get(), &exec_errno, sizeof exec_errno) == sizeof exec_errno) {
     ::waitpid(pid, nullptr, 0);
+    forget_child(pid);
     return TaskOutcome::failure("cannot run " + o.command.front() + ": " + std::strerror(exec_errno));
   }
   Child c;
@@ -201,6 +209,7 @@ class Supervision {
       wait_and_handle(now);
     }
     if (!exited_) ::waitpid(child_.pid, &status_, 0);  // never leave a zombie
+    forget_child(child_.pid);
     if (phase_ != Phase::running) ::kill(-child_.pid, SIGKILL);  // whatever of the group is left
   }
 

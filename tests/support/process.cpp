@@ -26,7 +26,8 @@ std::string read_file(const std::string& path) {
 }
 }  // namespace
 
-Process::Process(std::vector<std::string> args, std::map<std::string, std::string> env) {
+Process::Process(std::vector<std::string> args, std::map<std::string, std::string> env,
+                 std::vector<std::string> wrapper) {
   static std::atomic<int> counter{0};
   std::string base = "/tmp/agentcron-e2e-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   out_path_ = base + ".out";
@@ -38,6 +39,7 @@ Process::Process(std::vector<std::string> args, std::map<std::string, std::strin
   std::vector<std::string> envs;
   for (auto& [k, v] : full) envs.push_back(k + "=" + v);
   args.insert(args.begin(), AGENTCRON_BINARY);
+  args.insert(args.begin(), wrapper.begin(), wrapper.end());
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {

@@ -14,7 +14,9 @@ namespace agentcron::testing {
 class Process {
  public:
   // Starts AGENTCRON_BINARY with `args`; `env` is added to (or replaces in) the environment.
-  Process(std::vector<std::string> args, std::map<std::string, std::string> env = {});
+  // `wrapper` (an absolute program and its arguments) runs the binary, e.g. unshare.
+  Process(std::vector<std::string> args, std::map<std::string, std::string> env = {},
+          std::vector<std::string> wrapper = {});
   ~Process();  // SIGKILLs a process still running
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

@@ -1,6 +1,7 @@
 // ExecHandler with real child processes: exit codes, stdin, environment, process groups,
 // SIGTERM/SIGKILL, grandchildren holding the output, zombies and leaked descriptors.
 #include "agentcron/handlers/exec.hpp"
+#include "agentcron/reaper.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -8,8 +9,10 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "agentcron/log.hpp"
 #include "agentcron/utf8.hpp"
@@ -74,6 +77,33 @@ TEST_F(ExecTest, ExitSeventyFiveRetriesOthersFailWithTheOutputTail) {
   auto r1 = run(sh("echo to-out; echo to-err >&2; exit 1"));
   EXPECT_EQ(r1.kind, TaskOutcome::Kind::retry);
   EXPECT_EQ(r1.message, "exit 1: to-out\nto-err\n");
+}
+
+// The reaper waits for any child it finds; a handler's own children are registered across fork()
+// and left alone, so every run still sees its own program's exit status. Orphans are reaped.
+TEST_F(ExecTest, AReaperRunningBesideTakesOrphansButNeverAHandlersExitStatus) {
+  ReaperOptions o;
+  o.interval = 1ms;
+  Reaper reaper(o, log);
+  reaper.start();
+  std::vector<std::thread> runs;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 4; ++i)
+    runs.emplace_back([&] {
+      for (int k = 0; k < 10; ++k) {
+        auto r = run(sh("exit 75"));
+        if (r.kind == TaskOutcome::Kind::retry && r.message.rfind("exit 75", 0) == 0) ++right;
+      }
+    });
+  for (auto& t : runs) t.join();
+  EXPECT_EQ(right.load(), 40);
+  // A child nobody waits for (an orphan, as PID 1 would inherit it) is the reaper's.
+  pid_t orphan = ::fork();
+  if (orphan == 0) ::_exit(0);
+  EXPECT_TRUE(testing::eventually([&] { return ::kill(orphan, 0) != 0; }, 5s)) << "the orphan was not reaped";
+  reaper.request_stop();
+  reaper.wait();
+  EXPECT_EQ(zombie_children(), 0);
 }
 
 TEST_F(ExecTest, DeathBySignalFails) {

@@ -70,6 +70,27 @@ TEST(Logger, JournalFormatCarriesSyslogPriority) {
   EXPECT_EQ(out.str(), "<4>careful task_id=3\n<3>broken\n");
 }
 
+// --log-format journal under systemd: native entries whose log fields are journal fields, seen
+// through a recording writer in place of sd_journal_sendv.
+TEST(Logger, JournalEntriesCarryPriorityMessageAndEachFieldAsAJournalField) {
+  std::vector<std::vector<std::string>> entries;
+  Logger log(LogLevel::info, [&](const std::vector<std::string>& fields) { entries.push_back(fields); });
+  log.warn("task failed", {{"task_id", 7}, {"kind", "nightly report"}, {"retry-in.ms", 1500}, {"done", false}});
+  log.debug("not shown");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0], (std::vector<std::string>{"MESSAGE=task failed task_id=7 kind=\"nightly report\" retry-in.ms=1500 done=false",
+                                                  "PRIORITY=4", "SYSLOG_IDENTIFIER=agentcron", "TASK_ID=7",
+                                                  "KIND=nightly report", "RETRY_IN_MS=1500", "DONE=false"}));
+}
+
+TEST(Logger, JournalFieldNamesAreWhatJournaldAccepts) {
+  EXPECT_EQ(journal_field_name("task_id"), "TASK_ID");
+  EXPECT_EQ(journal_field_name("_private"), "PRIVATE");
+  EXPECT_EQ(journal_field_name("9lives"), "F_9LIVES");
+  EXPECT_EQ(journal_field_name(""), "F_");
+  EXPECT_EQ(journal_field_name(std::string(100, 'a')).size(), 64u);
+}
+
 TEST(LogFormat, AutoPicksJournalThenTerminalThenJson) {
   EXPECT_EQ(resolve_log_format("auto", true, true), LogFormat::journal);
   EXPECT_EQ(resolve_log_format("auto", true, false), LogFormat::text);
