@@ -3,6 +3,7 @@
 #include "agentcron/cli.hpp"
 
 #include <malloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -137,8 +138,17 @@ po::variables_map parse_command(const std::string& name, const std::vector<std::
 
 Config load(const Globals& g) { return load_config(g.sources); }
 
+// Whether stderr is the journal's stream ($JOURNAL_STREAM names its device:inode): a child that
+// inherited the variable with stderr redirected elsewhere is not logging to the journal.
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  struct stat st {};
+  if (!stream || ::fstat(2, &st) != 0) return false;
+  return std::string(stream) == std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
 std::unique_ptr<Logger> make_logger(const Config& c) {
-  auto format = resolve_log_format(c.log.format, ::isatty(2), std::getenv("JOURNAL_STREAM") != nullptr);
+  auto format = resolve_log_format(c.log.format, ::isatty(2), stderr_is_journal());
   LogLevel level = parse_log_level(c.log.level).value_or(LogLevel::info);
   // journal: native entries, each log field a journal field (journalctl TASK_ID=7).
   if (format == LogFormat::journal) return std::make_unique<Logger>(level, systemd_journal_writer());

@@ -169,8 +169,8 @@ Logger::Logger(LogFormat format, LogLevel level, std::shared_ptr<spdlog::sinks::
   impl_->flush_on(spdlog::level::trace);
 }
 
-Logger::Logger(LogLevel level, JournalWriter journal)
-    : Logger(LogFormat::journal, level, std::make_shared<spdlog::sinks::stderr_sink_mt>()) {
+Logger::Logger(LogLevel level, JournalWriter journal, std::shared_ptr<spdlog::sinks::sink> fallback)
+    : Logger(LogFormat::journal, level, fallback ? std::move(fallback) : std::make_shared<spdlog::sinks::stderr_sink_mt>()) {
   journal_ = std::move(journal);
 }
 
@@ -239,7 +239,8 @@ void Logger::write_journal_entry(LogLevel level, std::string_view msg, std::span
     else append_value(value, f, false);
     entry.push_back(journal_field_name(f.key) + "=" + value);
   }
-  journal_(entry);
+  // No journald to take it (a container, a redirected stderr): the line is not lost.
+  if (!journal_(entry)) impl_->log(to_spd(level), "<{}>{}", journal_priority(level), entry[0].substr(8));
 }
 
 void Logger::write(LogLevel level, std::string_view msg, std::span<const LogField> fields) {

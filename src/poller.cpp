@@ -50,6 +50,7 @@ ClaimParams Poller::claim_params() const {
 }
 
 Poller::Claimed Poller::claim(ClaimParams& p, int n) {
+  heartbeats_.fetch_add(1, std::memory_order_relaxed);  // a round of many claims is progress too
   p.limit = n;
   if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
   std::vector<Task> tasks;

@@ -30,7 +30,7 @@ JournalWriter systemd_journal_writer() {
     std::vector<iovec> iov;
     iov.reserve(fields.size());
     for (const auto& f : fields) iov.push_back({const_cast<char*>(f.data()), f.size()});
-    sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
+    return sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) >= 0;
   };
 }
 

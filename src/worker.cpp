@@ -90,7 +90,7 @@ void Worker::request_shutdown(int count) {
 // from construction on and read freely; the reloadable ones are read under mu_ (see scheduler()).
 void Worker::reload(const Config& next) {
   // Only once READY=1 went out: a reload while the database is awaited must not say it.
-  bool announce = notifier_ && claimed_once();
+  bool announce = notifier_started_ && claimed_once();
   if (announce) notify_systemd("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
                                                                               std::chrono::steady_clock::now().time_since_epoch()).count()));
   struct Reloaded {
@@ -451,6 +451,12 @@ ExitCode Worker::run(const WorkerRunOptions& opts) {
 void Worker::start_systemd_notifier() {
   if (!systemd_notify_enabled()) return;
   watchdog_ = systemd_watchdog_interval();
+  // One claim against a database that does not answer may take this long without a heartbeat.
+  Millis claim = statement_bound(config_, config_.timeouts.claim);
+  if (watchdog_ > Millis(0) && watchdog_ <= claim)
+    log_.warn("WatchdogSec is not above the longest claim: a slow database would get the service restarted",
+              {{"watchdog_ms", static_cast<std::int64_t>(watchdog_.count())},
+               {"longest_claim_ms", static_cast<std::int64_t>(claim.count())}});
   SystemdNotifierOptions o;
   o.watchdog = watchdog_;
   SystemdNotifierSources sources{[this] { return claimed_once(); },
@@ -461,11 +467,13 @@ void Worker::start_systemd_notifier() {
                                  [this] { return status_line(); }};
   notifier_ = std::make_unique<SystemdNotifier>(o, std::move(sources), log_);
   notifier_->start();
+  notifier_started_ = true;  // reload() (the signal thread) reads this, never notifier_ itself
 }
 
 bool Worker::claimed_once() const {
   std::lock_guard lock(mu_);
-  return s_ && s_->poller->last_tick() != std::chrono::steady_clock::time_point{};
+  // Never once shutdown began: no READY=1 after STOPPING=1.
+  return shutdown_requests_ == 0 && s_ && s_->poller->last_tick() != std::chrono::steady_clock::time_point{};
 }
 
 std::string Worker::status_line() const {

@@ -42,8 +42,9 @@ using LogFields = std::initializer_list<LogField>;
 
 // One native journal entry: its fields as "NAME=value" (MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and
 // one per log field: TASK_ID=7, KIND=report, …). The process's writer is sd_journal_sendv
-// (systemd_journal_writer() in systemd_notify.hpp); tests pass one that records.
-using JournalWriter = std::function<void(const std::vector<std::string>& fields)>;
+// (systemd_journal_writer() in systemd_notify.hpp); tests pass one that records. It returns false
+// when the entry did not reach the journal: the line then goes to stderr, "<N>message".
+using JournalWriter = std::function<bool(const std::vector<std::string>& fields)>;
 // A log field's key as a journal field name: upper case, [A-Z0-9_], not starting with '_' or a
 // digit ("task_id" → "TASK_ID", "retry-in.ms" → "RETRY_IN_MS").
 std::string journal_field_name(std::string_view key);
@@ -72,8 +73,9 @@ class Logger {
   // Writes to `sink` (tests pass an ostream sink). LogFormat::journal writes "<N>message" lines
   // there (journald's stream protocol).
   Logger(LogFormat format, LogLevel level, std::shared_ptr<spdlog::sinks::sink> sink);
-  // LogFormat::journal as native entries with fields, through `journal`.
-  Logger(LogLevel level, JournalWriter journal);
+  // LogFormat::journal as native entries with fields, through `journal`; what it cannot send goes
+  // to `fallback` (stderr when null) as "<N>message" lines.
+  Logger(LogLevel level, JournalWriter journal, std::shared_ptr<spdlog::sinks::sink> fallback = nullptr);
   ~Logger();
   Logger(const Logger&) = delete;
   Logger& operator=(const Logger&) = delete;

@@ -104,6 +104,7 @@ class Worker {
   std::string status_line() const;
   Millis watchdog_{0};  // WatchdogSec, when systemd set one (run only)
   std::unique_ptr<SystemdNotifier> notifier_;
+  std::atomic<bool> notifier_started_{false};
   WorkerStats final_stats_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -67,7 +67,11 @@ class ContainerE2E : public ::testing::Test {
  protected:
   TestDatabase db;
   std::string config_path = "/tmp/agentcron-e2e-container-" + std::to_string(::getpid()) + ".toml";
-  void TearDown() override { ::unlink(config_path.c_str()); }
+  pid_t worker = -1;  // PID 1 of the namespace, as seen from here
+  void TearDown() override {
+    if (worker > 0) ::kill(worker, SIGKILL);  // a failed assertion leaves nothing running
+    ::unlink(config_path.c_str());
+  }
 };
 
 TEST_F(ContainerE2E, AsPid1ItRunsAsNobodyReapsOrphansAnswersTheProbeAndDrainsOnSigterm) {
@@ -79,12 +83,11 @@ TEST_F(ContainerE2E, AsPid1ItRunsAsNobodyReapsOrphansAnswersTheProbeAndDrainsOnS
                              << "[metrics]\nlisten = \"127.0.0.1:" << port << "\"\n"
                              << "[log]\nformat = \"json\"\n"
                              << "[handlers.orphans]\ntype = \"exec\"\n"
-                             << "command = [\"/bin/sh\", \"-c\", \"sleep 2 & sleep 2 & echo spawned\"]\n";
+                             << "command = [\"/bin/sh\", \"-c\", \"sleep 4 & sleep 4 & echo spawned\"]\n";
   ::chmod(config_path.c_str(), 0644);
   Process p({"--config", config_path, "run"}, {},
-            {"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "/usr/bin/setpriv", "--reuid=nobody",
+            {"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "/usr/bin/setpriv", "--reuid=nobody",
              "--regid=nogroup", "--clear-groups"});
-  pid_t worker = -1;
   ASSERT_TRUE(eventually([&] {
     auto c = children_of(p.pid());
     if (c.empty()) return false;
@@ -122,6 +125,7 @@ TEST_F(ContainerE2E, AsPid1ItRunsAsNobodyReapsOrphansAnswersTheProbeAndDrainsOnS
   // SIGTERM (what `docker stop` sends): the worker drains and exits 0; unshare passes it on.
   ::kill(worker, SIGTERM);
   EXPECT_EQ(p.wait(60s), 0) << p.err();
+  worker = -1;
   EXPECT_EQ(run_agentcron({"--config", config_path, "probe", "--timeout", "1s"}).code, 1) << "a probe of a stopped worker";
 }
 

@@ -132,7 +132,7 @@ TEST_F(SystemdE2E, ReadyAfterTheFirstClaimWatchdogAtHalfItsIntervalReloadAndStop
   std::size_t pings = std::count_if(notify.messages().begin(), notify.messages().end(),
                                     [&](const auto& m) { return m.at >= from && m.has("WATCHDOG=1"); });
   EXPECT_GE(pings, 4u);
-  EXPECT_LT(notify.longest_silence(from, to), 900ms);
+  EXPECT_LT(notify.longest_silence(from, to), 1000ms) << "systemd would have restarted it";
 
   // SIGHUP: RELOADING=1 (with the monotonic time systemd 253 asks for), then READY=1 again.
   p->signal(SIGHUP);
@@ -179,7 +179,7 @@ TEST_F(SystemdE2E, WaitingForTheDatabaseExtendsTheStartTimeout) {
   EXPECT_NE(extend->text.find("EXTEND_TIMEOUT_USEC="), std::string::npos) << extend->text;
   for (const auto& m : notify.messages()) EXPECT_FALSE(m.has("READY=1")) << "READY=1 without a database";
   p->signal(SIGTERM);
-  EXPECT_TRUE(p->wait(30s).has_value());
+  EXPECT_EQ(p->wait(30s), 0) << "a SIGTERM while waiting for the database is a clean stop";
 }
 
 }  // namespace

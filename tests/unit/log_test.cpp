@@ -74,13 +74,24 @@ TEST(Logger, JournalFormatCarriesSyslogPriority) {
 // through a recording writer in place of sd_journal_sendv.
 TEST(Logger, JournalEntriesCarryPriorityMessageAndEachFieldAsAJournalField) {
   std::vector<std::vector<std::string>> entries;
-  Logger log(LogLevel::info, [&](const std::vector<std::string>& fields) { entries.push_back(fields); });
+  Logger log(LogLevel::info, [&](const std::vector<std::string>& fields) {
+    entries.push_back(fields);
+    return true;
+  });
   log.warn("task failed", {{"task_id", 7}, {"kind", "nightly report"}, {"retry-in.ms", 1500}, {"done", false}});
   log.debug("not shown");
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(entries[0], (std::vector<std::string>{"MESSAGE=task failed task_id=7 kind=\"nightly report\" retry-in.ms=1500 done=false",
                                                   "PRIORITY=4", "SYSLOG_IDENTIFIER=agentcron", "TASK_ID=7",
                                                   "KIND=nightly report", "RETRY_IN_MS=1500", "DONE=false"}));
+}
+
+TEST(Logger, AnEntryTheJournalDidNotTakeGoesToStderrAsALine) {
+  std::ostringstream out;
+  Logger log(LogLevel::info, [](const std::vector<std::string>&) { return false; },
+             std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  log.error("no journald here", {{"task_id", 9}});
+  EXPECT_EQ(out.str(), "<3>no journald here task_id=9\n");
 }
 
 TEST(Logger, JournalFieldNamesAreWhatJournaldAccepts) {
