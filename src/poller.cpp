@@ -93,6 +93,7 @@ TickResult Poller::run_once(int max_tasks) {
   }
   while (r.batches < max_batches) {
     int n = std::min({batch_size, flow_.room(), max_tasks - r.claimed});
+    // No room: no claim, and "more due" stays as the last claim left it.
     if (n <= 0) break;
     auto [got, accepted] = claim(p, n);
     ++r.batches;
@@ -119,9 +120,7 @@ void Poller::tick_safely() {
     ++stats_.ticks;
   }
   try {
-    TickResult r = run_once();
-    // A round that found no room claimed nothing and learned nothing: more may still be due.
-    if (r.batches > 0) flow_.set_more_due(r.more_due);
+    run_once();  // each claim tells the flow control whether more is due
   } catch (const DatabaseError& e) {
     flow_.set_more_due(false);
     std::lock_guard lock(mu_);
