@@ -32,23 +32,51 @@
 #include "agentcron/probe.hpp"
 #include "agentcron/reaper.hpp"
 #include "agentcron/worker.hpp"
+#include "cli_parts.hpp"
 
 namespace agentcron {
 namespace po = boost::program_options;
 
+namespace cli_parts {
+
+// Parses a command's own options from its arguments; --help prints them.
+po::variables_map parse_command(const std::string& name, const std::vector<std::string>& args,
+                                const po::options_description& desc, const po::positional_options_description& pos,
+                                const std::string& synopsis, bool& help) {
+  po::options_description all(desc);
+  all.add_options()("help,h", "print this help");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  help = vm.count("help") > 0;
+  if (help) std::cout << "usage: agentcron " << name << " " << synopsis << "\n\n" << all << "\n";
+  return vm;
+}
+
+Config load(const Globals& g) { return load_config(g.sources); }
+
+// Whether stderr is the journal's stream ($JOURNAL_STREAM names its device:inode): a child that
+// inherited the variable with stderr redirected elsewhere is not logging to the journal.
+static bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  struct stat st {};
+  if (!stream || ::fstat(2, &st) != 0) return false;
+  return std::string(stream) == std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+std::unique_ptr<Logger> make_logger(const Config& c) {
+  auto format = resolve_log_format(c.log.format, ::isatty(2), stderr_is_journal());
+  LogLevel level = parse_log_level(c.log.level).value_or(LogLevel::info);
+  // journal: native entries, each log field a journal field (journalctl TASK_ID=7).
+  if (format == LogFormat::journal) return std::make_unique<Logger>(level, systemd_journal_writer());
+  return std::make_unique<Logger>(format.value_or(LogFormat::json), level);
+}
+
+}  // namespace cli_parts
+
+using namespace cli_parts;
+
 namespace {
-
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-struct Globals {
-  ConfigSources sources;
-  std::string command;
-  bool command_given = false;     // false: `run` by default
-  std::vector<std::string> args;  // the command's own arguments
-};
 
 const char* kUsage =
     "usage: agentcron [global options] [COMMAND] [command options]\n"
@@ -63,9 +91,13 @@ const char* kUsage =
     "  config check   validate and print the effective configuration, secrets redacted\n"
     "  config example print a configuration file with every key at its default\n"
     "  probe          ask the running worker's /healthz (metrics.listen): exit 0 or 1\n"
+    "  tasks          list, show, cancel, retry, approve, reject or purge tasks\n"
+    "  kinds          pause or resume a kind for the whole fleet, list the paused ones\n"
+    "  schedules      list the named schedules, run one now, pause or resume one\n"
     "\n"
     "`agentcron COMMAND --help` shows a command's options.\n"
-    "exit codes: 0 ok, 1 `once` ran and some task failed, 64 usage, 65 changed migration,\n"
+    "exit codes: 0 ok, 1 `once` ran and some task failed, or an admin command refused an id or\n"
+    "            name (unknown, or in the wrong state), 64 usage, 65 changed migration,\n"
     "            69 database unavailable, 78 bad configuration\n";
 
 po::options_description global_options() {
@@ -122,47 +154,8 @@ std::optional<Globals> parse_globals(int argc, char** argv, bool& help, bool& ve
   return gl;
 }
 
-// Parses a command's own options from its arguments; --help prints them.
-po::variables_map parse_command(const std::string& name, const std::vector<std::string>& args,
-                                const po::options_description& desc, const po::positional_options_description& pos,
-                                const std::string& synopsis, bool& help) {
-  po::options_description all(desc);
-  all.add_options()("help,h", "print this help");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
-  help = vm.count("help") > 0;
-  if (help) std::cout << "usage: agentcron " << name << " " << synopsis << "\n\n" << all << "\n";
-  return vm;
-}
 
-Config load(const Globals& g) { return load_config(g.sources); }
 
-// Whether stderr is the journal's stream ($JOURNAL_STREAM names its device:inode): a child that
-// inherited the variable with stderr redirected elsewhere is not logging to the journal.
-bool stderr_is_journal() {
-  const char* stream = std::getenv("JOURNAL_STREAM");
-  struct stat st {};
-  if (!stream || ::fstat(2, &st) != 0) return false;
-  return std::string(stream) == std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
-}
-
-std::unique_ptr<Logger> make_logger(const Config& c) {
-  auto format = resolve_log_format(c.log.format, ::isatty(2), stderr_is_journal());
-  LogLevel level = parse_log_level(c.log.level).value_or(LogLevel::info);
-  // journal: native entries, each log field a journal field (journalctl TASK_ID=7).
-  if (format == LogFormat::journal) return std::make_unique<Logger>(level, systemd_journal_writer());
-  return std::make_unique<Logger>(format.value_or(LogFormat::json), level);
-}
-
-// A pool and store for the short administrative commands (migrate, enqueue, status).
-struct AdminDb {
-  explicit AdminDb(const Config& c, Logger& log)
-      : pool(PoolOptions::from_config(c, "cli:" + std::to_string(::getpid())), log),
-        store(pool, StoreOptions::from_config(c), log) {}
-  ConnectionPool pool;
-  PgTaskStore store;
-};
 
 ExitCode cmd_cron(const Globals& g) {
   if (g.args.empty() || (g.args.front() != "next" && g.args.front() != "--help" && g.args.front() != "-h"))
@@ -469,6 +462,9 @@ ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegi
     if (cmd == "probe") return cmd_probe(*g);
     if (cmd == "cron") return cmd_cron(*g);
     if (cmd == "config") return cmd_config(*g);
+    if (cmd == "tasks") return cmd_tasks(*g);
+    if (cmd == "kinds") return cmd_kinds(*g);
+    if (cmd == "schedules") return cmd_schedules(*g);
     throw UsageError("unknown command \"" + cmd + "\"");
   } catch (const UsageError& e) {
     std::cerr << "agentcron: usage: " << e.what() << "\n(see agentcron --help)\n";

@@ -27,6 +27,7 @@ namespace {
 using config_parts::fail;
 using config_parts::kMaxDuration;
 using config_parts::parse_handler;
+using config_parts::parse_schedule;
 using config_parts::where_in;
 
 using IntRef = int& (*)(Config&);
@@ -366,6 +367,13 @@ void read_file(Config& c, const std::string& path, std::vector<std::pair<const K
       }
       continue;
     }
+    if (section_name == "schedules") {
+      for (const auto& [name, table] : *section.as_table()) {
+        if (!table.is_table()) fail(where_in(path, table), "schedules." + std::string(name.str()), "must be a table");
+        c.schedules.push_back(parse_schedule(path, std::string(name.str()), *table.as_table()));
+      }
+      continue;
+    }
     bool known_section = std::any_of(key_specs().begin(), key_specs().end(),
                                      [&](const KeySpec& k) { return section_name == k.section; });
     if (!known_section) fail(where_in(path, section), "[" + section_name + "]", "is not a known section");
@@ -503,10 +511,17 @@ std::string describe_config(const Config& c) {
       case HandlerType::http: out << " (" << h.method << " " << redact_url(h.url) << ")"; break;
       case HandlerType::exec: out << " (" << h.command.front() << ")"; break;
     }
+    if (h.concurrency > 0) out << " concurrency " << h.concurrency;
     out << "  # " << c.file << ":" << h.line << "\n";
     kinds += (kinds.empty() ? "" : ", ") + h.kind;
   }
   out << "# claims kinds: " << (kinds.empty() ? "(none: no [handlers.<kind>] table)" : kinds) << "\n";
+  if (!c.schedules.empty()) {
+    out << "[schedules]\n";
+    for (const auto& sc : c.schedules)
+      out << sc.name << " = \"" << sc.cron << "\" " << sc.timezone << " -> " << sc.kind << (sc.enabled ? "" : " (disabled)")
+          << "  # " << c.file << ":" << sc.line << "\n";
+  }
   return out.str();
 }
 

@@ -2,8 +2,11 @@
 // where they are read, with file and line in every error.
 #include <algorithm>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <vector>
 
+#include "agentcron/cron.hpp"
 #include "agentcron/database_url.hpp"
 #include "agentcron/handlers/exec.hpp"
 #include "config_parts.hpp"
@@ -63,10 +66,11 @@ namespace {
 // The keys a handler of `type` takes.
 std::vector<std::string> allowed_keys(HandlerType type) {
   switch (type) {
-    case HandlerType::notify: return {"type", "channel"};
+    case HandlerType::notify: return {"type", "channel", "concurrency"};
     case HandlerType::http:
-      return {"type", "url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes"};
-    case HandlerType::exec: return {"type", "command", "working_dir", "env", "inherit_env", "timeout", "kill_after"};
+      return {"type", "url", "method", "headers", "timeout", "tls_verify", "ca_file", "max_response_bytes", "concurrency"};
+    case HandlerType::exec:
+      return {"type", "command", "working_dir", "env", "inherit_env", "timeout", "kill_after", "concurrency"};
   }
   return {"type"};
 }
@@ -126,6 +130,10 @@ void read_key(HandlerConfig& h, const std::string& file, const std::string& name
     if (!v.is_integer() || v.as_integer()->get() < 1024 || v.as_integer()->get() > (std::int64_t{1} << 30))
       bad("must be a whole number of bytes from 1024 to 1073741824");
     h.max_response_bytes = v.as_integer()->get();
+  } else if (name == "concurrency") {
+    if (!v.is_integer() || v.as_integer()->get() < 1 || v.as_integer()->get() > 100000)
+      bad("must be a whole number from 1 to 100000");
+    h.concurrency = static_cast<int>(v.as_integer()->get());
   } else if (name == "inherit_env") {
     read_inherit_env(h, file, key, v);
   } else if (name == "working_dir") {
@@ -163,6 +171,68 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
   if (h.type == HandlerType::exec && (h.command.empty() || h.command.front().empty()))
     fail(table_where, prefix + ".command", "is missing or empty: an exec handler needs a command");
   return h;
+}
+
+ScheduleConfig parse_schedule(const std::string& file, const std::string& name, const toml::table& t) {
+  ScheduleConfig sc;
+  sc.name = name;
+  sc.line = t.source().begin.line;
+  const std::string prefix = "schedules." + name;
+  std::string table_where = file + ":" + std::to_string(sc.line);
+  if (name.empty() || name.size() > 200) fail(table_where, prefix, "needs a name of 1 to 200 characters");
+  bool has_cron = false, has_kind = false;
+  for (const auto& entry : t) {
+    const toml::node& v = entry.second;
+    std::string key_name(entry.first.str());
+    std::string key = prefix + "." + key_name;
+    auto bad = [&](const std::string& what) { fail(where_in(file, v), key, what); };
+    auto whole = [&](std::int64_t lo, std::int64_t hi) {
+      if (!v.is_integer() || v.as_integer()->get() < lo || v.as_integer()->get() > hi)
+        bad("must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
+      return static_cast<int>(v.as_integer()->get());
+    };
+    if (key_name == "cron") {
+      sc.cron = expect_string(file, key, v);
+      try {
+        CronSchedule::parse(sc.cron);
+      } catch (const CronError& e) {
+        std::string why = e.what();
+        if (why.starts_with("cron: ")) why.erase(0, 6);
+        bad("is not a valid schedule: " + why);
+      }
+      has_cron = true;
+    } else if (key_name == "timezone") {
+      sc.timezone = expect_string(file, key, v);
+      if (!TimeZone::find(sc.timezone)) bad("names an unknown time zone \"" + sc.timezone + "\"");
+    } else if (key_name == "kind") {
+      sc.kind = expect_string(file, key, v);
+      if (sc.kind.empty() || sc.kind.size() > 200) bad("must be 1 to 200 characters");
+      has_kind = true;
+    } else if (key_name == "payload") {
+      // A TOML inline table ({ to = "ops" }) or a string of JSON: stored as a JSON object.
+      if (v.is_table()) {
+        std::ostringstream out;
+        out << toml::json_formatter{*v.as_table()};
+        sc.payload = nlohmann::json::parse(out.str()).dump();  // compact
+      } else {
+        sc.payload = expect_string(file, key, v);
+        auto parsed = nlohmann::json::parse(sc.payload, nullptr, false);
+        if (parsed.is_discarded() || !parsed.is_object()) bad("must be a table or a string holding a JSON object");
+      }
+    } else if (key_name == "priority") {
+      sc.priority = whole(-32768, 32767);
+    } else if (key_name == "max_attempts") {
+      sc.max_attempts = whole(1, 1000000);
+    } else if (key_name == "enabled") {
+      if (!v.is_boolean()) bad("must be true or false");
+      sc.enabled = v.as_boolean()->get();
+    } else {
+      bad("is not a key of a schedule (cron, timezone, kind, payload, priority, max_attempts, enabled)");
+    }
+  }
+  if (!has_cron) fail(table_where, prefix + ".cron", "is missing: a schedule needs a cron expression");
+  if (!has_kind) fail(table_where, prefix + ".kind", "is missing: a schedule needs the kind of task it adds");
+  return sc;
 }
 
 }  // namespace config_parts

@@ -23,4 +23,7 @@ std::string where_in(const std::string& file, const toml::node& n);
 // One [handlers.<kind>] table, every key checked.
 HandlerConfig parse_handler(const std::string& file, const std::string& kind, const toml::table& t);
 
+// One [schedules.<name>] table, every key checked (the cron expression and zone too).
+ScheduleConfig parse_schedule(const std::string& file, const std::string& name, const toml::table& t);
+
 }  // namespace agentcron::config_parts

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <vector>
 #include <set>
 #include <string>
 
@@ -15,7 +16,7 @@ namespace agentcron {
 class Connection {
  public:
   explicit Connection(const std::string& conninfo) : conn_(conninfo), quiet_(conn_) {}
-  ~Connection() { listener.reset(); }  // a receiver unregisters from its still-open connection
+  ~Connection() { listeners.clear(); }  // a receiver unregisters from its still-open connection
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   pqxx::connection& raw() { return conn_; }
@@ -24,7 +25,7 @@ class Connection {
   std::chrono::steady_clock::time_point last_used = opened_at;
   std::set<std::string> prepared;           // statement names prepared on this connection
   std::atomic<bool> poisoned{false};         // cancelled or broken: never reuse
-  std::unique_ptr<pqxx::notification_receiver> listener;  // set while this connection LISTENs
+  std::vector<std::unique_ptr<pqxx::notification_receiver>> listeners;  // while this connection LISTENs
 
   // A cheap liveness check, no round trip: if the socket is readable while no query runs, the
   // server sent something (a termination notice) or closed it; consuming it tells which.

@@ -38,6 +38,8 @@ void ExecutorOptions::validate() const {
   require_option(task_timeout > Millis(0), "executor", "task_timeout must be > 0");
   // A margin beyond half the lease is cut to half of it (fence_after).
   require_option(lease >= Millis(0) && fence_margin >= Millis(0), "executor", "lease and fence_margin must be >= 0");
+  for (const auto& [kind, limit] : kind_limits)
+    require_option(limit > 0, "executor", "the concurrency of kind \"" + kind + "\" must be > 0");
 }
 
 Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, OutcomeSink sink, Logger& log,
@@ -46,6 +48,7 @@ Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, Out
       flow_(flow) {
   {
     std::lock_guard lock(mu_);
+    for (const auto& [kind, limit] : options_.kind_limits) kind_busy_[kind] = 0;
     report_locked();
   }
   supervisor_ = std::jthread([this](std::stop_token st) { supervise(st); });
@@ -113,9 +116,22 @@ void Executor::enqueue_locked(Task t, std::chrono::steady_clock::time_point rene
   }
   r->task = std::move(t);
   running_[r->task.id] = r;
+  busy_kind_locked(r->task.kind, +1);
   queue_.push_back(std::move(r));
   ++busy_;
   report_locked();
+}
+
+void Executor::busy_kind_locked(const std::string& kind, int delta) {
+  if (auto it = kind_busy_.find(kind); it != kind_busy_.end()) it->second += delta;
+}
+
+std::vector<std::pair<std::string, int>> Executor::kind_room() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, int>> room;
+  room.reserve(kind_busy_.size());
+  for (const auto& [kind, busy] : kind_busy_) room.emplace_back(kind, std::max(0, options_.kind_limits.at(kind) - busy));
+  return room;
 }
 
 void Executor::report_locked() {
@@ -211,7 +227,7 @@ std::vector<ClaimRef> Executor::held_claims() const {
   return claims;
 }
 
-int Executor::lose(const std::vector<ClaimRef>& claims) {
+int Executor::lose(const std::vector<ClaimRef>& claims, Loss why) {
   std::unique_lock lock(mu_);
   int lost = 0;
   for (const ClaimRef& c : claims) {
@@ -221,7 +237,7 @@ int Executor::lose(const std::vector<ClaimRef>& claims) {
     // Another claim of ours since the extend was sent, or told already: nothing to do.
     if (r->task.claim_token != c.token || r->stopped == Running::Stopped::lease_lost) continue;
     ++lost;
-    ++leases_lost_;
+    ++(why == Loss::cancelled ? cancelled_ : leases_lost_);
     // A claim refused meanwhile under this very token is the claim that is lost: never run it.
     if (auto h = held_.find(c.id); h != held_.end()) h->second.written = c.token;
     if (r->started_at == SysTime{}) {
@@ -231,6 +247,7 @@ int Executor::lose(const std::vector<ClaimRef>& claims) {
       release_hold_locked(c.id, false, true);
     } else {
       r->stopped = Running::Stopped::lease_lost;
+      r->loss = why;
       r->stop.request_stop();
     }
   }
@@ -256,6 +273,11 @@ void Executor::renewed(const std::vector<std::int64_t>& ids, std::chrono::steady
     if (auto h = held_.find(id); h != held_.end()) h->second.renewed = std::max(h->second.renewed, sent);
     if (auto it = running_.find(id); it != running_.end()) it->second->fence_at = fence_after(sent);
   }
+}
+
+std::uint64_t Executor::cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
 }
 
 std::uint64_t Executor::leases_lost() const {
@@ -324,6 +346,7 @@ int Executor::cancel_all(const std::string& why) {
   }
   for (auto& q : queue_) {
     release_hold_locked(q->task.id, true, false);
+    busy_kind_locked(q->task.kind, -1);
     --busy_;
   }
   queue_.clear();
@@ -384,6 +407,7 @@ void Executor::slot_loop(std::stop_token st) {
     queue_.pop_front();
     if (r->settled) {  // cancelled before it started
       release_hold_locked(r->task.id, true, false);
+      busy_kind_locked(r->task.kind, -1);
       --busy_;
       report_locked();
       ++idle_threads_;
@@ -405,13 +429,15 @@ void Executor::slot_loop(std::stop_token st) {
       r->settled = true;
       running_.erase(r->task.id);
       release_hold_locked(r->task.id, false, true);
-      log_.warn("dropped the outcome of a task whose lease was lost",
+      log_.warn(r->loss == Loss::cancelled ? "stopped a task that was cancelled; its outcome is dropped"
+                                           : "dropped the outcome of a task whose lease was lost",
                 {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
     } else if (r->stopped != Running::Stopped::no) {
       outcome = stopped_outcome(*r, std::move(outcome));
     }
     if (!r->settled) settle(r, std::move(outcome), lock);
     release_hold_locked(r->task.id, true, false);
+    busy_kind_locked(r->task.kind, -1);
     --busy_;
     report_locked();  // the flow control wakes the poller when this slot makes a claim worthwhile
     ++idle_threads_;

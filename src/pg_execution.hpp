@@ -175,12 +175,10 @@ inline std::string inline_params(const char* sql, const std::vector<std::string>
 // Runs one statement as a whole transaction in one round trip: the query class's SET LOCALs,
 // then EXECUTE of the statement prepared (once per connection, by SQL PREPARE) — or, in
 // pgbouncer mode, the statement itself with its parameters inlined: nothing session-scoped.
-template <class... Args>
-pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, const QueryTimeouts& t, const Statement& s,
-                 Args&&... args) {
+inline pqxx::result run_literals(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, const QueryTimeouts& t,
+                                 const Statement& s, const std::vector<std::string>& lits) {
   const char* name = s.name;
   const char* sql = s.sql;
-  std::vector<std::string> lits{literal(tx, args)...};
   if (pgbouncer) return tx.exec(set_local(t, s.hash_by_id) + inline_params(sql, lits));
   std::string q = set_local(t, s.hash_by_id);
   bool first_use = !c.prepared.count(name);
@@ -201,6 +199,12 @@ pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, cons
     c.prepared.insert(name);
   }
   return r;
+}
+
+template <class... Args>
+pqxx::result run(pqxx::transaction_base& tx, Connection& c, bool pgbouncer, const QueryTimeouts& t, const Statement& s,
+                 Args&&... args) {
+  return run_literals(tx, c, pgbouncer, t, s, std::vector<std::string>{literal(tx, args)...});
 }
 
 // A bigint[] result ("{1,2,3}", or NULL for none) as its ids.

@@ -30,8 +30,15 @@ constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1
 // the future. The nested loop over `prios` keeps the priority order, and rows are locked only
 // as the outer LIMIT pulls them. Its cost grows with the distinct priorities of pending tasks
 // (one probe each when the claim comes back short): a handful is the intended use.
+//
+// Kinds paused fleet-wide (agentcron.paused_kinds) are left out. $6/$7 name the kinds this worker
+// limits (`[handlers.<kind>] concurrency`) and the slots each has free now: of the rows found, at
+// most that many of such a kind are taken (in due order); the rest stay pending, unlocked as the
+// statement ends. Without limits that step is skipped (a one-time filter on the parameters).
 constexpr Statement kClaim{"agentcron_claim", R"SQL(
-WITH RECURSIVE prios(p) AS (
+WITH RECURSIVE kinds(k) AS (
+  SELECT array(SELECT unnest($1::text[]) EXCEPT SELECT kind FROM agentcron.paused_kinds)
+), prios(p) AS (
   (SELECT priority FROM agentcron.agent_tasks
    WHERE status = 'pending' AND approval = 'approved'
    ORDER BY priority DESC LIMIT 1)
@@ -41,23 +48,30 @@ WITH RECURSIVE prios(p) AS (
           ORDER BY priority DESC LIMIT 1)
   FROM prios WHERE prios.p IS NOT NULL
 ), due AS (
-  SELECT d.id FROM prios CROSS JOIN LATERAL (
-    SELECT id FROM agentcron.agent_tasks
+  SELECT d.id, d.kind, prios.p AS priority, d.scheduled_for FROM prios CROSS JOIN LATERAL (
+    SELECT id, kind, scheduled_for FROM agentcron.agent_tasks
     WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()
-      AND kind = ANY($1::text[])
+      AND kind = ANY((SELECT k FROM kinds)::text[])
     ORDER BY scheduled_for, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
   ) d
   WHERE prios.p IS NOT NULL
   LIMIT $2
+), picked AS (
+  SELECT id FROM due WHERE cardinality($6::text[]) = 0
+  UNION ALL
+  SELECT x.id FROM (
+    SELECT id, kind, row_number() OVER (PARTITION BY kind ORDER BY priority DESC, scheduled_for, id) AS rn FROM due
+  ) x LEFT JOIN unnest($6::text[], $7::int[]) AS l(kind, room) ON l.kind = x.kind
+  WHERE cardinality($6::text[]) > 0 AND (l.room IS NULL OR x.rn <= l.room)
 )
 UPDATE agentcron.agent_tasks t
 SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
     locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now(),
     claim_token = nextval('agentcron.claim_tokens'),
     occurrence_at = CASE WHEN t.attempts = 0 THEN t.scheduled_for ELSE coalesce(t.occurrence_at, t.scheduled_for) END
-FROM due WHERE t.id = due.id
+FROM picked WHERE t.id = picked.id
 RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
           (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
           (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token,

@@ -60,8 +60,11 @@ std::vector<Task> PgTaskStore::claim_due(const ClaimParams& p) {
     for (const auto& row : r) tasks.push_back(task_from_row(row, sent));
     return tasks;
   };
+  std::string limited = array_literal(p.kind_room, [](const auto& k) { return std::optional<std::string>(k.first); });
+  std::string room =
+      array_literal(p.kind_room, [](const auto& k) { return std::optional<std::string>(std::to_string(k.second)); });
   return execute("claim due tasks", options_.claim, kClaim, read, kinds, p.limit, p.worker,
-                 static_cast<std::int64_t>(p.lease.count()), p.max_payload_bytes);
+                 static_cast<std::int64_t>(p.lease.count()), p.max_payload_bytes, limited, room);
 }
 
 std::vector<std::int64_t> PgTaskStore::complete_many(const std::vector<Completion>& outs, const std::string& worker) {
@@ -276,57 +279,113 @@ std::vector<AppliedMigration> PgTaskStore::applied_migrations() {
 
 namespace {
 
-class FlagReceiver final : public pqxx::notification_receiver {
+// Collects the notifications of one channel into the subscription's list.
+class Collector final : public pqxx::notification_receiver {
  public:
-  FlagReceiver(pqxx::connection_base& c, const std::string& channel) : pqxx::notification_receiver(c, channel) {}
-  void operator()(const std::string&, int) override { ++count; }
-  int count = 0;
+  Collector(pqxx::connection_base& c, const std::string& channel, std::vector<Notification>& sink)
+      : pqxx::notification_receiver(c, channel), sink_(sink) {}
+  void operator()(const std::string& payload, int) override {
+    // A flood of notifications must not grow without bound: past this many unread, the rest of
+    // a channel's are dropped (a due wake-up needs one; a lost cancel is caught by the lease).
+    if (sink_.size() < 10000) sink_.push_back({channel(), payload});
+  }
+
+ private:
+  std::vector<Notification>& sink_;
 };
 
 // LISTEN on a lease kept out of the pool's circulation for as long as the subscription lives.
 class PgSubscription final : public Subscription {
  public:
-  PgSubscription(Lease lease, const std::string& channel) : lease_(std::move(lease)) {
+  PgSubscription(Lease lease, const std::vector<std::string>& channels) : lease_(std::move(lease)) {
     Connection& c = lease_.connection();
     try {
-      c.listener = std::make_unique<FlagReceiver>(c.raw(), channel);
+      for (const auto& channel : channels) c.listeners.push_back(std::make_unique<Collector>(c.raw(), channel, got_));
     } catch (const pqxx::broken_connection& e) {
+      c.listeners.clear();
       lease_.discard();
       throw DatabaseError("listen: connection lost: " + one_line(e.what()), "08006", ErrorClass::transient);
     } catch (const pqxx::sql_error& e) {
+      c.listeners.clear();
       throw DatabaseError("listen: " + one_line(e.what()), e.sqlstate(), classify_sqlstate(e.sqlstate()));
     }
   }
+  ~PgSubscription() override {
+    if (lease_.valid()) lease_.connection().listeners.clear();
+  }
 
-  bool wait(Millis timeout, int wake_fd) override {
+  std::vector<Notification> wait(Millis timeout, int wake_fd) override {
     Connection& c = lease_.connection();
-    auto* receiver = static_cast<FlagReceiver*>(c.listener.get());
     try {
-      receiver->count = 0;
+      got_.clear();
       c.raw().get_notifs();
-      if (receiver->count > 0) return true;
+      if (!got_.empty()) return std::move(got_);
       pollfd fds[2] = {{c.raw().sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
       int n = ::poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::min<std::int64_t>(timeout.count(), 1 << 30)));
       if (n > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
         c.raw().get_notifs();
         if (!c.raw().is_open()) throw pqxx::broken_connection("connection closed");
       }
-      return receiver->count > 0;
+      return std::move(got_);
     } catch (const pqxx::broken_connection& e) {
-      c.listener.reset();
+      c.listeners.clear();
       lease_.discard();
       throw DatabaseError("listen: connection lost: " + one_line(e.what()), "08006", ErrorClass::transient);
     }
   }
 
  private:
+  std::vector<Notification> got_;  // before lease_: the receivers (on the connection) point here
   Lease lease_;
 };
 
 }  // namespace
 
-std::unique_ptr<Subscription> PgTaskStore::subscribe(const std::string& channel) {
-  return std::make_unique<PgSubscription>(pool_.acquire(), channel);
+std::unique_ptr<Subscription> PgTaskStore::subscribe(const std::vector<std::string>& channels) {
+  return std::make_unique<PgSubscription>(pool_.acquire(), channels);
+}
+
+namespace {
+TextRows text_rows(const pqxx::result& r) {
+  TextRows out;
+  for (pqxx::row::size_type i = 0; i < r.columns(); ++i) out.columns.emplace_back(r.column_name(i));
+  out.rows.reserve(r.size());
+  for (const auto& row : r) {
+    std::vector<std::optional<std::string>> values;
+    values.reserve(row.size());
+    for (const auto& f : row) values.push_back(opt_text(f));
+    out.rows.push_back(std::move(values));
+  }
+  return out;
+}
+
+std::vector<std::string> literals(pqxx::transaction_base& tx, const std::vector<std::optional<std::string>>& params) {
+  std::vector<std::string> lits;
+  lits.reserve(params.size());
+  for (const auto& p : params) lits.push_back(literal(tx, p));
+  return lits;
+}
+}  // namespace
+
+TextRows PgTaskStore::query(const char* what, const Statement& s, const std::vector<std::optional<std::string>>& params) {
+  return in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, what, true,
+                        [&](pqxx::transaction_base& tx, Connection& c) {
+                          return text_rows(run_literals(tx, c, options_.pgbouncer, options_.update, s, literals(tx, params)));
+                        });
+}
+
+void PgTaskStore::locked_transaction(const char* what, std::int64_t lock_key,
+                                     const std::function<void(const StepRunner&)>& steps) {
+  in_transaction(pool_, *watchdog_, options_.update, options_.client_grace, what, false,
+                 [&](pqxx::transaction_base& tx, Connection&) {
+                   tx.exec("SELECT pg_advisory_xact_lock(" + std::to_string(lock_key) + ")");
+                   // Inlined literals, not prepared: the steps run once per sync, and PgBouncer
+                   // in transaction mode keeps nothing session-scoped.
+                   steps([&](const Statement& s, const std::vector<std::optional<std::string>>& params) {
+                     return text_rows(tx.exec(inline_params(s.sql, literals(tx, params))));
+                   });
+                   return 0;
+                 });
 }
 
 }  // namespace agentcron

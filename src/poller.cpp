@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <random>
 
 #include "agentcron/executor.hpp"
@@ -52,6 +53,22 @@ ClaimParams Poller::claim_params() const {
 Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   heartbeats_.fetch_add(1, std::memory_order_relaxed);  // a round of many claims is progress too
   p.limit = n;
+  // Kinds at their concurrency limit are not claimed; the others at most up to it.
+  std::vector<std::string> full;
+  p.kind_room.clear();
+  for (auto& [kind, room] : executor_.kind_room()) {
+    if (room <= 0) full.push_back(kind);
+    else p.kind_room.emplace_back(kind, room);
+  }
+  std::vector<std::string> kinds = p.kinds;
+  std::erase_if(kinds, [&](const std::string& k) { return std::find(full.begin(), full.end(), k) != full.end(); });
+  if (kinds.empty()) return {0, 0, true};  // every kind at its limit: a slot of one frees first
+  std::swap(kinds, p.kinds);
+  struct Restore {
+    ClaimParams& p;
+    std::vector<std::string>& all;
+    ~Restore() { std::swap(all, p.kinds); }
+  } restore{p, kinds};
   if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
   std::vector<Task> tasks;
   try {
@@ -69,9 +86,16 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   for (const auto& t : tasks)
     log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
   int got = static_cast<int>(tasks.size());
+  // A limited kind this claim filled up may have held back rows of other kinds behind it: a
+  // claim without it is worth sending.
+  bool limited = false;
+  for (const auto& [kind, room] : p.kind_room) {
+    int taken = static_cast<int>(std::count_if(tasks.begin(), tasks.end(), [&](const Task& t) { return t.kind == kind; }));
+    if (taken >= room) limited = true;
+  }
   // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
   // this batch must see that more is due, or its wake-up is lost until the next tick.
-  flow_.set_more_due(got == n);
+  flow_.set_more_due(got == n || (limited && got > 0));
   // Counted as the executor accepts them: a task it already runs is not claimed twice.
   int accepted = executor_.submit(std::move(tasks));
   std::lock_guard lock(mu_);
@@ -79,7 +103,7 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   stats_.claimed += static_cast<std::uint64_t>(accepted);
   stats_.redelivered += static_cast<std::uint64_t>(got - accepted);
   stats_.largest_claim = std::max(stats_.largest_claim, got);
-  return {got, accepted};
+  return {got, accepted, limited && got > 0};
 }
 
 TickResult Poller::run_once(int max_tasks) {
@@ -95,11 +119,12 @@ TickResult Poller::run_once(int max_tasks) {
     int n = std::min({batch_size, flow_.room(), max_tasks - r.claimed});
     // No room: no claim, and "more due" stays as the last claim left it.
     if (n <= 0) break;
-    auto [got, accepted] = claim(p, n);
+    auto [got, accepted, limited] = claim(p, n);
     ++r.batches;
-    r.more_due = got == n;
+    r.more_due = got == n || limited;
     r.claimed += accepted;
-    if (got < n) break;
+    if (got < n && !limited) break;
+    if (got == 0) break;  // every kind at its limit
   }
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   return r;
@@ -183,13 +208,14 @@ class PollerListener {
  public:
   enum class Woke { timeout, notified, lost };
 
-  PollerListener(TaskStore& store, Logger& log, Backoff reconnect, std::atomic<bool>& listening, bool wanted)
-      : store_(store), log_(log), reconnect_(reconnect), listening_(listening), wanted_(wanted) {}
+  PollerListener(TaskStore& store, Executor& executor, Logger& log, Backoff reconnect, std::atomic<bool>& listening,
+                 bool wanted)
+      : store_(store), executor_(executor), log_(log), reconnect_(reconnect), listening_(listening), wanted_(wanted) {}
 
   void ensure() {
     if (!wanted_ || sub_ || std::chrono::steady_clock::now() < retry_at_) return;
     try {
-      sub_ = store_.subscribe("agentcron_due");
+      sub_ = store_.subscribe({"agentcron_due", "agentcron_cancel"});
       listening_ = true;
       if (failures_ > 0) log_.info("LISTEN connection restored");
       failures_ = 0;
@@ -206,7 +232,19 @@ class PollerListener {
       return Woke::timeout;
     }
     try {
-      return sub_->wait(wait, wake_fd) ? Woke::notified : Woke::timeout;
+      bool due = false;
+      std::vector<ClaimRef> cancelled;
+      for (const Notification& n : sub_->wait(wait, wake_fd)) {
+        if (n.channel == "agentcron_due") due = true;
+        else if (auto claim = parse_cancel(n.payload)) cancelled.push_back(*claim);
+      }
+      // agentcron.cancel_task names the claim it cancelled: the handler running it (here, if
+      // anywhere) stops now, not at the next lease renewal, and its outcome is dropped.
+      if (!cancelled.empty()) {
+        int stopped = executor_.lose(cancelled, Executor::Loss::cancelled);
+        if (stopped > 0) log_.info("cancelled tasks: their handlers were told to stop", {{"count", stopped}});
+      }
+      return due ? Woke::notified : Woke::timeout;
     } catch (const DatabaseError& e) {
       failed("LISTEN connection lost; polling on the schedule only until it is back", e);
       return Woke::lost;
@@ -232,7 +270,20 @@ class PollerListener {
                      {"retry_in_ms", static_cast<std::int64_t>(backoff.count())}});
   }
 
+  // "<id>:<claim token>" as agentcron.cancel_task sends it; anything else is ignored.
+  static std::optional<ClaimRef> parse_cancel(const std::string& payload) {
+    ClaimRef c;
+    auto colon = payload.find(':');
+    if (colon == std::string::npos) return std::nullopt;
+    auto [p1, e1] = std::from_chars(payload.data(), payload.data() + colon, c.id);
+    auto [p2, e2] = std::from_chars(payload.data() + colon + 1, payload.data() + payload.size(), c.token);
+    if (e1 != std::errc() || e2 != std::errc() || p1 != payload.data() + colon || p2 != payload.data() + payload.size())
+      return std::nullopt;
+    return c;
+  }
+
   TaskStore& store_;
+  Executor& executor_;
   Logger& log_;
   Backoff reconnect_;
   std::atomic<bool>& listening_;
@@ -249,7 +300,7 @@ void Poller::loop(std::stop_token st) {
     std::lock_guard lock(mu_);
     wanted = options_.listen;
   }
-  PollerListener listener(store_, log_, options_.reconnect, listening_, wanted);
+  PollerListener listener(store_, executor_, log_, options_.reconnect, listening_, wanted);
   // LISTEN first, then claim what is due and follow the schedule: nothing inserted between the
   // two goes unnoticed, and the connection the first claim prepares its statement on stays in
   // the pool for the next claim instead of becoming the listener.

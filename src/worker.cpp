@@ -25,6 +25,7 @@
 #include "agentcron/retry.hpp"
 #include "agentcron/systemd_notify.hpp"
 #include "agentcron/pg_task_store.hpp"
+#include "agentcron/admin.hpp"
 
 namespace agentcron {
 
@@ -89,6 +90,16 @@ void Worker::request_shutdown(int count) {
 // Only the reloadable fields of config_ change, and only under mu_: every other field is fixed
 // from construction on and read freely; the reloadable ones are read under mu_ (see scheduler()).
 void Worker::reload(const Config& next) {
+  {
+    // The schedules first, outside mu_ (a statement of its own); sync_mu_ keeps the store alive.
+    std::lock_guard sync(sync_mu_);
+    PgTaskStore* store = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      if (s_) store = s_->store.get();
+    }
+    if (store) sync_schedules_from(*store, next);
+  }
   // Only once READY=1 went out: a reload while the database is awaited must not say it.
   bool announce = notifier_started_ && claimed_once();
   if (announce) notify_systemd("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -114,6 +125,33 @@ void Worker::reload(const Config& next) {
                                         {"log_level", merged.log.level}});
 }
 
+// Every worker makes the database's schedules match its file, at start and on SIGHUP; a failure
+// is logged and the worker runs on (the schedules stay as the last sync left them).
+void Worker::sync_schedules_from(PgTaskStore& store, const Config& c) {
+  try {
+    ScheduleSync r = sync_schedules(store, c.schedules);
+    auto names = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
+      return out;
+    };
+    for (const auto& name : r.disabled)
+      log_.warn("schedule is no longer in the configuration: disabled, not deleted (its history is kept)",
+                {{"schedule", name}});
+    if (!r.created.empty() || !r.changed.empty() || !r.started.empty() || r.tasks_cancelled > 0)
+      log_.info("schedules synced", {{"created", names(r.created)},
+                                     {"changed", names(r.changed)},
+                                     {"started", names(r.started)},
+                                     {"tasks_updated", r.tasks_updated},
+                                     {"tasks_cancelled", r.tasks_cancelled}});
+  } catch (const DatabaseError& e) {
+    log_.error("syncing the schedules failed; they stay as they were",
+               {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+  } catch (const std::exception& e) {
+    log_.error("syncing the schedules failed; they stay as they were", {{"error", e.what()}});
+  }
+}
+
 SchedulerConfig Worker::scheduler() const {
   std::lock_guard lock(mu_);
   return config_.scheduler;
@@ -128,6 +166,7 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
   if (auto stop = wait_for_database(*s, c, one_shot)) return *stop;
   if (auto stop = check_schema(*s, opts)) return *stop;
+  sync_schedules_from(*s->store, c);
   wire_task_flow(*s, c, one_shot);
   start_maintenance(*s, c, one_shot);
   std::lock_guard lock(mu_);
@@ -230,6 +269,8 @@ void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
   Completer* completer = s.completer.get();
   ExecutorOptions eopts{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease,
                         std::max<Millis>(c.scheduler.lease / 10, handler_stop_time(c))};
+  for (const auto& h : c.handlers)
+    if (h.concurrency > 0) eopts.kind_limits[h.kind] = h.concurrency;
   s.executor = std::make_unique<Executor>(eopts, handlers_, [completer](FinishedRun&& r) { completer->add(std::move(r)); },
                                           log_, s.flow.get());
   s.poller = std::make_unique<Poller>(poller_options(c, one_shot), *s.store, *s.executor, *s.flow, *s.breaker, log_);
@@ -304,7 +345,7 @@ CompleterStats Worker::shutdown_services() {
     // `once` never says 0 while an outcome of its batch is unwritten.
     ::_exit(to_int(one_shot_ ? ExitCode::unavailable : ExitCode::ok));
   }
-  std::lock_guard lock(mu_);
+  std::scoped_lock lock(sync_mu_, mu_);
   final_stats_ = WorkerStats{s.poller->stats(), st};
   s_.reset();
   return st;

@@ -108,7 +108,22 @@ struct HandlerConfig {
   std::vector<std::pair<std::string, std::string>> env;  // exec: added to the environment
   std::vector<std::string> inherit_env;  // exec: worker variables passed on beyond the allow-list
   Millis kill_after = 5s;                // exec: SIGKILL this long after SIGTERM
+  int concurrency = 0;                   // at most this many of the kind at once here; 0: no limit
   int line = 0;                          // where the table starts in the file
+};
+
+// One [schedules.<name>] table: a named recurring task, synced to agentcron.schedules by every
+// worker at start and on SIGHUP (see docs/operations.md).
+struct ScheduleConfig {
+  std::string name;
+  std::string cron;
+  std::string timezone = "UTC";
+  std::string kind;
+  std::string payload = "{}";  // a JSON object, as text
+  int priority = 0;
+  int max_attempts = 5;
+  bool enabled = true;
+  int line = 0;
 };
 
 struct Config {
@@ -122,6 +137,7 @@ struct Config {
   MetricsConfig metrics;
   LogConfig log;
   std::vector<HandlerConfig> handlers;
+  std::vector<ScheduleConfig> schedules;
   std::string file;                             // the file that was read, "" for none
   std::map<std::string, std::string> origins;   // "section.key" -> where its value came from
 };

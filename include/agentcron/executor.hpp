@@ -38,6 +38,9 @@ struct ExecutorOptions {
   // exec program's kill_after). 0: no fencing.
   Millis lease{0};
   Millis fence_margin{0};  // default: a tenth of the lease
+  // At most this many tasks of a kind queued or running at once ([handlers.<kind>] concurrency):
+  // the poller claims only what kind_room() leaves.
+  std::map<std::string, int> kind_limits{};
   void validate() const;
 };
 
@@ -68,6 +71,8 @@ class Executor {
   int busy() const;
   // Outcomes still to come: handlers queued or running, less those being handed over right now.
   int outcomes_coming() const;
+  // The kinds with a limit and how many more of each may start now.
+  std::vector<std::pair<std::string, int>> kind_room() const;
   // Starts the tasks; beyond free_slots() they queue for the next free slot. A task whose id
   // this executor still holds (its handler has not returned, or, with hold_until_forgotten, its
   // outcome is not written yet) is refused and left to the copy already running: after a
@@ -87,10 +92,13 @@ class Executor {
   // The claims whose leases this worker must keep: queued, running, or finished with the outcome
   // not written yet (with hold_until_forgotten).
   std::vector<ClaimRef> held_claims() const;
-  // The leases of `claims` were lost (an extend matched no row: rescued, or changed under us).
-  // Those still held under that very claim have their handlers asked to stop and their outcomes
-  // dropped: the row is someone else's now. Returns how many handlers were told so.
-  int lose(const std::vector<ClaimRef>& claims);
+  // The leases of `claims` were lost (an extend matched no row: rescued, or changed under us), or
+  // their tasks were cancelled (NOTIFY agentcron_cancel). Those still held under that very claim
+  // have their handlers asked to stop and their outcomes dropped: the row is someone else's now,
+  // or finished. Returns how many handlers were told so.
+  enum class Loss { lease, cancelled };
+  int lose(const std::vector<ClaimRef>& claims, Loss why = Loss::lease);
+  std::uint64_t cancelled() const;  // tasks stopped by a cancel
   // Shutdown has begun: nothing new starts (a claim refused earlier is not run either).
   void close();
   // The leases of `ids` were renewed by a statement sent at `sent`: they hold until sent + lease.
@@ -120,6 +128,7 @@ class Executor {
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
     // decided when the handler returns.
     enum class Stopped { no, timed_out, cancelled, lease_lost } stopped = Stopped::no;
+    Loss loss = Loss::lease;  // with Stopped::lease_lost: why
     bool fenced = false;  // stopped because its lease could not be renewed (released once stopped)
     std::string cancel_reason;
   };
@@ -147,6 +156,7 @@ class Executor {
   void supervise(std::stop_token st);
   void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
   TaskOutcome run_one(Running& r);
+  void busy_kind_locked(const std::string& kind, int delta);  // a limited kind's count (mu_ held)
   void report_locked();  // tells flow_ the slots as they are now (mu_ held)
 
   ExecutorOptions options_;
@@ -163,9 +173,11 @@ class Executor {
   std::map<std::int64_t, Hold> held_;  // every id submitted and not yet let go of
   int capacity_;
   int busy_ = 0;  // queued + running handlers
+  std::map<std::string, int> kind_busy_;  // of them, per limited kind
   std::uint64_t generation_ = 0;  // bumped when a handler starts: the supervisor re-reads deadlines
   int delivering_ = 0;            // outcomes settled but not yet handed to the sink
   std::uint64_t leases_lost_ = 0;
+  std::uint64_t cancelled_ = 0;
   bool closing_ = false;  // cancel_all ran: nothing new starts
   int idle_threads_ = 0;          // slot threads waiting for work
   FlowControl* flow_;

@@ -3,6 +3,8 @@
 // themselves live in src/pg_statements.hpp, the only place with agentcron's SQL.
 #pragma once
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +50,12 @@ struct AppliedMigration {
   std::string applied_at;
 };
 
+// A statement's result as text: the columns' names and each row's values (NULL as nullopt).
+struct TextRows {
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::optional<std::string>>> rows;
+};
+
 class PgTaskStore final : public TaskStore {
  public:
   PgTaskStore(ConnectionPool& pool, StoreOptions options, Logger& log);
@@ -81,7 +89,16 @@ class PgTaskStore final : public TaskStore {
   bool apply_migration(int version, const std::string& name, const std::string& sql, const std::string& checksum);
   std::vector<AppliedMigration> applied_migrations();
 
-  std::unique_ptr<Subscription> subscribe(const std::string& channel) override;
+  std::unique_ptr<Subscription> subscribe(const std::vector<std::string>& channels) override;
+
+  // One statement of the administrative commands (src/admin_statements.hpp) with its parameters
+  // as text (nullopt: NULL), in the update class's timeouts; its result as text.
+  TextRows query(const char* what, const pg::Statement& s, const std::vector<std::optional<std::string>>& params);
+  // Several statements in one transaction (BEGIN … COMMIT, the update class's timeouts) under the
+  // transaction-level advisory lock `lock_key`: each `steps` call runs one statement through the
+  // callback it is given and reads its result.
+  using StepRunner = std::function<TextRows(const pg::Statement&, const std::vector<std::optional<std::string>>&)>;
+  void locked_transaction(const char* what, std::int64_t lock_key, const std::function<void(const StepRunner&)>& steps);
 
   ConnectionPool& pool() { return pool_; }
 

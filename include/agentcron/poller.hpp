@@ -102,6 +102,7 @@ class Poller {
   struct Claimed {
     int got = 0;       // rows the claim returned
     int accepted = 0;  // of them, handed to the executor (not already running here)
+    bool limited = false;  // a kind's concurrency limit held rows back: more may be due
   };
   // One claim statement of up to `n` tasks (through the breaker), handed to the executor.
   Claimed claim(ClaimParams& p, int n);

@@ -21,7 +21,7 @@ namespace agentcron {
 
 // An option out of its range is a programming error (the configuration checks what users type):
 // validate() throws this, naming the service and the option.
-inline void require_option(bool ok, const char* service, const char* what) {
+inline void require_option(bool ok, const char* service, const std::string& what) {
   if (!ok) throw std::invalid_argument(std::string(service) + ": " + what);
 }
 

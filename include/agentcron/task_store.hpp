@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agentcron/duration.hpp"
@@ -20,6 +21,8 @@ struct ClaimParams {
   Millis lease = std::chrono::seconds(60);
   // A payload larger than this (as JSON text) is not fetched: its task comes back with a defect.
   int max_payload_bytes = 1 << 20;
+  // Kinds with a concurrency limit and the slots each has free: at most that many of the kind.
+  std::vector<std::pair<std::string, int>> kind_room{};
 };
 
 // The final state of a run, decided by the completer.
@@ -97,14 +100,20 @@ struct Reschedule {
   std::string error;
 };
 
+// A notification: its channel and payload.
+struct Notification {
+  std::string channel;
+  std::string payload;
+};
+
 // A LISTEN on a connection of its own, held for as long as the subscription lives.
 class Subscription {
  public:
   virtual ~Subscription() = default;
-  // Waits up to `timeout` for a notification; true when one arrived. `wake_fd`, when >= 0, ends
-  // the wait early when it becomes readable (false is returned). Throws DatabaseError when the
-  // connection broke: the subscription is then dead, and a new one is needed.
-  virtual bool wait(Millis timeout, int wake_fd = -1) = 0;
+  // Waits up to `timeout` for notifications and returns those that arrived (none: the wait timed
+  // out). `wake_fd`, when >= 0, ends the wait early when it becomes readable. Throws
+  // DatabaseError when the connection broke: the subscription is then dead, and a new one is needed.
+  virtual std::vector<Notification> wait(Millis timeout, int wake_fd = -1) = 0;
 };
 
 // Every query the services run on the tasks, one method per query: the PostgreSQL
@@ -137,8 +146,8 @@ class TaskStore {
   virtual QueueStatus status() = 0;
   // The database's clock.
   virtual SysTime now() = 0;
-  // LISTEN `channel` (not in pgbouncer mode, where nothing session-scoped lasts).
-  virtual std::unique_ptr<Subscription> subscribe(const std::string& channel) = 0;
+  // LISTEN on `channels` (not in pgbouncer mode, where nothing session-scoped lasts).
+  virtual std::unique_ptr<Subscription> subscribe(const std::vector<std::string>& channels) = 0;
 };
 
 }  // namespace agentcron

@@ -18,6 +18,8 @@
 
 namespace agentcron {
 
+class PgTaskStore;
+
 class Logger;
 class SystemdNotifier;
 
@@ -87,6 +89,7 @@ class Worker {
   PollerOptions poller_options(const Config& c, bool one_shot) const;
   void wire_task_flow(Services& s, const Config& c, bool one_shot);
   void start_maintenance(Services& s, const Config& c, bool one_shot);
+  void sync_schedules_from(PgTaskStore& store, const Config& c);
   CompleterStats shutdown_services();  // returns the outcome counts
   SchedulerConfig scheduler() const;   // the reloadable section as it is now
   // How long writing the remaining outcomes may take: a few retries of an update.
@@ -107,6 +110,7 @@ class Worker {
   std::atomic<bool> notifier_started_{false};
   WorkerStats final_stats_;
   mutable std::mutex mu_;
+  std::mutex sync_mu_;  // a reload's schedule sync against shutdown's end of the services
   std::condition_variable cv_;
   std::atomic<int> shutdown_requests_{0};
   std::stop_source skip_grace_;     // the second signal

@@ -135,11 +135,11 @@ def statement_costs():
     clear_due()
     add_due(10)
     run("ANALYZE agentcron.agent_tasks")
-    out.append(measure("claim 10", "kClaim", ["{noop}", 500, "bench", 60000, 1 << 20]))
+    out.append(measure("claim 10", "kClaim", ["{noop}", 500, "bench", 60000, 1 << 20, "{}", "{}"]))
     clear_due()
     add_due(10000)
     run("ANALYZE agentcron.agent_tasks")
-    out.append(measure("claim 500", "kClaim", ["{noop}", 500, "bench", 60000, 1 << 20]))
+    out.append(measure("claim 500", "kClaim", ["{noop}", 500, "bench", 60000, 1 << 20, "{}", "{}"]))
     # 500 running tasks of ours for the extension; their leases are live, so the rescuer finds none.
     ids = [r[0] for r in run("UPDATE agentcron.agent_tasks SET status = 'running', locked_by = 'bench', "
                              "locked_until = now() + interval '1 minute', claim_token = id WHERE id IN "

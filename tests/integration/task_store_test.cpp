@@ -76,7 +76,7 @@ TEST_F(StoreTest, ClaimUsesTheDueIndex) {
   pqxx::nontransaction tx(db.sql());
   tx.exec(std::string("PREPARE claim_plan AS ") + pg::kClaim.sql);
   std::string plan;
-  for (const auto& row : tx.exec("EXPLAIN EXECUTE claim_plan('{noop}', 50, 'w1', 60000, 1048576)"))
+  for (const auto& row : tx.exec("EXPLAIN EXECUTE claim_plan('{noop}', 50, 'w1', 60000, 1048576, '{}', '{}')"))
     plan += row[0].as<std::string>() + "\n";
   tx.exec("DEALLOCATE claim_plan");
   EXPECT_NE(plan.find("agent_tasks_due_idx"), std::string::npos) << plan;
@@ -94,7 +94,7 @@ ClaimCost explain_claim(pqxx::connection& c, int limit) {
   tx.exec(std::string("PREPARE claim_cost AS ") + pg::kClaim.sql);
   ClaimCost cost;
   for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim_cost('{noop}', " +
-                                 std::to_string(limit) + ", 'w1', 60000, 1048576)"))
+                                 std::to_string(limit) + ", 'w1', 60000, 1048576, '{}', '{}')"))
     cost.plan += row[0].as<std::string>() + "\n";
   tx.exec("DEALLOCATE claim_cost");  // a session's, not the transaction's
   tx.abort();

@@ -115,6 +115,12 @@ class FakeTaskStore final : public TaskStore {
       return std::tie(b->priority, a->scheduled_for, a->id) < std::tie(a->priority, b->scheduled_for, b->id);
     });
     if (due.size() > static_cast<std::size_t>(p.limit)) due.resize(static_cast<std::size_t>(p.limit));
+    // At most a limited kind's free slots of it, in due order (kClaim's `picked`).
+    std::map<std::string, int> room(p.kind_room.begin(), p.kind_room.end());
+    std::erase_if(due, [&](const Row* r) {
+      auto it = room.find(r->kind);
+      return it != room.end() && it->second-- <= 0;
+    });
     std::vector<Task> out;
     for (Row* r : due) {
       if (r->attempts == 0 || r->occurrence == SysTime{}) r->occurrence = r->scheduled_for;
@@ -296,7 +302,7 @@ class FakeTaskStore final : public TaskStore {
     return clock_;
   }
 
-  std::unique_ptr<Subscription> subscribe(const std::string&) override {
+  std::unique_ptr<Subscription> subscribe(const std::vector<std::string>&) override {
     std::lock_guard lock(mu_);
     enter("subscribe");
     return std::make_unique<QuietSubscription>();
@@ -306,10 +312,10 @@ class FakeTaskStore final : public TaskStore {
   // A subscription no notification ever reaches: waits only for the wake-up descriptor.
   class QuietSubscription final : public Subscription {
    public:
-    bool wait(Millis timeout, int wake_fd) override {
+    std::vector<Notification> wait(Millis timeout, int wake_fd) override {
       pollfd p{wake_fd, POLLIN, 0};
       ::poll(&p, wake_fd >= 0 ? 1 : 0, static_cast<int>(timeout.count()));
-      return false;
+      return {};
     }
   };
 

@@ -142,6 +142,53 @@ struct Bad {
   const char* expect;  // substring after "<file>:"
 };
 
+TEST_F(ConfigTest, SchedulesAndKindConcurrencyAreParsed) {
+  auto s = sources(
+      "[handlers.report]\ntype = \"notify\"\nconcurrency = 2\n"
+      "[schedules.nightly]\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nkind = \"report\"\n"
+      "payload = { to = \"ops\", n = 3 }\npriority = 5\nmax_attempts = 2\n"
+      "[schedules.hourly]\ncron = \"@hourly\"\nkind = \"report\"\npayload = '{\"a\": [1]}'\nenabled = false\n");
+  Config c = load_config(s);
+  ASSERT_EQ(c.handlers.size(), 1u);
+  EXPECT_EQ(c.handlers[0].concurrency, 2);
+  ASSERT_EQ(c.schedules.size(), 2u);
+  const ScheduleConfig* nightly = c.schedules[0].name == "nightly" ? &c.schedules[0] : &c.schedules[1];
+  const ScheduleConfig* hourly = nightly == &c.schedules[0] ? &c.schedules[1] : &c.schedules[0];
+  EXPECT_EQ(nightly->cron, "30 2 * * *");
+  EXPECT_EQ(nightly->timezone, "Europe/Berlin");
+  EXPECT_EQ(nightly->kind, "report");
+  EXPECT_EQ(nightly->payload, "{\"n\":3,\"to\":\"ops\"}");
+  EXPECT_EQ(nightly->priority, 5);
+  EXPECT_EQ(nightly->max_attempts, 2);
+  EXPECT_TRUE(nightly->enabled);
+  EXPECT_EQ(hourly->payload, "{\"a\": [1]}");
+  EXPECT_FALSE(hourly->enabled);
+  EXPECT_NE(describe_config(c).find("nightly = \"30 2 * * *\" Europe/Berlin -> report"), std::string::npos);
+}
+
+TEST_F(ConfigTest, BadSchedulesNameTheKeyFileAndLine) {
+  // The error with the file's path as "F".
+  auto err = [&](const std::string& text) {
+    std::string e = error_of(sources(text));
+    if (auto at = e.find(path_); at != std::string::npos) e.replace(at, path_.size(), "F");
+    return e;
+  };
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\n"), "F:1: schedules.a.cron is missing: a schedule needs a cron expression");
+  EXPECT_EQ(err("[schedules.a]\ncron = \"@daily\"\n"), "F:1: schedules.a.kind is missing: a schedule needs the kind of task it adds");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"0 25 * * *\"\n"),
+            "F:3: schedules.a.cron is not a valid schedule: field 2 (hour): 25 is out of range 0-23 in \"0 25 * * *\"");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\ntimezone = \"Mars/Base\"\n"),
+            "F:4: schedules.a.timezone names an unknown time zone \"Mars/Base\"");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\npayload = \"[1]\"\n"),
+            "F:4: schedules.a.payload must be a table or a string holding a JSON object");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\nevery = 3\n"),
+            "F:4: schedules.a.every is not a key of a schedule (cron, timezone, kind, payload, priority, max_attempts, enabled)");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\npriority = 40000\n"),
+            "F:4: schedules.a.priority must be a whole number from -32768 to 32767");
+  EXPECT_EQ(err("[handlers.k]\ntype = \"notify\"\nconcurrency = 0\n"),
+            "F:3: handlers.k.concurrency must be a whole number from 1 to 100000");
+}
+
 TEST_F(ConfigTest, EveryBadFileValueNamesKeyFileAndLine) {
   const Bad cases[] = {
       {"[scheduler]\nbatch_size = 0\n", ":2: scheduler.batch_size must be between 1 and 10000, got 0"},
