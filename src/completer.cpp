@@ -6,6 +6,7 @@
 #include "agentcron/cron.hpp"
 #include "agentcron/flow_control.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/telemetry.hpp"
 #include "agentcron/service.hpp"
 #include "agentcron/utf8.hpp"
 
@@ -209,16 +210,22 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
       // Not a success, nor a failure: the row moved on without this outcome.
       ++stale;
       log_.warn("task outcome not recorded: the task is no longer running under this worker's lease "
-                "(rescued after its lease expired, its claim lost in a database crash, or changed meanwhile)",
+                "(cancelled, rescued after its lease expired, its claim lost in a database crash, or changed "
+                "meanwhile)",
                 {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
       continue;
     }
     done.push_back(t.claim());
+    const char* outcome = "succeeded";
     switch (log_written(c, t)) {
       case Written::succeeded: ++ok; break;
-      case Written::retried: ++retried; break;
-      case Written::failed: ++failed; break;
+      case Written::retried: ++retried; outcome = "retried"; break;
+      case Written::failed: ++failed; outcome = "failed"; break;
     }
+    if (options_.telemetry && runs[i].started_at != SysTime{})
+      options_.telemetry->task_duration.observe(
+          prom_label("kind", t.kind) + "," + prom_label("outcome", outcome),
+          std::max(0.0, std::chrono::duration<double>(runs[i].finished_at - runs[i].started_at).count()));
   }
   {
     std::lock_guard lock(mu_);

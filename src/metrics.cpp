@@ -109,7 +109,37 @@ std::string render_metrics(const MetricsSnapshot& s) {
       f.sample(std::string_view(st) == s.circuit_state ? 1 : 0, std::string("state=\"") + st + "\"");
   }
   e.family("agentcron_listening", "gauge", "1 while LISTEN agentcron_due is up.").sample(s.listening ? 1 : 0);
-  return e.take();
+  e.family("agentcron_tasks_cancelled_total", "counter",
+           "Running tasks whose handler was stopped because the task was cancelled (NOTIFY agentcron_cancel).")
+      .sample(static_cast<double>(s.cancelled));
+  e.family("agentcron_tasks_rescued_total", "counter",
+           "Tasks whose lease had expired, moved back to pending (or to failed) by this worker's rescuer.")
+      .sample(static_cast<double>(s.rescued));
+  if (s.queue) {
+    const QueueStatus& q = *s.queue;
+    auto& tasks = e.family("agentcron_queue_tasks", "gauge",
+                           "Tasks in the database by status (planner estimates on a large table, see "
+                           "agentcron_queue_estimated; running always counted).");
+    for (const auto& [status, n] : q.by_status) tasks.sample(static_cast<double>(n), prom_label("status", status));
+    e.family("agentcron_queue_estimated", "gauge", "1 when agentcron_queue_tasks are the planner's estimates.")
+        .sample(q.estimated ? 1 : 0);
+    e.family("agentcron_queue_due", "gauge",
+             "Tasks due now (counted up to 10000 per priority; agentcron_queue_due_capped says when it stopped).")
+        .sample(static_cast<double>(q.due_now));
+    e.family("agentcron_queue_due_capped", "gauge", "1 when agentcron_queue_due is a lower bound.").sample(q.due_capped ? 1 : 0);
+    e.family("agentcron_queue_oldest_due_seconds", "gauge", "Age of the oldest due task; 0 when none is due.")
+        .sample(q.oldest_due_seconds.value_or(0));
+    e.family("agentcron_database_connections", "gauge", "Client connections on the database server, all and agentcron's.")
+        .sample(static_cast<double>(q.server_connections), "scope=\"all\"")
+        .sample(static_cast<double>(q.agentcron_connections), "scope=\"agentcron\"");
+    e.family("agentcron_database_max_connections", "gauge", "The server's max_connections.")
+        .sample(static_cast<double>(q.max_connections));
+    e.family("agentcron_queue_sample_age_seconds", "gauge", "Since the queue gauges were sampled.")
+        .sample(s.queue_sample_age_seconds);
+  }
+  std::string out = e.take();
+  if (s.telemetry) out += s.telemetry->render();
+  return out;
 }
 
 struct MetricsServer::Impl {

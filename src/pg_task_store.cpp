@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "agentcron/log.hpp"
+#include "agentcron/telemetry.hpp"
 #include "pg_execution.hpp"
 
 namespace agentcron {
@@ -42,10 +43,25 @@ PgTaskStore::~PgTaskStore() = default;
 // that cannot be read is a DatabaseError like any other.
 template <class Read, class... Args>
 auto PgTaskStore::execute(const char* what, const QueryTimeouts& t, const Statement& s, Read&& read, const Args&... args) {
-  return in_transaction(pool_, *watchdog_, t, options_.client_grace, what, true,
-                        [&](pqxx::transaction_base& tx, Connection& c) {
-                          return read(run(tx, c, options_.pgbouncer, t, s, args...));
-                        });
+  auto body = [&] {
+    return in_transaction(pool_, *watchdog_, t, options_.client_grace, what, true,
+                          [&](pqxx::transaction_base& tx, Connection& c) {
+                            return read(run(tx, c, options_.pgbouncer, t, s, args...));
+                          });
+  };
+  Telemetry* telemetry = options_.telemetry;
+  if (!telemetry) return body();
+  // The wait for a pooled connection counts: it is part of what the statement cost its caller.
+  auto start = std::chrono::steady_clock::now();
+  try {
+    auto result = body();
+    telemetry->statement_duration.observe(prom_label("statement", s.name),
+                                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return result;
+  } catch (const DatabaseError& e) {
+    telemetry->database_errors.add(prom_label("class", e.sqlstate().size() >= 2 ? e.sqlstate().substr(0, 2) : "none"));
+    throw;
+  }
 }
 
 std::vector<Task> PgTaskStore::claim_due(const ClaimParams& p) {

@@ -12,6 +12,7 @@
 #include "agentcron/executor.hpp"
 #include "agentcron/flow_control.hpp"
 #include "agentcron/log.hpp"
+#include "agentcron/telemetry.hpp"
 #include "agentcron/service.hpp"
 #include "agentcron/task_store.hpp"
 
@@ -83,8 +84,12 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
     breaker_.record_failure();  // never leave a probe unanswered
     throw;
   }
-  for (const auto& t : tasks)
+  for (const auto& t : tasks) {
     log_.debug("claimed task", {{"task_id", t.id}, {"kind", t.kind}, {"attempt", t.attempt}});
+    if (options_.telemetry)
+      options_.telemetry->pickup_lag.observe(prom_label("kind", t.kind),
+                                             std::max(0.0, std::chrono::duration<double>(t.claimed_at - t.scheduled_for).count()));
+  }
   int got = static_cast<int>(tasks.size());
   // A limited kind this claim filled up may have held back rows of other kinds behind it: a
   // claim without it is worth sending.

@@ -43,6 +43,7 @@ RescuerResult Rescuer::run_once(std::stop_token stop) {
     // Fewer than a batch listed, or none moved (another rescuer holds them): done for this round.
     if (static_cast<int>(moves.size()) < batch || r.to_pending + r.to_failed == 0) break;
   }
+  rescued_.fetch_add(total.to_pending + total.to_failed, std::memory_order_relaxed);
   if (total.to_pending + total.to_failed > 0)
     log_.warn("rescued tasks whose worker stopped renewing their lease",
               {{"to_pending", total.to_pending}, {"to_failed", total.to_failed}});

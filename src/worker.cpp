@@ -162,7 +162,9 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   Config c = config_;
   c.scheduler = scheduler();
   s->pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, id_), log_);
-  s->store = std::make_unique<PgTaskStore>(*s->pool, StoreOptions::from_config(c), log_);
+  StoreOptions store_options = StoreOptions::from_config(c);
+  store_options.telemetry = &telemetry_;
+  s->store = std::make_unique<PgTaskStore>(*s->pool, store_options, log_);
   s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
   if (auto stop = wait_for_database(*s, c, one_shot)) return *stop;
   if (auto stop = check_schema(*s, opts)) return *stop;
@@ -249,6 +251,7 @@ PollerOptions Worker::poller_options(const Config& c, bool one_shot) const {
   popts.worker = id_;
   popts.kinds = handlers_.kinds();
   popts.max_payload_bytes = c.executor.max_payload_bytes;
+  popts.telemetry = &telemetry_;
   std::mt19937_64 rng{std::random_device{}()};
   popts.tick_jitter = std::uniform_real_distribution<double>(0, 1)(rng);
   // Four beats per watchdog interval; the notifier looks every half interval.
@@ -265,6 +268,7 @@ void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
   CompleterOptions copts;
   copts.worker = id_;
   copts.task_retry = Backoff{c.retry.base_delay, c.retry.max_delay, c.retry.factor};
+  copts.telemetry = &telemetry_;
   s.completer = std::make_unique<Completer>(copts, *s.store, log_, s.flow.get());
   Completer* completer = s.completer.get();
   ExecutorOptions eopts{c.scheduler.concurrency, c.executor.task_timeout, true, c.scheduler.lease,
@@ -395,8 +399,16 @@ WorkerStats Worker::stats() const {
 }
 
 MetricsSnapshot Worker::metrics() const {
-  std::lock_guard lock(mu_);
   MetricsSnapshot m;
+  {
+    std::lock_guard queue_lock(queue_mu_);  // before mu_, as sample_queue() takes them
+    if (queue_sampled_ != std::chrono::steady_clock::time_point{}) {
+      m.queue = queue_;
+      m.queue_sample_age_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - queue_sampled_).count();
+    }
+  }
+  std::lock_guard lock(mu_);
   m.worker = id_;
   m.connection_limit = config_.database.connection_limit;
   m.concurrency = config_.scheduler.concurrency;
@@ -420,7 +432,35 @@ MetricsSnapshot Worker::metrics() const {
                     : breaker == CircuitBreaker::State::half_open ? "half_open"
                                                                   : "closed";
   m.listening = s_->poller->listening();
+  m.cancelled = s_->executor->cancelled();
+  if (s_->rescuer) m.rescued = s_->rescuer->rescued();
+  m.telemetry = &telemetry_;
   return m;
+}
+
+// The queue gauges come from the database: at most one sample (kStatus, bounded whatever the
+// table's size) every kQueueSampleEvery, taken when /metrics is scraped — nothing when nobody
+// looks. A failed sample keeps the last one (its age tells).
+void Worker::sample_queue() {
+  std::lock_guard queue_lock(queue_mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (queue_tried_ != std::chrono::steady_clock::time_point{} && now - queue_tried_ < kQueueSampleEvery) return;
+  queue_tried_ = now;
+  // Shutdown ends the store under sync_mu_: a scrape meanwhile goes without a new sample.
+  std::unique_lock sync(sync_mu_, std::try_to_lock);
+  if (!sync.owns_lock()) return;
+  PgTaskStore* store = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (s_) store = s_->store.get();
+  }
+  if (!store) return;
+  try {
+    queue_ = store->status();
+    queue_sampled_ = std::chrono::steady_clock::now();
+  } catch (const DatabaseError& e) {
+    log_.debug("sampling the queue for /metrics failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+  }
 }
 
 Readiness Worker::readiness() const {
@@ -457,7 +497,12 @@ ExitCode Worker::run(const WorkerRunOptions& opts) {
   // First: /healthz answers while the worker waits for its database, and /readyz says so.
   if (!config_.metrics.listen.empty()) {
     auto server = std::make_unique<MetricsServer>(
-        MetricsServer::Sources{[this] { return render_metrics(metrics()); }, [this] { return readiness(); }}, log_);
+        MetricsServer::Sources{[this] {
+                                 sample_queue();
+                                 return render_metrics(metrics());
+                               },
+                               [this] { return readiness(); }},
+        log_);
     if (server->start(config_.metrics.listen)) {
       std::lock_guard lock(mu_);
       metrics_ = std::move(server);

@@ -24,6 +24,7 @@ namespace agentcron {
 
 class FlowControl;
 class Logger;
+struct Telemetry;
 
 struct CompleterOptions {
   std::string worker;                                  // locked_by of our tasks
@@ -32,6 +33,7 @@ struct CompleterOptions {
   // Gathering before a write: at most this long, and only while more outcomes are on their way.
   Millis flush_interval = std::chrono::milliseconds(2);
   int max_batch = 1000;                                // most outcomes in one statement
+  Telemetry* telemetry = nullptr;  // when set: each written run's duration, by kind and outcome
   void validate() const;
 };
 

@@ -5,11 +5,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "agentcron/completer.hpp"
 #include "agentcron/poller.hpp"
 #include "agentcron/pool.hpp"
+#include "agentcron/task_store.hpp"
+#include "agentcron/telemetry.hpp"
 
 namespace agentcron {
 
@@ -36,6 +39,12 @@ struct MetricsSnapshot {
   bool circuit_open = false;
   const char* circuit_state = "closed";  // closed, open or half_open
   bool listening = false;  // LISTEN agentcron_due is up
+  std::uint64_t cancelled = 0;  // running tasks stopped by a cancel (NOTIFY agentcron_cancel)
+  std::int64_t rescued = 0;     // tasks this worker's rescuer moved back (or to failed)
+  // The queue as the database has it, sampled at most every few seconds; nullopt before the first.
+  std::optional<QueueStatus> queue;
+  double queue_sample_age_seconds = 0;
+  const Telemetry* telemetry = nullptr;  // histograms and error counters
 };
 
 // The Prometheus text exposition (version 0.0.4) of a snapshot.

@@ -17,6 +17,7 @@ namespace agentcron {
 
 class Logger;
 class StatementWatchdog;
+struct Telemetry;
 namespace pg {
 struct Statement;
 }
@@ -39,6 +40,8 @@ struct StoreOptions {
   // The client cancels a statement (and discards its connection) this long after the server
   // should have: the server's own statement_timeout did not answer, so the network is suspect.
   Millis client_grace = std::chrono::seconds(5);
+  // When set, every statement's duration and every failure's SQLSTATE class are recorded there.
+  Telemetry* telemetry = nullptr;
 
   static StoreOptions from_config(const Config& c);
 };

@@ -22,6 +22,7 @@ namespace agentcron {
 class Executor;
 class FlowControl;
 class Logger;
+struct Telemetry;
 class PollerListener;
 
 struct PollerOptions {
@@ -39,6 +40,8 @@ struct PollerOptions {
   // When set, the poller's thread wakes at least this often between ticks and counts a
   // heartbeat (heartbeats()): the systemd watchdog's proof that it is not stuck. 0: no cap.
   Millis heartbeat{0};
+  // When set, each claimed task's pickup lag (claim − scheduled time) is recorded there.
+  Telemetry* telemetry = nullptr;
   void validate() const;
 };
 

@@ -1,6 +1,7 @@
 // Rescuer: running tasks whose lease expired (their worker died or stalled) go back to pending,
 // to failed when their attempts are spent, or — recurring ones — to their next fire time.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <stop_token>
@@ -32,8 +33,11 @@ class Rescuer {
   void start() { periodic_.start(); }
   void request_stop() { periodic_.request_stop(); }
   void wait() { periodic_.wait(); }
+  // Tasks rescued so far (to pending or failed), for agentcron_tasks_rescued_total.
+  std::int64_t rescued() const { return rescued_.load(std::memory_order_relaxed); }
 
  private:
+  std::atomic<std::int64_t> rescued_{0};
   RescuerOptions options_;
   TaskStore& store_;
   Logger& log_;

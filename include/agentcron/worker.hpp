@@ -14,6 +14,7 @@
 #include "agentcron/exit_code.hpp"
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/metrics.hpp"
+#include "agentcron/telemetry.hpp"
 #include "agentcron/poller.hpp"
 
 namespace agentcron {
@@ -110,7 +111,15 @@ class Worker {
   std::atomic<bool> notifier_started_{false};
   WorkerStats final_stats_;
   mutable std::mutex mu_;
-  std::mutex sync_mu_;  // a reload's schedule sync against shutdown's end of the services
+  std::mutex sync_mu_;  // a reload's schedule sync, a queue sample, against shutdown's end of the services
+  mutable Telemetry telemetry_;  // histograms and error counters of the services, for /metrics
+  // The queue gauges' last sample (sample_queue), under queue_mu_ (taken before mu_, never after).
+  static constexpr std::chrono::seconds kQueueSampleEvery{5};
+  void sample_queue();
+  mutable std::mutex queue_mu_;
+  QueueStatus queue_;
+  std::chrono::steady_clock::time_point queue_sampled_{};
+  std::chrono::steady_clock::time_point queue_tried_{};
   std::condition_variable cv_;
   std::atomic<int> shutdown_requests_{0};
   std::stop_source skip_grace_;     // the second signal

@@ -5,12 +5,14 @@
 #include <httplib.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <algorithm>
 #include <atomic>
 #include <regex>
 #include <set>
 #include <sstream>
 
 #include "agentcron/log.hpp"
+#include "agentcron/telemetry.hpp"
 
 namespace agentcron {
 namespace {
@@ -153,6 +155,42 @@ TEST_F(MetricsServerTest, StopRightAfterStartDoesNotHang) {
     ASSERT_TRUE(server.start("127.0.0.1:0"));
     server.stop();
   }
+}
+
+}  // namespace
+}  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+TEST(Telemetry, HistogramBucketsAreCumulativeWithSumCountAndEscapedLabels) {
+  Telemetry t;
+  std::string kind = prom_label("kind", "a\"b\\c\nd");
+  EXPECT_EQ(kind, "kind=\"a\\\"b\\\\c\\nd\"");
+  for (double v : {0.003, 0.02, 0.02, 7.0, 5000.0}) t.task_duration.observe(kind + "," + prom_label("outcome", "failed"), v);
+  t.database_errors.add(prom_label("class", "08"));
+  t.database_errors.add(prom_label("class", "08"), 2);
+  std::string out = t.render();
+  const std::string series = "agentcron_task_duration_seconds_bucket{kind=\"a\\\"b\\\\c\\nd\",outcome=\"failed\",le=";
+  EXPECT_NE(out.find(series + "\"0.005\"} 1\n"), std::string::npos) << out;
+  EXPECT_NE(out.find(series + "\"0.025\"} 3\n"), std::string::npos) << out;
+  EXPECT_NE(out.find(series + "\"10\"} 4\n"), std::string::npos) << out;
+  EXPECT_NE(out.find(series + "\"900\"} 4\n"), std::string::npos) << out;
+  EXPECT_NE(out.find(series + "\"+Inf\"} 5\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("agentcron_task_duration_seconds_sum{kind=\"a\\\"b\\\\c\\nd\",outcome=\"failed\"} 5007.04"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agentcron_task_duration_seconds_count{kind=\"a\\\"b\\\\c\\nd\",outcome=\"failed\"} 5\n"),
+            std::string::npos);
+  EXPECT_NE(out.find("# TYPE agentcron_task_pickup_lag_seconds histogram\n"), std::string::npos);
+  EXPECT_NE(out.find("agentcron_database_errors_total{class=\"08\"} 3\n"), std::string::npos);
+}
+
+TEST(Telemetry, SeriesAreBoundedSoUnboundedLabelsCannotGrowMemory) {
+  HistogramFamily h({1});
+  for (std::size_t i = 0; i < kMaxSeries + 50; ++i) h.observe(prom_label("kind", std::to_string(i)), 0.5);
+  std::string out = h.render("x_seconds", "x");
+  EXPECT_EQ(static_cast<std::size_t>(std::count(out.begin(), out.end(), '\n')), 2 + kMaxSeries * 4);
 }
 
 }  // namespace
