@@ -187,6 +187,59 @@ UPDATE agentcron.schedules s SET task_id = ins.id FROM ins WHERE ins.dedup_key =
 RETURNING s.name
 )SQL"};
 
+// `doctor`: everything its checks read, in one statement of bounded cost (catalog views, the
+// lease index, the first 10,000 due rows), as one JSON object.
+constexpr Statement kDoctor{"agentcron_doctor", R"SQL(
+SELECT json_build_object(
+  'max_connections', current_setting('max_connections')::int,
+  'superuser_reserved', current_setting('superuser_reserved_connections')::int,
+  'is_superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+  'datconnlimit', (SELECT datconnlimit FROM pg_database WHERE datname = current_database()),
+  'rolconnlimit', (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user),
+  'server_connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+  'database_connections', (SELECT count(*) FROM pg_stat_activity
+                           WHERE backend_type = 'client backend' AND datname = current_database()),
+  'role_connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = current_user),
+  'by_application', (SELECT coalesce(json_agg(x), '[]') FROM (
+      SELECT coalesce(nullif(regexp_replace(application_name, '/[^/]*[:][0-9]+[:][0-9a-f]{8}', ''), ''), '(none)') AS application,
+             count(*) AS connections
+      FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10) x),
+  'workers', (SELECT coalesce(json_agg(w), '[]') FROM (
+      SELECT substring(application_name FROM '/([^/]*[:][0-9]+[:][0-9a-f]{8})') AS worker, count(*) AS connections
+      FROM pg_stat_activity WHERE backend_type = 'client backend'
+        AND application_name ~ '/[^/]*[:][0-9]+[:][0-9a-f]{8}'
+      GROUP BY 1 ORDER BY 1 LIMIT 200) w),
+  'server_port', inet_server_port(),
+  'in_recovery', pg_is_in_recovery(),
+  'default_read_only', current_setting('default_transaction_read_only'),
+  'statement_timeout_ms', (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'),
+  'lock_timeout_ms', (SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'),
+  'idle_in_transaction_ms', (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'),
+  'idle_session_ms', (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'),
+  'db_epoch', extract(epoch FROM clock_timestamp()),
+  'live_tuples', (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = 'agentcron.agent_tasks'::regclass),
+  'dead_tuples', (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'agentcron.agent_tasks'::regclass),
+  'last_vacuum', (SELECT greatest(last_vacuum, last_autovacuum) FROM pg_stat_user_tables
+                  WHERE relid = 'agentcron.agent_tasks'::regclass),
+  'table_bytes', pg_total_relation_size('agentcron.agent_tasks'),
+  'due_index_bytes', pg_relation_size('agentcron.agent_tasks_due_idx'),
+  'invalid_indexes', (SELECT coalesce(json_agg(c.relname), '[]') FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                      WHERE i.indrelid IN ('agentcron.agent_tasks'::regclass, 'agentcron.task_runs'::regclass)
+                        AND NOT (i.indisvalid AND i.indisready)),
+  'due_kinds', (SELECT coalesce(json_agg(k), '[]') FROM (
+      SELECT kind, count(*) AS due, extract(epoch FROM now() - min(scheduled_for)) AS oldest_seconds
+      FROM (SELECT kind, scheduled_for FROM agentcron.agent_tasks
+            WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() LIMIT 10000) d
+      GROUP BY kind ORDER BY 3 DESC LIMIT 50) k),
+  'paused_kinds', (SELECT coalesce(json_agg(kind), '[]') FROM agentcron.paused_kinds),
+  'expired_leases', (SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until IS NOT NULL
+                     AND locked_until < now() - interval '1 minute' AND status = 'running'),
+  'oldest_expired_seconds', (SELECT extract(epoch FROM now() - min(locked_until)) FROM agentcron.agent_tasks
+                             WHERE locked_until IS NOT NULL AND locked_until < now() - interval '1 minute'
+                               AND status = 'running')
+)::text
+)SQL"};
+
 // The schedules' advisory lock: 'agcs' in ASCII (the migrations hold 'agcr').
 constexpr long long kScheduleLockKey = 1634165619;
 

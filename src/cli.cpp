@@ -94,6 +94,7 @@ const char* kUsage =
     "  tasks          list, show, cancel, retry, approve, reject or purge tasks\n"
     "  kinds          pause or resume a kind for the whole fleet, list the paused ones\n"
     "  schedules      list the named schedules, run one now, pause or resume one\n"
+    "  doctor         check connections, pooler, timeouts, clock, table and kinds; exit 1 on a failure\n"
     "\n"
     "`agentcron COMMAND --help` shows a command's options.\n"
     "exit codes: 0 ok, 1 `once` ran and some task failed, or an admin command refused an id or\n"
@@ -465,6 +466,7 @@ ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegi
     if (cmd == "tasks") return cmd_tasks(*g);
     if (cmd == "kinds") return cmd_kinds(*g);
     if (cmd == "schedules") return cmd_schedules(*g);
+    if (cmd == "doctor") return cmd_doctor(*g);
     throw UsageError("unknown command \"" + cmd + "\"");
   } catch (const UsageError& e) {
     std::cerr << "agentcron: usage: " << e.what() << "\n(see agentcron --help)\n";

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "agentcron/admin.hpp"
+#include "agentcron/doctor.hpp"
 #include "cli_parts.hpp"
 
 namespace agentcron::cli_parts {
@@ -332,6 +333,30 @@ ExitCode cmd_schedules(const Globals& g) {
     return ExitCode::task_failed;
   }
   return ExitCode::ok;
+}
+
+ExitCode cmd_doctor(const Globals& g) {
+  po::options_description d("doctor options");
+  d.add_options()("format", po::value<std::string>()->default_value("table"), "table or json");
+  bool help = false;
+  auto vm = parse_command("doctor", g.args, d, {},
+                          "[--format table|json]\n\n"
+                          "Checks, each with a verdict (ok, warn, fail) and advice: connections in use against the\n"
+                          "server's, the database's and the role's limits (by application, with the agentcron workers\n"
+                          "seen); a pooler in front against database.pgbouncer; server timeouts; a read-only server or\n"
+                          "replica; clock skew; the tasks table's dead rows and indexes; due kinds no handler here\n"
+                          "takes; running tasks past their lease. Exit 1 when a check fails.\n"
+                          "example: agentcron --config /etc/agentcron/agentcron.toml doctor",
+                          help);
+  if (help) return ExitCode::ok;
+  bool json = json_format(vm, "doctor");
+  Config c = load(g);
+  auto log = make_logger(c);
+  AdminDb db(c, *log);
+  std::vector<Finding> findings = run_doctor(db.store, c, *log);
+  std::cout << render_findings(findings, json);
+  bool failed = std::any_of(findings.begin(), findings.end(), [](const Finding& f) { return f.verdict == Finding::Verdict::fail; });
+  return failed ? ExitCode::task_failed : ExitCode::ok;
 }
 
 }  // namespace agentcron::cli_parts

@@ -50,5 +50,6 @@ struct AdminDb {
 ExitCode cmd_tasks(const Globals& g);
 ExitCode cmd_kinds(const Globals& g);
 ExitCode cmd_schedules(const Globals& g);
+ExitCode cmd_doctor(const Globals& g);
 
 }  // namespace agentcron::cli_parts
