@@ -171,7 +171,8 @@ ExitCode cmd_cron(const Globals& g) {
   pos.add("expr", 1);
   std::vector<std::string> rest(g.args.begin() + (g.args.front() == "next" ? 1 : 0), g.args.end());
   bool help = false;
-  auto vm = parse_command("cron next", rest, d, pos, "EXPR [--from ISO8601] [--count N] [--timezone TZ]", help);
+  auto vm = parse_command("cron next", rest, d, pos, "EXPR [--from ISO8601] [--count N] [--timezone TZ]\n"
+                          "example: agentcron cron next '30 2 * * *' --timezone Europe/Berlin --count 3", help);
   if (help) return ExitCode::ok;
   if (!vm.count("expr")) throw UsageError("cron next: missing EXPR");
   int count = vm["count"].as<int>();
@@ -230,6 +231,15 @@ std::string docs_table() {
 }
 
 ExitCode cmd_config(const Globals& g) {
+  if (!g.args.empty() && (g.args.front() == "--help" || g.args.front() == "-h" ||
+                          (g.args.size() > 1 && (g.args[1] == "--help" || g.args[1] == "-h")))) {
+    std::cout << "usage: agentcron config check | example\n\n"
+                 "  check    validate and print the effective configuration (secrets redacted), the kinds\n"
+                 "           claimed, the schedules and the shutdown budget; exit 78 when it is bad\n"
+                 "  example  print a configuration file with every key at its default\n\n"
+                 "example: agentcron --config /etc/agentcron/agentcron.toml config check\n";
+    return ExitCode::ok;
+  }
   if (!g.args.empty() && g.args.front() == "example") {
     std::cout << example_config();
     return ExitCode::ok;
@@ -254,7 +264,7 @@ ExitCode cmd_migrate(const Globals& g) {
   po::options_description d("migrate options");
   d.add_options()("status", "list applied and pending migrations instead of applying them");
   bool help = false;
-  auto vm = parse_command("migrate", g.args, d, {}, "[--status]", help);
+  auto vm = parse_command("migrate", g.args, d, {}, "[--status]\nexample: agentcron --database-url-file /run/secrets/db migrate", help);
   if (help) return ExitCode::ok;
   Config c = load(g);
   auto log = make_logger(c);
@@ -339,7 +349,9 @@ EnqueueParams enqueue_params(const po::variables_map& vm) {
 ExitCode cmd_enqueue(const Globals& g) {
   po::options_description d = enqueue_options();
   bool help = false;
-  auto vm = parse_command("enqueue", g.args, d, {}, "--kind K [options]", help);
+  auto vm = parse_command("enqueue", g.args, d, {}, "--kind K [options]\n"
+                          "example: agentcron enqueue --kind report --payload '{\"to\":\"ops\"}' --cron '30 2 * * *' "
+                          "--timezone Europe/Berlin", help);
   if (help) return ExitCode::ok;
   EnqueueParams p = enqueue_params(vm);
   Config c = load(g);
@@ -360,7 +372,7 @@ ExitCode cmd_probe(const Globals& g) {
   d.add_options()("ready", "ask /readyz (claiming) instead of /healthz (alive)")(
       "timeout", po::value<std::string>()->default_value("3s"), "how long to wait for the answer");
   bool help = false;
-  auto vm = parse_command("probe", g.args, d, {}, "[--ready] [--timeout DURATION]", help);
+  auto vm = parse_command("probe", g.args, d, {}, "[--ready] [--timeout DURATION]\nexample: agentcron probe --ready --timeout 2s", help);
   if (help) return ExitCode::ok;
   Config c = load(g);
   if (c.metrics.listen.empty())
@@ -378,7 +390,7 @@ ExitCode cmd_probe(const Globals& g) {
 
 ExitCode cmd_status(const Globals& g) {
   bool help = false;
-  parse_command("status", g.args, {}, {}, "", help);
+  parse_command("status", g.args, {}, {}, "\nexample: agentcron --config /etc/agentcron/agentcron.toml status", help);
   if (help) return ExitCode::ok;
   Config c = load(g);
   auto log = make_logger(c);
@@ -402,7 +414,8 @@ ExitCode cmd_worker(const Globals& g, bool one_shot, const std::function<void(Ha
     d.add_options()("drain", "claim and run until nothing is due")(
         "max-tasks", po::value<int>(), "claim at most this many tasks");
   bool help = false;
-  auto vm = parse_command(one_shot ? "once" : "run", g.args, d, {}, one_shot ? "[--drain] [--max-tasks N] [--migrate]" : "[--migrate]", help);
+  auto vm = parse_command(one_shot ? "once" : "run", g.args, d, {}, one_shot ? "[--drain] [--max-tasks N] [--migrate]\nexample: agentcron once --drain --max-tasks 1000"
+                                   : "[--migrate]\nexample: agentcron --config /etc/agentcron/agentcron.toml run", help);
   if (help) return ExitCode::ok;
   WorkerRunOptions opts;
   opts.migrate = vm.count("migrate") > 0;

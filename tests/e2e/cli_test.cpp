@@ -39,6 +39,21 @@ TEST(Cli, VersionAndHelp) {
   }
 }
 
+TEST(Cli, EveryCommandsHelpShowsAnExample) {
+  auto top = run_agentcron({"--help"});
+  for (const char* cmd : {"tasks", "kinds", "schedules", "doctor", "probe"})
+    EXPECT_NE(top.out.find(std::string("  ") + cmd + " "), std::string::npos) << cmd;
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"run", "--help"}, {"once", "--help"}, {"migrate", "--help"}, {"enqueue", "--help"}, {"status", "--help"},
+           {"cron", "next", "--help"}, {"config", "--help"}, {"config", "check", "--help"}, {"probe", "--help"},
+           {"tasks", "--help"}, {"tasks", "list", "--help"}, {"tasks", "show", "--help"}, {"tasks", "purge", "--help"},
+           {"kinds", "--help"}, {"schedules", "--help"}, {"doctor", "--help"}}) {
+    auto r = run_agentcron(args);
+    EXPECT_EQ(r.code, 0) << args[0] << " " << r.err;
+    EXPECT_NE(r.out.find("example: agentcron "), std::string::npos) << args[0] << ": " << r.out;
+  }
+}
+
 TEST(Cli, UsageErrorsExit64) {
   EXPECT_EQ(run_agentcron({"frobnicate"}).code, 64);
   EXPECT_EQ(run_agentcron({"enqueue"}).code, 64);
