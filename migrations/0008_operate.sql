@@ -97,8 +97,13 @@ BEGIN
     RAISE EXCEPTION 'task % is %; only a pending or running task can be cancelled', task_id, was
       USING ERRCODE = '55000';
   END IF;
+  -- A running task keeps its lease holder, and its time moves to the lease's end: retry_task does
+  -- not let it run again before the worker that ran it has surely stopped it (a worker without
+  -- LISTEN notices at its next lease renewal).
   UPDATE agentcron.agent_tasks t
-  SET status = 'cancelled', finished_at = now(), updated_at = now(), locked_by = NULL, locked_until = NULL,
+  SET status = 'cancelled', finished_at = now(), updated_at = now(),
+      locked_by = CASE WHEN was = 'running' THEN t.locked_by END, locked_until = NULL,
+      scheduled_for = CASE WHEN was = 'running' THEN greatest(t.scheduled_for, t.locked_until) ELSE t.scheduled_for END,
       last_error = left(coalesce(reason, 'cancelled'), 8192)
   WHERE t.id = task_id;
   IF was = 'running' THEN
@@ -128,14 +133,17 @@ BEGIN
       USING ERRCODE = '55000';
   END IF;
   BEGIN
+    -- Cancelled while running (locked_by kept): not before that run's lease would have ended.
     UPDATE agentcron.agent_tasks t
-    SET status = 'pending', attempts = 0, scheduled_for = now(), finished_at = NULL, occurrence_at = NULL,
-        claim_token = NULL, updated_at = now()
+    SET status = 'pending', attempts = 0, finished_at = NULL, occurrence_at = NULL, claim_token = NULL,
+        scheduled_for = CASE WHEN t.locked_by IS NOT NULL THEN greatest(now(), t.scheduled_for) ELSE now() END,
+        locked_by = NULL, updated_at = now()
     WHERE t.id = task_id;
   EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'task % cannot be retried: a live task holds its dedup key', task_id USING ERRCODE = '23505';
   END;
-  PERFORM pg_notify('agentcron_due', '') FROM agentcron.agent_tasks t WHERE t.id = task_id AND t.approval = 'approved';
+  PERFORM pg_notify('agentcron_due', '') FROM agentcron.agent_tasks t
+  WHERE t.id = task_id AND t.approval = 'approved' AND t.scheduled_for <= now();
   RETURN true;
 END
 $$;

@@ -136,28 +136,45 @@ constexpr Statement kSetSchedulePaused{"agentcron_admin_pause_schedule", R"SQL(
 UPDATE agentcron.schedules SET paused = $2::boolean, updated_at = now() WHERE name = $1 RETURNING name
 )SQL"};
 
-// The carrying tasks of disabled or paused schedules are cancelled (a running one's handler is
-// stopped through agentcron_cancel). Returns how many.
+// The carrying tasks of disabled or paused schedules are cancelled as agentcron.cancel_task would
+// (a running one's handler is stopped through agentcron_cancel), skipping a row that finished
+// meanwhile instead of failing the sync. Returns how many.
 constexpr Statement kCancelInactiveSchedules{"agentcron_sync_cancel_inactive", R"SQL(
-SELECT count(agentcron.cancel_task(t.id, 'schedule ' || s.name || CASE WHEN s.paused THEN ' was paused' ELSE ' was disabled' END))
-FROM agentcron.schedules s
-JOIN agentcron.agent_tasks t ON t.dedup_key = 'schedule:' || s.name AND t.dedup_key IS NOT NULL
-                            AND t.status IN ('pending', 'running')
-WHERE NOT (s.enabled AND NOT s.paused)
+WITH live AS (
+  SELECT t.id, t.status, t.claim_token, s.name, s.paused FROM agentcron.schedules s
+  JOIN agentcron.agent_tasks t ON t.dedup_key = 'schedule:' || s.name AND t.dedup_key IS NOT NULL
+                              AND t.status IN ('pending', 'running')
+  WHERE NOT (s.enabled AND NOT s.paused)
+  FOR UPDATE OF t
+), gone AS (
+  UPDATE agentcron.agent_tasks t
+  SET status = 'cancelled', finished_at = now(), updated_at = now(), locked_until = NULL,
+      scheduled_for = CASE WHEN live.status = 'running' THEN greatest(t.scheduled_for, t.locked_until) ELSE t.scheduled_for END,
+      locked_by = CASE WHEN live.status = 'running' THEN t.locked_by END,
+      last_error = 'schedule ' || live.name || CASE WHEN live.paused THEN ' was paused' ELSE ' was disabled' END
+  FROM live WHERE t.id = live.id AND t.status IN ('pending', 'running')
+  RETURNING t.id
+), stopped AS (
+  SELECT pg_notify('agentcron_cancel', live.id::text || ':' || coalesce(live.claim_token, 0)::text)
+  FROM live JOIN gone ON gone.id = live.id WHERE live.status = 'running'
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM stopped)
 )SQL"};
 
-// Live carrying tasks whose schedule changed take the new definition; a pending one whose cron or
-// zone changed moves to the new first fire ($2, epoch seconds, by name $1). Returns how many.
+// Pending carrying tasks whose schedule changed take the new definition, and move to the new first
+// fire ($2, epoch seconds, by name $1) when the cron or zone changed. A running one is left alone:
+// its run computes the next fire from the schedule it was claimed with, and the sync after that
+// run (every minute) corrects it. Returns how many.
 constexpr Statement kUpdateScheduleTasks{"agentcron_sync_update_tasks", R"SQL(
 WITH f AS (SELECT * FROM unnest($1::text[], $2::double precision[]) AS f(name, first_fire)),
 upd AS (
   UPDATE agentcron.agent_tasks t SET
-    scheduled_for = CASE WHEN t.status = 'pending' AND (t.cron, t.timezone) IS DISTINCT FROM (s.cron, s.timezone)
+    scheduled_for = CASE WHEN (t.cron, t.timezone) IS DISTINCT FROM (s.cron, s.timezone)
                          THEN to_timestamp(f.first_fire) ELSE t.scheduled_for END,
     cron = s.cron, timezone = s.timezone, kind = s.kind, payload = s.payload, priority = s.priority,
     max_attempts = s.max_attempts, updated_at = now()
   FROM agentcron.schedules s JOIN f ON f.name = s.name
-  WHERE t.dedup_key = 'schedule:' || s.name AND t.dedup_key IS NOT NULL AND t.status IN ('pending', 'running')
+  WHERE t.dedup_key = 'schedule:' || s.name AND t.dedup_key IS NOT NULL AND t.status = 'pending'
     AND s.enabled AND NOT s.paused
     AND (t.cron, t.timezone, t.kind, t.payload, t.priority, t.max_attempts)
         IS DISTINCT FROM (s.cron, s.timezone, s.kind, s.payload, s.priority, s.max_attempts)
@@ -196,10 +213,15 @@ SELECT json_build_object(
   'is_superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
   'datconnlimit', (SELECT datconnlimit FROM pg_database WHERE datname = current_database()),
   'rolconnlimit', (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user),
-  'server_connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+  'server_connections', (SELECT count(*) FROM pg_stat_activity
+                         WHERE backend_type = 'client backend' OR (backend_type IS NULL AND usesysid IS NOT NULL)),
   'database_connections', (SELECT count(*) FROM pg_stat_activity
-                           WHERE backend_type = 'client backend' AND datname = current_database()),
-  'role_connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = current_user),
+                           WHERE (backend_type = 'client backend' OR (backend_type IS NULL AND usesysid IS NOT NULL))
+                             AND datname = current_database()),
+  'role_connections', (SELECT count(*) FROM pg_stat_activity
+                       WHERE (backend_type = 'client backend' OR (backend_type IS NULL AND usesysid IS NOT NULL))
+                         AND usename = current_user),
+  'hidden_connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL AND usesysid IS NOT NULL),
   'by_application', (SELECT coalesce(json_agg(x), '[]') FROM (
       SELECT coalesce(nullif(regexp_replace(application_name, '/[^/]*[:][0-9]+[:][0-9a-f]{8}', ''), ''), '(none)') AS application,
              count(*) AS connections
@@ -226,11 +248,22 @@ SELECT json_build_object(
   'invalid_indexes', (SELECT coalesce(json_agg(c.relname), '[]') FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                       WHERE i.indrelid IN ('agentcron.agent_tasks'::regclass, 'agentcron.task_runs'::regclass)
                         AND NOT (i.indisvalid AND i.indisready)),
-  'due_kinds', (SELECT coalesce(json_agg(k), '[]') FROM (
-      SELECT kind, count(*) AS due, extract(epoch FROM now() - min(scheduled_for)) AS oldest_seconds
-      FROM (SELECT kind, scheduled_for FROM agentcron.agent_tasks
-            WHERE status = 'pending' AND approval = 'approved' AND scheduled_for <= now() LIMIT 10000) d
-      GROUP BY kind ORDER BY 3 DESC LIMIT 50) k),
+  'due_kinds', (WITH RECURSIVE prios(p) AS (
+        (SELECT priority FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved'
+         ORDER BY priority DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT priority FROM agentcron.agent_tasks
+                WHERE status = 'pending' AND approval = 'approved' AND priority < prios.p ORDER BY priority DESC LIMIT 1)
+        FROM prios WHERE prios.p IS NOT NULL
+      )
+      SELECT coalesce(json_agg(k), '[]') FROM (
+        SELECT kind, count(*) AS due, extract(epoch FROM now() - min(scheduled_for)) AS oldest_seconds
+        FROM prios CROSS JOIN LATERAL (
+          SELECT kind, scheduled_for FROM agentcron.agent_tasks
+          WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()
+          ORDER BY scheduled_for LIMIT 10000) d
+        WHERE prios.p IS NOT NULL
+        GROUP BY kind ORDER BY 3 DESC LIMIT 50) k),
   'paused_kinds', (SELECT coalesce(json_agg(kind), '[]') FROM agentcron.paused_kinds),
   'expired_leases', (SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until IS NOT NULL
                      AND locked_until < now() - interval '1 minute' AND status = 'running'),

@@ -10,11 +10,29 @@
 
 #include "agentcron/admin.hpp"
 #include "agentcron/doctor.hpp"
+#include "agentcron/utf8.hpp"
 #include "cli_parts.hpp"
 
 namespace agentcron::cli_parts {
 
 namespace {
+
+// A row's JSON; a row the parser refuses (a SQL_ASCII database's bytes) is shown as its text.
+nlohmann::ordered_json parsed_row(const std::string& row) {
+  auto j = nlohmann::ordered_json::parse(row, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return {{"row", valid_utf8(row)}};
+  return j;
+}
+
+// A value as a terminal may show it: rows hold what agents and programs wrote (an exec program's
+// output in last_error), so control characters and escape sequences are written out as \x1b…,
+// and long values are cut on a character boundary.
+std::string shown(const nlohmann::ordered_json& v, std::size_t max_bytes) {
+  std::string s = v.is_null() ? "-" : v.is_string() ? v.get<std::string>() : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  s = one_line_text(s);
+  if (s.size() > max_bytes) s = std::string(utf8_prefix(s, max_bytes - 3)) + "...";
+  return s;
+}
 
 // Prints JSON rows as an aligned table (`columns`, in that order; an empty list: every key of the
 // first row) or as one JSON array.
@@ -26,14 +44,10 @@ void print_rows(const JsonRows& rows, bool json, std::vector<std::string> column
     return;
   }
   std::vector<nlohmann::ordered_json> parsed;
-  for (const auto& r : rows) parsed.push_back(nlohmann::ordered_json::parse(r));
+  for (const auto& r : rows) parsed.push_back(parsed_row(r));
   if (columns.empty() && !parsed.empty())
     for (const auto& [k, v] : parsed.front().items()) columns.push_back(k);
-  auto cell = [](const nlohmann::ordered_json& v) {
-    std::string s = v.is_null() ? "-" : v.is_string() ? v.get<std::string>() : v.dump();
-    if (s.size() > 60) s = s.substr(0, 57) + "...";
-    return s;
-  };
+  auto cell = [](const nlohmann::ordered_json& v) { return shown(v, 60); };
   std::vector<std::size_t> width;
   for (const auto& c : columns) width.push_back(c.size());
   std::vector<std::vector<std::string>> cells;
@@ -60,12 +74,10 @@ void print_rows(const JsonRows& rows, bool json, std::vector<std::string> column
 
 // A JSON object printed as "key: value" lines.
 void print_record(const std::string& row) {
-  auto obj = nlohmann::ordered_json::parse(row);
+  auto obj = parsed_row(row);
   std::size_t w = 0;
   for (const auto& [k, v] : obj.items()) w = std::max(w, k.size());
-  for (const auto& [k, v] : obj.items())
-    std::cout << k << ":" << std::string(w - k.size() + 1, ' ') << (v.is_null() ? "-" : v.is_string() ? v.get<std::string>() : v.dump())
-              << "\n";
+  for (const auto& [k, v] : obj.items()) std::cout << k << ":" << std::string(w - k.size() + 1, ' ') << shown(v, 4096) << "\n";
 }
 
 bool json_format(const po::variables_map& vm, const std::string& cmd) {
@@ -285,7 +297,8 @@ ExitCode cmd_schedules(const Globals& g) {
       "\n"
       "  list     each [schedules.<name>]: its next fire in UTC and in its zone, its last run\n"
       "  run-now  its pending occurrence runs now (the regular fires go on)\n"
-      "  pause    its pending occurrence is cancelled and none follows; resume: from the next fire\n"
+      "  pause    its occurrence is cancelled (a running one is stopped) and none follows until\n"
+      "           resume, which starts again from the next fire\n"
       "\n"
       "Schedules are declared in the configuration ([schedules.<name>]) and synced by every worker\n"
       "at start and on SIGHUP; one removed from the file is disabled, not deleted.\n"

@@ -368,6 +368,7 @@ void read_file(Config& c, const std::string& path, std::vector<std::pair<const K
       continue;
     }
     if (section_name == "schedules") {
+      c.schedules_declared = true;
       for (const auto& [name, table] : *section.as_table()) {
         if (!table.is_table()) fail(where_in(path, table), "schedules." + std::string(name.str()), "must be a table");
         c.schedules.push_back(parse_schedule(path, std::string(name.str()), *table.as_table()));

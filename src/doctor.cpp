@@ -72,9 +72,11 @@ Finding connections(const json& d, const Config& c) {
     if (users.size() > 200) break;
     users += (users.empty() ? "" : ", ") + a.value("application", std::string("?")) + " " + std::to_string(num(a, "connections"));
   }
+  std::int64_t hidden = num(d, "hidden_connections");
   f.summary = std::to_string(worst->used) + " of " + std::to_string(worst->limit) + " connections in use (" + pct(r) +
               ", " + worst->name + "); " + std::to_string(workers) + " agentcron worker(s) connected; by application: " +
-              (users.empty() ? "-" : users);
+              (users.empty() ? "-" : users) +
+              (hidden > 0 ? "; " + std::to_string(hidden) + " of other roles (their application names need pg_read_all_stats)" : "");
   int per_worker = c.database.connection_limit;
   if (r >= 0.95 || free < per_worker) {
     f.verdict = V::fail;
@@ -94,43 +96,49 @@ Finding connections(const json& d, const Config& c) {
   return f;
 }
 
-// A pooler or proxy between us and the server: the server listens on another port than the one
-// we connected to.
+// A pooler or proxy between us and the server: the server sees another port than the one we
+// connected to, or a Unix socket while we connected over TCP.
 Finding pooler(const json& d, const Config& c) {
   Finding f;
   f.check = "pooler";
-  std::optional<std::string> port;
-  std::optional<std::string> host;
+  std::optional<std::string> port, host;
   try {
     DatabaseUrl url = parse_database_url(c.database.url);
     port = url.get("port");
     host = url.get("host");
   } catch (const std::exception&) {
   }
-  if (!port) {
+  if (!port)
     if (const char* env = std::getenv("PGPORT")) port = env;
-  }
-  bool socket = (host && host->starts_with("/")) || d.at("server_port").is_null();
+  if (!host)
+    if (const char* env = std::getenv("PGHOST")) host = env;
+  // libpq's default (no host) is the Unix socket, as is a host that is a directory.
+  bool client_socket = !host || host->empty() || host->starts_with("/") || host->starts_with("@");
+  bool server_socket = d.at("server_port").is_null();
   std::int64_t server_port = num(d, "server_port", 0);
   std::int64_t client_port = port ? std::strtoll(port->c_str(), nullptr, 10) : 5432;
-  bool in_between = !socket && server_port > 0 && client_port != server_port;
-  bool supabase_pooler = client_port == 6543;
-  if (socket) {
-    f.summary = "connected over a Unix socket: no pooler in between";
+  // 6432 is PgBouncer's default port, 6543 Supabase's transaction pooler (Supavisor).
+  bool known_pooler = !client_socket && (client_port == 6432 || client_port == 6543);
+  bool in_between = !client_socket && (server_socket || server_port != client_port);
+  if (client_socket) {
+    f.summary = "connected over a Unix socket (port " + std::to_string(client_port) + ")";
   } else if (in_between) {
     f.summary = "something sits between agentcron and PostgreSQL: it connects to port " + std::to_string(client_port) +
-                ", the server listens on " + std::to_string(server_port) +
-                (supabase_pooler ? " (6543 is Supabase's transaction pooler)" : " (PgBouncer or a proxy)");
+                ", the server sees " + (server_socket ? std::string("a Unix socket") : "port " + std::to_string(server_port)) +
+                (client_port == 6543 ? " (6543 is Supabase's transaction pooler)"
+                 : client_port == 6432 ? " (6432 is PgBouncer's port)"
+                                       : " (PgBouncer, a proxy, or a port mapping)");
   } else {
     f.summary = "connected to PostgreSQL directly (port " + std::to_string(client_port) + ")";
   }
-  if ((in_between || supabase_pooler) && !c.database.pgbouncer) {
-    f.verdict = V::fail;
+  if ((in_between || known_pooler) && !c.database.pgbouncer) {
+    // A known pooler port is almost surely transaction pooling; any other difference may be a
+    // plain proxy or a port mapping, which need nothing.
+    f.verdict = known_pooler ? V::fail : V::warn;
     f.advice.push_back("if it pools in transaction mode, set database.pgbouncer = true (or ?pgbouncer=true in the URL): "
                        "named prepared statements and LISTEN break there");
-    f.advice.push_back("if it is a plain TCP proxy or a session-mode pooler, this is fine: run doctor with "
-                       "database.pgbouncer = true to compare, or ignore this check");
-  } else if (c.database.pgbouncer && !in_between && !socket) {
+    f.advice.push_back("a TCP proxy, a port mapping or a session-mode pooler needs nothing");
+  } else if (c.database.pgbouncer && !in_between && !known_pooler) {
     f.verdict = V::warn;
     f.advice.push_back("database.pgbouncer = true but no pooler was found: LISTEN is off and every claim inlines its "
                        "values; set it to false when connecting to PostgreSQL directly");

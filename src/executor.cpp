@@ -123,7 +123,10 @@ void Executor::enqueue_locked(Task t, std::chrono::steady_clock::time_point rene
 }
 
 void Executor::busy_kind_locked(const std::string& kind, int delta) {
-  if (auto it = kind_busy_.find(kind); it != kind_busy_.end()) it->second += delta;
+  auto it = kind_busy_.find(kind);
+  if (it == kind_busy_.end()) return;
+  it->second += delta;
+  if (delta < 0 && flow_) flow_->kind_freed(kind);
 }
 
 std::vector<std::pair<std::string, int>> Executor::kind_room() const {

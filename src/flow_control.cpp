@@ -54,6 +54,18 @@ void FlowControl::set_batch_size(int n) {
   s_.batch_size = std::max(1, n);
 }
 
+void FlowControl::set_held_back(std::vector<std::string> kinds) {
+  std::lock_guard lock(mu_);
+  held_back_ = std::move(kinds);
+}
+
+void FlowControl::kind_freed(const std::string& kind) {
+  std::lock_guard lock(mu_);
+  if (std::find(held_back_.begin(), held_back_.end(), kind) == held_back_.end()) return;
+  s_.more_due = true;
+  if (wake_) wake_();
+}
+
 FlowState FlowControl::state() const {
   std::lock_guard lock(mu_);
   return s_;

@@ -24,7 +24,9 @@ void Periodic::start() {
     while (!st.stop_requested()) {
       {
         std::unique_lock lock(mu_);
-        if (cv_.wait_until(lock, st, next, [] { return false; }) || st.stop_requested()) return;
+        cv_.wait_until(lock, st, next, [this] { return now_; });
+        if (st.stop_requested()) return;
+        now_ = false;
       }
       auto started = std::chrono::steady_clock::now();
       next = started + interval_;  // a fixed rate: the next run is due an interval after this one started
@@ -45,6 +47,14 @@ void Periodic::start() {
 
 void Periodic::request_stop() {
   thread_.request_stop();
+  cv_.notify_all();
+}
+
+void Periodic::run_now() {
+  {
+    std::lock_guard lock(mu_);
+    now_ = true;
+  }
   cv_.notify_all();
 }
 

@@ -283,7 +283,8 @@ SELECT (SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until IS NOT NUL
        (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'succeeded'), 0) * (SELECT n FROM size))::bigint FROM share),
        (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'failed'), 0) * (SELECT n FROM size))::bigint FROM share),
        (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'cancelled'), 0) * (SELECT n FROM size))::bigint FROM share),
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       (SELECT count(*) FROM pg_stat_activity
+        WHERE backend_type = 'client backend' OR (backend_type IS NULL AND usesysid IS NOT NULL)),
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
                                               AND application_name LIKE 'agentcron%'),
        current_setting('max_connections')::bigint

@@ -301,8 +301,11 @@ class Collector final : public pqxx::notification_receiver {
   Collector(pqxx::connection_base& c, const std::string& channel, std::vector<Notification>& sink)
       : pqxx::notification_receiver(c, channel), sink_(sink) {}
   void operator()(const std::string& payload, int) override {
-    // A flood of notifications must not grow without bound: past this many unread, the rest of
-    // a channel's are dropped (a due wake-up needs one; a lost cancel is caught by the lease).
+    // A flood of notifications must not grow without bound: a wake-up counts once however many
+    // came (its payload is empty), and past this many unread, the rest are dropped (a lost cancel
+    // is caught by the next lease renewal).
+    if (payload.empty() && std::any_of(sink_.begin(), sink_.end(), [&](const Notification& n) { return n.channel == channel(); }))
+      return;
     if (sink_.size() < 10000) sink_.push_back({channel(), payload});
   }
 

@@ -63,7 +63,10 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   }
   std::vector<std::string> kinds = p.kinds;
   std::erase_if(kinds, [&](const std::string& k) { return std::find(full.begin(), full.end(), k) != full.end(); });
-  if (kinds.empty()) return {0, 0, true};  // every kind at its limit: a slot of one frees first
+  if (kinds.empty()) {  // every kind at its limit: a slot of one frees first, and wakes the poller
+    flow_.set_held_back(std::move(full));
+    return {0, 0, true};
+  }
   std::swap(kinds, p.kinds);
   struct Restore {
     ClaimParams& p;
@@ -96,8 +99,12 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   bool limited = false;
   for (const auto& [kind, room] : p.kind_room) {
     int taken = static_cast<int>(std::count_if(tasks.begin(), tasks.end(), [&](const Task& t) { return t.kind == kind; }));
-    if (taken >= room) limited = true;
+    if (taken >= room) {
+      limited = true;
+      full.push_back(kind);
+    }
   }
+  flow_.set_held_back(std::move(full));
   // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
   // this batch must see that more is due, or its wake-up is lost until the next tick.
   flow_.set_more_due(got == n || (limited && got > 0));

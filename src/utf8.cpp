@@ -82,8 +82,19 @@ std::string one_line_text(std::string_view in) {
   std::string valid = valid_utf8(in);
   std::string out;
   out.reserve(valid.size());
-  for (char c : valid) {
+  for (std::size_t i = 0; i < valid.size(); ++i) {
+    char c = valid[i];
     unsigned char u = static_cast<unsigned char>(c);
+    // C1 controls (U+0080–U+009F, "\xc2\x80"–"\xc2\x9f"): some terminals read U+009B as CSI.
+    if (u == 0xc2 && i + 1 < valid.size() && static_cast<unsigned char>(valid[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(valid[i + 1]) <= 0x9f) {
+      static const char* hex = "0123456789abcdef";
+      unsigned char v = static_cast<unsigned char>(valid[++i]);
+      out += "\\u00";
+      out += hex[v >> 4];
+      out += hex[v & 15];
+      continue;
+    }
     if (c == '\n') out += "\\n";
     else if (c == '\r') out += "\\r";
     else if (c == '\t') out += "\\t";

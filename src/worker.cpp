@@ -25,7 +25,7 @@
 #include "agentcron/retry.hpp"
 #include "agentcron/systemd_notify.hpp"
 #include "agentcron/pg_task_store.hpp"
-#include "agentcron/admin.hpp"
+#include "agentcron/schedule_syncer.hpp"
 
 namespace agentcron {
 
@@ -52,12 +52,18 @@ struct Worker::Services {
   std::unique_ptr<Poller> poller;
   std::unique_ptr<Executor> executor;
   std::unique_ptr<LeaseKeeper> lease_keeper;  // runs until every task is settled
-  std::unique_ptr<Rescuer> rescuer;           // the rescuer and the janitor (not in `once`) stop at once
+  // The maintenance services (not in `once`) stop at once: the rescuer, the janitor, the schedule
+  // sync, and the queue sampler of /metrics.
+  std::unique_ptr<Rescuer> rescuer;
   std::unique_ptr<Janitor> janitor;
+  std::unique_ptr<ScheduleSyncer> schedules;
+  std::unique_ptr<Periodic> queue_sampler;
   template <class F>
-  void for_rescuer_and_janitor(F f) {
+  void for_maintenance(F f) {
     if (rescuer) f(*rescuer);
     if (janitor) f(*janitor);
+    if (schedules) f(*schedules);
+    if (queue_sampler) f(*queue_sampler);
   }
 };
 
@@ -90,16 +96,6 @@ void Worker::request_shutdown(int count) {
 // Only the reloadable fields of config_ change, and only under mu_: every other field is fixed
 // from construction on and read freely; the reloadable ones are read under mu_ (see scheduler()).
 void Worker::reload(const Config& next) {
-  {
-    // The schedules first, outside mu_ (a statement of its own); sync_mu_ keeps the store alive.
-    std::lock_guard sync(sync_mu_);
-    PgTaskStore* store = nullptr;
-    {
-      std::lock_guard lock(mu_);
-      if (s_) store = s_->store.get();
-    }
-    if (store) sync_schedules_from(*store, next);
-  }
   // Only once READY=1 went out: a reload while the database is awaited must not say it.
   bool announce = notifier_started_ && claimed_once();
   if (announce) notify_systemd("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -117,39 +113,14 @@ void Worker::reload(const Config& next) {
     s_->poller->reconfigure(CronSchedule::parse(merged.scheduler.schedule), TimeZone::locate(merged.scheduler.timezone),
                             merged.scheduler.batch_size);
   if (s_ && s_->executor) s_->executor->set_concurrency(merged.scheduler.concurrency);
+  // The file's schedules, synced on the syncer's thread (no database statement on this one).
+  if (s_ && s_->schedules) s_->schedules->update(next);
   config_.scheduler = merged.scheduler;
   config_.log.level = merged.log.level;
   log_.info("configuration reloaded", {{"schedule", merged.scheduler.schedule},
                                         {"batch_size", merged.scheduler.batch_size},
                                         {"concurrency", merged.scheduler.concurrency},
                                         {"log_level", merged.log.level}});
-}
-
-// Every worker makes the database's schedules match its file, at start and on SIGHUP; a failure
-// is logged and the worker runs on (the schedules stay as the last sync left them).
-void Worker::sync_schedules_from(PgTaskStore& store, const Config& c) {
-  try {
-    ScheduleSync r = sync_schedules(store, c.schedules);
-    auto names = [](const std::vector<std::string>& v) {
-      std::string out;
-      for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
-      return out;
-    };
-    for (const auto& name : r.disabled)
-      log_.warn("schedule is no longer in the configuration: disabled, not deleted (its history is kept)",
-                {{"schedule", name}});
-    if (!r.created.empty() || !r.changed.empty() || !r.started.empty() || r.tasks_cancelled > 0)
-      log_.info("schedules synced", {{"created", names(r.created)},
-                                     {"changed", names(r.changed)},
-                                     {"started", names(r.started)},
-                                     {"tasks_updated", r.tasks_updated},
-                                     {"tasks_cancelled", r.tasks_cancelled}});
-  } catch (const DatabaseError& e) {
-    log_.error("syncing the schedules failed; they stay as they were",
-               {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
-  } catch (const std::exception& e) {
-    log_.error("syncing the schedules failed; they stay as they were", {{"error", e.what()}});
-  }
 }
 
 SchedulerConfig Worker::scheduler() const {
@@ -168,7 +139,10 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   s->breaker = std::make_unique<CircuitBreaker>(c.retry.breaker_threshold, c.retry.breaker_cooldown, s->clock, &log_);
   if (auto stop = wait_for_database(*s, c, one_shot)) return *stop;
   if (auto stop = check_schema(*s, opts)) return *stop;
-  sync_schedules_from(*s->store, c);
+  // The schedules first, before the first claim could find their tasks.
+  s->schedules = std::make_unique<ScheduleSyncer>(ScheduleSyncerOptions{}, c, *s->store, log_);
+  s->schedules->run_once();
+  if (one_shot) s->schedules.reset();  // `once` syncs at start only
   wire_task_flow(*s, c, one_shot);
   start_maintenance(*s, c, one_shot);
   std::lock_guard lock(mu_);
@@ -287,6 +261,11 @@ void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
 void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {
   s.lease_keeper = std::make_unique<LeaseKeeper>(LeaseKeeperOptions{id_, c.scheduler.lease}, *s.store, *s.executor, log_);
   if (!one_shot) {
+    // Runs only when a scrape asks (run_now); the interval is a formality.
+    PgTaskStore* store = s.store.get();
+    s.queue_sampler = std::make_unique<Periodic>(
+        "sampling the queue for /metrics", std::chrono::hours(24 * 365),
+        [this, store](std::stop_token) { take_queue_sample(*store); }, log_);
     RescuerOptions ropts;
     ropts.interval = std::min<Millis>(std::chrono::seconds(30), std::max<Millis>(c.scheduler.lease / 2, Millis(500)));
     s.rescuer = std::make_unique<Rescuer>(ropts, *s.store, log_);
@@ -296,7 +275,7 @@ void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {
     s.janitor = std::make_unique<Janitor>(jopts, *s.store, log_);
   }
   s.lease_keeper->start();
-  s.for_rescuer_and_janitor([](auto& service) { service.start(); });
+  s.for_maintenance([](auto& service) { service.start(); });
 }
 
 // The phases, and the terms of shutdown_budget() they answer to:
@@ -310,7 +289,7 @@ void Worker::start_maintenance(Services& s, const Config& c, bool one_shot) {
 CompleterStats Worker::shutdown_services() {
   Services& s = *s_;
   s.poller->request_stop();
-  s.for_rescuer_and_janitor([](auto& service) { service.request_stop(); });
+  s.for_maintenance([](auto& service) { service.request_stop(); });
   notify_systemd("STOPPING=1");
   s.poller->wait();
   s.executor->close();  // no claim after this one, and no refused claim started later either
@@ -328,7 +307,7 @@ CompleterStats Worker::shutdown_services() {
   // released only then, and their leases are extended until then.
   bool handlers_done = s.executor->wait_idle(std::chrono::steady_clock::now() + handler_stop_time(config_)) &&
                        s.executor->all_handlers_returned();
-  s.for_rescuer_and_janitor([](auto& service) { service.wait(); });
+  s.for_maintenance([](auto& service) { service.wait(); });
   outcomes_lost_ = !s.completer->stop(flush_deadline());
   s.lease_keeper->request_stop();
   s.lease_keeper->wait();
@@ -349,7 +328,7 @@ CompleterStats Worker::shutdown_services() {
     // `once` never says 0 while an outcome of its batch is unwritten.
     ::_exit(to_int(one_shot_ ? ExitCode::unavailable : ExitCode::ok));
   }
-  std::scoped_lock lock(sync_mu_, mu_);
+  std::lock_guard lock(mu_);
   final_stats_ = WorkerStats{s.poller->stats(), st};
   s_.reset();
   return st;
@@ -439,28 +418,29 @@ MetricsSnapshot Worker::metrics() const {
 }
 
 // The queue gauges come from the database: at most one sample (kStatus, bounded whatever the
-// table's size) every kQueueSampleEvery, taken when /metrics is scraped — nothing when nobody
-// looks. A failed sample keeps the last one (its age tells).
+// table's size) every kQueueSampleEvery, taken on the sampler's thread when /metrics is scraped —
+// nothing when nobody looks, and a scrape never waits for the database. A failed sample keeps the
+// last one (its age tells).
 void Worker::sample_queue() {
   std::lock_guard queue_lock(queue_mu_);
   auto now = std::chrono::steady_clock::now();
   if (queue_tried_ != std::chrono::steady_clock::time_point{} && now - queue_tried_ < kQueueSampleEvery) return;
   queue_tried_ = now;
-  // Shutdown ends the store under sync_mu_: a scrape meanwhile goes without a new sample.
-  std::unique_lock sync(sync_mu_, std::try_to_lock);
-  if (!sync.owns_lock()) return;
-  PgTaskStore* store = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (s_) store = s_->store.get();
-  }
-  if (!store) return;
+  std::lock_guard lock(mu_);
+  if (s_ && s_->queue_sampler) s_->queue_sampler->run_now();
+}
+
+void Worker::take_queue_sample(PgTaskStore& store) {
+  QueueStatus q;
   try {
-    queue_ = store->status();
-    queue_sampled_ = std::chrono::steady_clock::now();
+    q = store.status();
   } catch (const DatabaseError& e) {
     log_.debug("sampling the queue for /metrics failed", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+    return;
   }
+  std::lock_guard queue_lock(queue_mu_);
+  queue_ = std::move(q);
+  queue_sampled_ = std::chrono::steady_clock::now();
 }
 
 Readiness Worker::readiness() const {

@@ -138,6 +138,7 @@ struct Config {
   LogConfig log;
   std::vector<HandlerConfig> handlers;
   std::vector<ScheduleConfig> schedules;
+  bool schedules_declared = false;  // the file has a [schedules] table (empty or not): it owns them
   std::string file;                             // the file that was read, "" for none
   std::map<std::string, std::string> origins;   // "section.key" -> where its value came from
 };

@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <functional>
 #include <mutex>
+#include <string>
+#include <vector>
 
 namespace agentcron {
 
@@ -52,6 +54,12 @@ class FlowControl {
   // when the room is already worth a claim (it grew while more did not look due).
   void set_more_due(bool more);
   void set_batch_size(int n);
+  // The poller, after each claim: the kinds whose concurrency limit held rows back (full before
+  // the claim, or filled by it). When a slot of one of them frees (the executor's kind_freed),
+  // more is due and the poller is woken — without it, a short claim of the other kinds would
+  // leave the limited kind's backlog to the next tick.
+  void set_held_back(std::vector<std::string> kinds);
+  void kind_freed(const std::string& kind);
 
   FlowState state() const;
   int room() const { return state().room(); }
@@ -65,6 +73,7 @@ class FlowControl {
 
   mutable std::mutex mu_;
   FlowState s_;
+  std::vector<std::string> held_back_;
   std::function<void()> wake_;
 };
 

@@ -27,6 +27,8 @@ class Periodic {
   void start();
   void request_stop();
   void wait();
+  // The next run starts now instead of at its time (no effect before start()).
+  void run_now();
 
  private:
   std::string name_;
@@ -36,6 +38,7 @@ class Periodic {
   Logger& log_;
   std::mutex mu_;
   std::condition_variable_any cv_;
+  bool now_ = false;  // run_now() asked, under mu_
   std::jthread thread_;
 };
 

@@ -25,7 +25,7 @@ std::string_view utf8_suffix(std::string_view s, std::size_t max_bytes);
 std::string bounded_utf8(std::string_view in, std::size_t max_bytes);
 
 // valid_utf8(in) on one line: newlines, tabs and other control characters written as \n, \t,
-// \x1b… — for messages that quote what a user wrote.
+// \x1b…, C1 controls as \u009b… — for messages and terminals that show what a user wrote.
 std::string one_line_text(std::string_view in);
 
 }  // namespace agentcron

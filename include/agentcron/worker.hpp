@@ -90,7 +90,6 @@ class Worker {
   PollerOptions poller_options(const Config& c, bool one_shot) const;
   void wire_task_flow(Services& s, const Config& c, bool one_shot);
   void start_maintenance(Services& s, const Config& c, bool one_shot);
-  void sync_schedules_from(PgTaskStore& store, const Config& c);
   CompleterStats shutdown_services();  // returns the outcome counts
   SchedulerConfig scheduler() const;   // the reloadable section as it is now
   // How long writing the remaining outcomes may take: a few retries of an update.
@@ -111,11 +110,11 @@ class Worker {
   std::atomic<bool> notifier_started_{false};
   WorkerStats final_stats_;
   mutable std::mutex mu_;
-  std::mutex sync_mu_;  // a reload's schedule sync, a queue sample, against shutdown's end of the services
   mutable Telemetry telemetry_;  // histograms and error counters of the services, for /metrics
-  // The queue gauges' last sample (sample_queue), under queue_mu_ (taken before mu_, never after).
+  // The queue gauges' last sample, under queue_mu_ (taken before mu_, never after).
   static constexpr std::chrono::seconds kQueueSampleEvery{5};
-  void sample_queue();
+  void sample_queue();                      // a scrape: asks the sampler when the sample is stale
+  void take_queue_sample(PgTaskStore& store);  // the sampler's thread
   mutable std::mutex queue_mu_;
   QueueStatus queue_;
   std::chrono::steady_clock::time_point queue_sampled_{};

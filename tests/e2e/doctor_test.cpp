@@ -88,13 +88,13 @@ TEST_F(DoctorE2E, ANearlyExhaustedConnectionLimitIsRedAndSaysWhatToChange) {
   db.exec("DROP ROLE " + role);
 }
 
-TEST_F(DoctorE2E, APgbouncerInFrontWithoutPgbouncerModeIsRed) {
+TEST_F(DoctorE2E, APgbouncerInFrontWithoutPgbouncerModeIsReported) {
   testing::Bouncer bouncer(db);
   ASSERT_TRUE(bouncer.ready()) << bouncer.log();
   auto r = doctor(bouncer.url());
-  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_EQ(r.code, 0) << r.out << r.err;  // on a port of its own it may be a plain proxy: a warning
   std::string line = line_of(r, "pooler");
-  EXPECT_EQ(line.rfind("[fail] pooler: something sits between agentcron and PostgreSQL: it connects to port ", 0), 0u) << r.out;
+  EXPECT_EQ(line.rfind("[warn] pooler: something sits between agentcron and PostgreSQL: it connects to port ", 0), 0u) << r.out;
   EXPECT_NE(r.out.find("set database.pgbouncer = true"), std::string::npos) << r.out;
   auto fixed = doctor(bouncer.url() + "?pgbouncer=true");
   EXPECT_EQ(line_of(fixed, "pooler").rfind("[ok] ", 0), 0u) << fixed.out << fixed.err;

@@ -129,6 +129,19 @@ TEST_F(OperateE2E, TasksCommandsListShowCancelRetryApproveRejectAndPurgeWithClea
   EXPECT_EQ(count("status = 'succeeded'"), 0);
   EXPECT_EQ(count("status = 'cancelled'"), 2);
 
+  // What agents and programs wrote reaches the terminal written out, never as escape sequences.
+  auto hostile = insert("kind, status, finished_at, last_error",
+                        "E'evil\\x1b[2J', 'failed', now(), E'\\x1b]0;pwned\\x07 and \\u009b31m'");
+  for (const auto& args : std::vector<std::vector<std::string>>{{"tasks", "list", "--status", "failed"},
+                                                                 {"tasks", "show", std::to_string(hostile)}}) {
+    auto shown = cli(args);
+    EXPECT_EQ(shown.code, 0) << shown.err;
+    EXPECT_EQ(shown.out.find('\x1b'), std::string::npos) << shown.out;
+    EXPECT_EQ(shown.out.find("\xc2\x9b"), std::string::npos) << shown.out;
+    EXPECT_NE(shown.out.find("evil\\x1b[2J"), std::string::npos) << shown.out;
+    EXPECT_NE(shown.out.find("\\x1b]0;pwned\\x07 and \\u009b31m"), std::string::npos) << shown.out;
+  }
+
   EXPECT_EQ(cli({"tasks", "purge", "--status", "pending", "--older-than", "1d"}).code, 64);
   EXPECT_EQ(cli({"tasks", "cancel", "abc"}).code, 64);
   EXPECT_EQ(cli({"tasks", "frobnicate"}).code, 64);
@@ -173,10 +186,23 @@ TEST_F(OperateE2E, AnApplicationEnqueuesCancelsAndRetriesWithOneSqlCallAndTheWor
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE task_id = " + std::to_string(slow)), 0);
   EXPECT_EQ(db.text("SELECT agentcron.cancel_task(" + std::to_string(slow) + ")"), "f");  // cancelled already
 
-  // Retried from SQL: pending now with attempts reset, and claimed again (attempt 1).
+  // Retried from SQL: pending with attempts reset — but not before the cancelled run's lease would
+  // have ended (a worker without LISTEN notices a cancel only at its next renewal).
   db.exec("UPDATE agentcron.agent_tasks SET payload = '{\"s\":\"0\"}' WHERE id = " + std::to_string(slow));
   EXPECT_EQ(db.text("SELECT agentcron.retry_task(" + std::to_string(slow) + ")"), "t");
+  EXPECT_EQ(count("id = " + std::to_string(slow) + " AND status = 'pending' AND attempts = 0 AND locked_by IS NULL "
+                  "AND scheduled_for > now() + interval '30 seconds'"),
+            1);
+  // Brought forward by hand, it is claimed again (attempt 1) and succeeds.
+  db.exec("UPDATE agentcron.agent_tasks SET scheduled_for = now() WHERE id = " + std::to_string(slow));
+  db.exec("SELECT pg_notify('agentcron_due', '')");
   ASSERT_TRUE(eventually([&] { return count("id = " + std::to_string(slow) + " AND status = 'succeeded' AND attempts = 1") == 1; }, 4s))
+      << worker.err();
+  // A task cancelled while pending is retried for now.
+  auto later = db.scalar("SELECT agentcron.add_task('mail', run_at => now() + interval '1 hour')");
+  EXPECT_EQ(db.text("SELECT agentcron.cancel_task(" + std::to_string(later) + ")"), "t");
+  EXPECT_EQ(db.text("SELECT agentcron.retry_task(" + std::to_string(later) + ")"), "t");
+  ASSERT_TRUE(eventually([&] { return count("id = " + std::to_string(later) + " AND status = 'succeeded'") == 1; }, 4s))
       << worker.err();
 
   EXPECT_EQ(sqlstate_of("SELECT agentcron.cancel_task(999999)"), "P0002");
@@ -187,24 +213,34 @@ TEST_F(OperateE2E, AnApplicationEnqueuesCancelsAndRetriesWithOneSqlCallAndTheWor
 }
 
 TEST_F(OperateE2E, AKindsConcurrencyLimitHoldsInThisProcessAndAPausedKindWaitsForItsResume) {
-  write_config("schedule = \"@every 200ms\"\nconcurrency = 8\n",
-               "[handlers.slow]\ntype = \"exec\"\ncommand = " + std::string(kSleepCommand) +
-                   "\nconcurrency = 2\n[handlers.quick]\ntype = \"notify\"\n");
-  db.exec("INSERT INTO agentcron.agent_tasks (kind, payload, priority) SELECT 'slow', '{\"s\":\"0.5\"}', 1 "
-          "FROM generate_series(1, 6)");
+  // Each slow run writes "+" as it starts and "-" as it ends: the most at once is the deepest nesting.
+  std::string trace = config_path + ".trace";
+  // A tick every 30 s: the limited kind's backlog moves on because each freed slot of it wakes
+  // the poller, not because the schedule comes round.
+  write_config("schedule = \"@every 30s\"\nconcurrency = 8\n",
+               "[handlers.slow]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"echo + >> " + trace +
+                   "; sleep 0.3; echo - >> " + trace + "\"]\nconcurrency = 2\n[handlers.quick]\ntype = \"notify\"\n");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, priority) SELECT 'slow', 1 FROM generate_series(1, 8)");
   db.exec("INSERT INTO agentcron.agent_tasks (kind) SELECT 'quick' FROM generate_series(1, 20)");
   Process worker({"--config", config_path, "run"});
-  std::int64_t most = 0;
   bool quick_done_first = false;
   ASSERT_TRUE(eventually(
       [&] {
-        most = std::max(most, count("kind = 'slow' AND status = 'running'"));
-        if (count("kind = 'quick' AND status = 'succeeded'") == 20 && count("kind = 'slow' AND status = 'succeeded'") < 6)
+        if (count("kind = 'quick' AND status = 'succeeded'") == 20 && count("kind = 'slow' AND status = 'succeeded'") < 8)
           quick_done_first = true;
-        return count("kind = 'slow' AND status = 'succeeded'") == 6;
+        return count("kind = 'slow' AND status = 'succeeded'") == 8;
       },
-      30s))
+      15s))
       << worker.err();
+  std::ifstream in(trace);
+  int depth = 0, most = 0, runs = 0;
+  for (std::string line; std::getline(in, line);) {
+    depth += line == "+" ? 1 : -1;
+    runs += line == "+";
+    most = std::max(most, depth);
+  }
+  ::unlink(trace.c_str());
+  EXPECT_EQ(runs, 8);
   EXPECT_EQ(most, 2) << "the slow kind ran more than its limit at once, or never two";
   EXPECT_TRUE(quick_done_first) << "the quick kind waited behind the limited one";
 
@@ -284,6 +320,14 @@ TEST_F(OperateE2E, ANamedScheduleRunsOncePerFireOnAThreeProcessFleetAndFollowsTh
   ASSERT_EQ(cli({"schedules", "resume", "nightly"}).code, 0);
   EXPECT_EQ(count("dedup_key = 'schedule:nightly' AND status = 'pending'"), 1);
   EXPECT_EQ(cli({"schedules", "pause", "no-such"}).code, 1);
+
+  // A worker whose file declares no [schedules] leaves them alone (one split by kind, a one-off).
+  std::string plain = config_path + ".plain.toml";
+  std::ofstream(plain) << "[database]\nurl = \"" << db.url() << "\"\n[handlers.other]\ntype = \"notify\"\n";
+  auto once = run_agentcron({"--config", plain, "once"});
+  EXPECT_EQ(once.code, 0) << once.err;
+  ::unlink(plain.c_str());
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.schedules WHERE enabled"), 2);
 
   // Removed from the file and reloaded: disabled (not deleted) and reported; its task cancelled.
   write_config("schedule = \"@every 100ms\"\nconcurrency = 4\n",

@@ -25,6 +25,21 @@ TEST_F(FlowControlTest, RoomIsTheFreeSlotsLessTheUnwrittenOutcomes) {
   EXPECT_EQ(flow.room(), -2);
 }
 
+TEST_F(FlowControlTest, ASlotOfAKindItsLimitHeldBackMakesMoreDueAndWakesThePoller) {
+  flow.executor_state(20, 2, 0);
+  flow.set_more_due(false);  // the last claim came back short: only the limit stopped it
+  flow.set_held_back({"report"});
+  flow.kind_freed("mail");  // not held back: nothing
+  EXPECT_EQ(wakes, 0);
+  EXPECT_FALSE(flow.more_due());
+  flow.kind_freed("report");
+  EXPECT_EQ(wakes, 1);
+  EXPECT_TRUE(flow.more_due());
+  flow.set_held_back({});  // the next claim found no more of it
+  flow.kind_freed("report");
+  EXPECT_EQ(wakes, 1);
+}
+
 TEST_F(FlowControlTest, OutcomesComingLeaveOutTheOneBeingHandedOver) {
   flow.executor_state(8, 3, 1);
   EXPECT_EQ(flow.outcomes_coming(), 2);

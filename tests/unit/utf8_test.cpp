@@ -85,3 +85,13 @@ TEST(Utf8Test, AnyBytesComeOutWellFormed) {
 
 }  // namespace
 }  // namespace agentcron
+
+namespace agentcron {
+namespace {
+
+TEST(Utf8, OneLineTextWritesOutC0AndC1ControlsForTerminals) {
+  EXPECT_EQ(one_line_text("a\x1b[2Jb\x07\tc\n\xc2\x9b" "31m \xc2\xa0\xc3\xa9"), "a\\x1b[2Jb\\x07\\tc\\n\\u009b31m \xc2\xa0\xc3\xa9");
+}
+
+}  // namespace
+}  // namespace agentcron

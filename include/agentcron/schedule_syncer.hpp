@@ -1,0 +1,47 @@
+// ScheduleSyncer: keeps agentcron.schedules in step with the configuration's [schedules.<name>]
+// tables — once at start (run_once, on the caller's thread), then every `interval` and at once
+// after update() (SIGHUP) on a thread of its own. A periodic sync recreates a carrying task that
+// was cancelled or failed, and moves one whose schedule changed while it ran. Only a file that
+// declares [schedules] (even an empty table) syncs: a worker whose file has none leaves the
+// table alone, so workers split by kind, or a one-off `once` with a local file, change nothing.
+#pragma once
+#include <mutex>
+#include <vector>
+
+#include "agentcron/admin.hpp"
+#include "agentcron/config.hpp"
+#include "agentcron/periodic.hpp"
+
+namespace agentcron {
+
+class Logger;
+class PgTaskStore;
+
+struct ScheduleSyncerOptions {
+  Millis interval = std::chrono::minutes(1);
+  void validate() const;
+};
+
+class ScheduleSyncer {
+ public:
+  ScheduleSyncer(ScheduleSyncerOptions options, const Config& config, PgTaskStore& store, Logger& log);
+  // One sync, its changes logged; a failure is logged too (the schedules stay as they were).
+  // Returns what it did, nullopt when the file declares no schedules or the sync failed.
+  std::optional<ScheduleSync> run_once();
+  // SIGHUP: the new file's schedules, synced now on the syncer's thread.
+  void update(const Config& config);
+  void start() { periodic_.start(); }
+  void request_stop() { periodic_.request_stop(); }
+  void wait() { periodic_.wait(); }
+
+ private:
+  ScheduleSyncerOptions options_;
+  PgTaskStore& store_;
+  Logger& log_;
+  std::mutex mu_;  // schedules_ and declared_
+  std::vector<ScheduleConfig> schedules_;
+  bool declared_ = false;
+  Periodic periodic_;  // last: joined before the members its runs use go away
+};
+
+}  // namespace agentcron

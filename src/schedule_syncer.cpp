@@ -1,0 +1,64 @@
+// The schedule sync service (see schedule_syncer.hpp).
+#include "agentcron/schedule_syncer.hpp"
+
+#include "agentcron/log.hpp"
+#include "agentcron/retry.hpp"
+#include "agentcron/service.hpp"
+
+namespace agentcron {
+
+void ScheduleSyncerOptions::validate() const {
+  require_option(interval > Millis(0), "schedule syncer", "interval must be > 0");
+}
+
+ScheduleSyncer::ScheduleSyncer(ScheduleSyncerOptions options, const Config& config, PgTaskStore& store, Logger& log)
+    : options_(validated(std::move(options))),
+      store_(store),
+      log_(log),
+      schedules_(config.schedules),
+      declared_(config.schedules_declared),
+      periodic_("syncing the schedules", options_.interval, [this](std::stop_token) { run_once(); }, log) {}
+
+void ScheduleSyncer::update(const Config& config) {
+  {
+    std::lock_guard lock(mu_);
+    schedules_ = config.schedules;
+    declared_ = config.schedules_declared;
+  }
+  periodic_.run_now();
+}
+
+std::optional<ScheduleSync> ScheduleSyncer::run_once() {
+  std::vector<ScheduleConfig> schedules;
+  {
+    std::lock_guard lock(mu_);
+    if (!declared_) return std::nullopt;
+    schedules = schedules_;
+  }
+  auto names = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
+    return out;
+  };
+  try {
+    ScheduleSync r = sync_schedules(store_, schedules);
+    for (const auto& name : r.disabled)
+      log_.warn("schedule is no longer in the configuration: disabled, not deleted (its history is kept)",
+                {{"schedule", name}});
+    if (!r.created.empty() || !r.changed.empty() || !r.started.empty() || r.tasks_cancelled > 0 || r.tasks_updated > 0)
+      log_.info("schedules synced", {{"created", names(r.created)},
+                                     {"changed", names(r.changed)},
+                                     {"started", names(r.started)},
+                                     {"tasks_updated", r.tasks_updated},
+                                     {"tasks_cancelled", r.tasks_cancelled}});
+    return r;
+  } catch (const DatabaseError& e) {
+    log_.error("syncing the schedules failed; they stay as they were until the next sync",
+               {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+  } catch (const std::exception& e) {
+    log_.error("syncing the schedules failed; they stay as they were until the next sync", {{"error", e.what()}});
+  }
+  return std::nullopt;
+}
+
+}  // namespace agentcron
