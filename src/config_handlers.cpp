@@ -152,7 +152,8 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
   h.line = t.source().begin.line;
   const std::string prefix = "handlers." + kind;
   std::string table_where = file + ":" + std::to_string(h.line);
-  if (kind.empty() || kind.size() > 200) fail(table_where, prefix, "needs a kind name of 1 to 200 characters");
+  if (kind.empty() || kind.size() > 200 || kind.find('\0') != std::string::npos)
+    fail(table_where, prefix, "needs a kind name of 1 to 200 characters, without NUL");
   const toml::node* type = t.get("type");
   if (!type) fail(table_where, prefix + ".type", "is missing (notify, http or exec)");
   std::string type_name = expect_string(file, prefix + ".type", *type);
@@ -179,7 +180,8 @@ ScheduleConfig parse_schedule(const std::string& file, const std::string& name, 
   sc.line = t.source().begin.line;
   const std::string prefix = "schedules." + name;
   std::string table_where = file + ":" + std::to_string(sc.line);
-  if (name.empty() || name.size() > 200) fail(table_where, prefix, "needs a name of 1 to 200 characters");
+  if (name.empty() || name.size() > 200 || name.find('\0') != std::string::npos)
+    fail(table_where, prefix, "needs a name of 1 to 200 characters, without NUL");
   bool has_cron = false, has_kind = false;
   for (const auto& entry : t) {
     const toml::node& v = entry.second;
@@ -206,19 +208,25 @@ ScheduleConfig parse_schedule(const std::string& file, const std::string& name, 
       if (!TimeZone::find(sc.timezone)) bad("names an unknown time zone \"" + sc.timezone + "\"");
     } else if (key_name == "kind") {
       sc.kind = expect_string(file, key, v);
-      if (sc.kind.empty() || sc.kind.size() > 200) bad("must be 1 to 200 characters");
+      if (sc.kind.empty() || sc.kind.size() > 200 || sc.kind.find('\0') != std::string::npos)
+        bad("must be 1 to 200 characters, without NUL");
       has_kind = true;
     } else if (key_name == "payload") {
       // A TOML inline table ({ to = "ops" }) or a string of JSON: stored as a JSON object.
       if (v.is_table()) {
         std::ostringstream out;
         out << toml::json_formatter{*v.as_table()};
-        sc.payload = nlohmann::json::parse(out.str()).dump();  // compact
+        // Compact (toml++ writes inf and nan as the strings "Infinity" and "NaN").
+        auto parsed = nlohmann::json::parse(out.str(), nullptr, false);
+        if (parsed.is_discarded() || !parsed.is_object()) bad("cannot be written as a JSON object");
+        sc.payload = parsed.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       } else {
         sc.payload = expect_string(file, key, v);
         auto parsed = nlohmann::json::parse(sc.payload, nullptr, false);
         if (parsed.is_discarded() || !parsed.is_object()) bad("must be a table or a string holding a JSON object");
       }
+      // jsonb cannot store U+0000: the sync would fail at every try.
+      if (sc.payload.find("\\u0000") != std::string::npos) bad("must not hold a NUL character (\\u0000)");
     } else if (key_name == "priority") {
       sc.priority = whole(-32768, 32767);
     } else if (key_name == "max_attempts") {

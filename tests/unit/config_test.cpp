@@ -162,6 +162,9 @@ TEST_F(ConfigTest, SchedulesAndKindConcurrencyAreParsed) {
   EXPECT_EQ(nightly->max_attempts, 2);
   EXPECT_TRUE(nightly->enabled);
   EXPECT_EQ(hourly->payload, "{\"a\": [1]}");
+  EXPECT_TRUE(c.schedules_declared);
+  EXPECT_FALSE(load_config(sources("[handlers.report]\ntype = \"notify\"\n")).schedules_declared);
+  EXPECT_TRUE(load_config(sources("[schedules]\n")).schedules_declared);
   EXPECT_FALSE(hourly->enabled);
   EXPECT_NE(describe_config(c).find("nightly = \"30 2 * * *\" Europe/Berlin -> report"), std::string::npos);
 }
@@ -185,6 +188,11 @@ TEST_F(ConfigTest, BadSchedulesNameTheKeyFileAndLine) {
             "F:4: schedules.a.every is not a key of a schedule (cron, timezone, kind, payload, priority, max_attempts, enabled)");
   EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\npriority = 40000\n"),
             "F:4: schedules.a.priority must be a whole number from -32768 to 32767");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\npayload = { x = \"a\\u0000b\" }\n"),
+            "F:4: schedules.a.payload must not hold a NUL character (\\u0000)");
+  EXPECT_EQ(err("[schedules.a]\nkind = \"k\"\ncron = \"@daily\"\npayload = '{\"x\": \"\\u0000\"}'\n"),
+            "F:4: schedules.a.payload must not hold a NUL character (\\u0000)");
+  EXPECT_EQ(err("[schedules]\na = 3\n"), "F:2: schedules.a must be a table");
   EXPECT_EQ(err("[handlers.k]\ntype = \"notify\"\nconcurrency = 0\n"),
             "F:3: handlers.k.concurrency must be a whole number from 1 to 100000");
 }
