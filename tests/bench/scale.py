@@ -13,7 +13,9 @@ from src/pg_statements.hpp, so the benchmark cannot drift from the code):
 
 — the median of --reps executions (each in a transaction rolled back, so the table stays as it
 is), its shared buffers, and then the drain rate of --drain no-op tasks by the shipped binary
-(`once --drain`, a notify handler). It writes a markdown table and a data file for gnuplot.
+(`once --drain`, a notify handler). At the last size it then adds a due backlog of --due-backlog
+tasks and measures the claims and `status` again: a claim's cost must not grow with the tasks
+waiting to be claimed either. It writes a markdown table and a data file for gnuplot.
 """
 import argparse, os, re, statistics, subprocess, sys, time
 import psycopg2
@@ -25,6 +27,8 @@ A.add_argument("--sizes", default="0,1000000,3000000,10000000")
 A.add_argument("--reps", type=int, default=15)
 A.add_argument("--drain", type=int, default=20000)
 A.add_argument("--drain-runs", type=int, default=5, help="drains per size; the median is reported")
+A.add_argument("--due-backlog", type=int, default=10000000,
+               help="at the last size, also claim from a due backlog this large (0: skip)")
 A.add_argument("--out", required=True, help="markdown file to write the results into")
 A.add_argument("--data", required=True, help="whitespace-separated data file for the plot")
 args = A.parse_args()
@@ -186,6 +190,21 @@ for size in sizes:
     results.append((size, costs, rate))
     log("  " + ", ".join(f"{l} {ms:.2f} ms/{b} buf" for l, ms, b in costs) + f", drain {rate:,.0f}/s")
 
+backlog = []
+if args.due_backlog:
+    log(f"due backlog {args.due_backlog:,} at {rows:,} rows")
+    for label, n in (("10,000 due", 10000), (f"{args.due_backlog:,} due", args.due_backlog)):
+        clear_due()
+        for start in range(0, n, 1000000):
+            add_due(min(1000000, n - start))
+        run("VACUUM ANALYZE agentcron.agent_tasks")
+        costs = [measure("claim 10", "kClaim", ["{noop}", 10, "bench", 60000, 1 << 20, "{}", "{}"]),
+                 measure("claim 500", "kClaim", ["{noop}", 500, "bench", 60000, 1 << 20, "{}", "{}"]),
+                 measure("status", "kStatus", [10000])]
+        backlog.append((label, costs))
+        log("  " + label + ": " + ", ".join(f"{l} {ms:.2f} ms/{b} buf" for l, ms, b in costs))
+    clear_due()
+
 labels = [l for l, _, _ in results[0][1]]
 with open(args.out, "w") as f:
     f.write(f"Statement latency in ms (median of {args.reps}, server time) and shared buffers, and the drain rate of "
@@ -195,6 +214,13 @@ with open(args.out, "w") as f:
     f.write("|---:|" + "---:|" * len(labels) + "---:|\n")
     for size, costs, rate in results:
         f.write(f"| {size:,} | " + " | ".join(f"{ms:.2f} ms ({b})" for _, ms, b in costs) + f" | {rate:,.0f} |\n")
+    if backlog:
+        f.write(f"\nWith a due backlog, at {rows:,} rows of background (the same statements; claim 10 and 500 "
+                f"take the first 10 or 500 of the backlog):\n\n")
+        f.write("| due tasks | " + " | ".join(l for l, _, _ in backlog[0][1]) + " |\n")
+        f.write("|---:|" + "---:|" * len(backlog[0][1]) + "\n")
+        for label, costs in backlog:
+            f.write(f"| {label} | " + " | ".join(f"{ms:.2f} ms ({b})" for _, ms, b in costs) + " |\n")
 with open(args.data, "w") as f:
     f.write("rows " + " ".join(l.replace(" ", "_") for l in labels) + " drain\n")
     for size, costs, rate in results:
