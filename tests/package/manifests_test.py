@@ -142,5 +142,24 @@ pdb = by_kind["PodDisruptionBudget"][0]["spec"]["selector"]["matchLabels"]
 deployment = by_kind["Deployment"][0]["spec"]["template"]["metadata"]["labels"]
 check(all(deployment.get(k) == v for k, v in pdb.items()), "kubernetes: the PodDisruptionBudget selects the Deployment's pods")
 
+# packaging/monitoring: the alert rules are a Prometheus rules file, the dashboard a Grafana
+# dashboard; which metric names they may use is the e2e MonitoringE2E test's business.
+import json
+rules = yaml.safe_load(open(os.path.join(SRC, "packaging/monitoring/agentcron-alerts.yml")))
+alerts = [r for g in rules["groups"] for r in g["rules"]]
+check(len(alerts) >= 6, "alerts: at least six rules")
+for r in alerts:
+    where = f"alert {r.get('alert')}"
+    check(set(r) >= {"alert", "expr", "labels", "annotations"}, f"{where}: alert, expr, labels, annotations")
+    check(r.get("labels", {}).get("severity") in ("warning", "critical"), f"{where}: severity warning or critical")
+    check("summary" in r.get("annotations", {}) and "description" in r.get("annotations", {}), f"{where}: summary and description")
+    check(re.fullmatch(r"\d+[smh]", str(r.get("for", "0s"))) is not None, f"{where}: a duration in for")
+    check(r["expr"].count("(") == r["expr"].count(")"), f"{where}: balanced parentheses")
+dashboard = json.load(open(os.path.join(SRC, "packaging/monitoring/agentcron-dashboard.json")))
+panels = [p for p in dashboard.get("panels", []) if p.get("type") != "row"]
+check(dashboard.get("uid") == "agentcron" and len(panels) >= 8, "dashboard: uid agentcron and its panels")
+for p in panels:
+    check(all(t.get("expr") for t in p.get("targets", [])) and p.get("targets"), f"dashboard panel {p.get('title')}: queries")
+
 print(f"{len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
