@@ -65,6 +65,14 @@ Finding connections(const json& d, const Config& c) {
   double r = ratio(*worst);
   std::int64_t free = worst->limit - worst->used;
   int workers = static_cast<int>(d.contains("workers") ? d.at("workers").size() : 0);
+  std::string seen;  // the agentcron workers and how many connections each holds (its pool)
+  for (const auto& w : d.value("workers", json::array())) {
+    if (seen.size() > 200) {
+      seen += ", …";
+      break;
+    }
+    seen += (seen.empty() ? "" : ", ") + w.value("worker", std::string("?")) + " " + std::to_string(num(w, "connections"));
+  }
   Finding f;
   f.check = "connections";
   std::string users;
@@ -74,7 +82,8 @@ Finding connections(const json& d, const Config& c) {
   }
   std::int64_t hidden = num(d, "hidden_connections");
   f.summary = std::to_string(worst->used) + " of " + std::to_string(worst->limit) + " connections in use (" + pct(r) +
-              ", " + worst->name + "); " + std::to_string(workers) + " agentcron worker(s) connected; by application: " +
+              ", " + worst->name + "); " + std::to_string(workers) + " agentcron worker(s) connected" +
+              (seen.empty() ? "" : " (" + seen + ")") + "; by application: " +
               (users.empty() ? "-" : users) +
               (hidden > 0 ? "; " + std::to_string(hidden) + " of other roles (their application names need pg_read_all_stats)" : "");
   int per_worker = c.database.connection_limit;

@@ -2,6 +2,7 @@
 // exhausted connection limit, a PgBouncer in front, a read-only database, a server that ends idle
 // sessions, due kinds no handler takes, leases long expired, dead rows and an invalid index.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -45,7 +46,19 @@ class DoctorE2E : public ::testing::Test {
 };
 
 TEST_F(DoctorE2E, AHealthyDatabaseIsAllOkInTextAndJson) {
+  // A running worker is seen, with the connections its pool holds (its LISTEN one at least).
+  std::string worker_config = config_path + ".worker.toml";
+  std::ofstream(worker_config) << "[database]\nurl = \"" << db.url() << "\"\n[metrics]\nlisten = \"\"\n"
+                               << "[handlers.noop]\ntype = \"notify\"\n";
+  testing::Process worker({"--config", worker_config, "run"});
+  ASSERT_TRUE(testing::eventually([&] {
+    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND datname = current_database()") == 1;
+  })) << worker.err();
   auto r = doctor();
+  EXPECT_NE(line_of(r, "connections").find("1 agentcron worker(s) connected ("), std::string::npos) << r.out;
+  worker.signal(SIGTERM);
+  EXPECT_EQ(worker.wait(std::chrono::seconds(15)), 0) << worker.err();
+  ::unlink(worker_config.c_str());
   EXPECT_EQ(r.code, 0) << r.out << r.err;
   for (const char* check : {"schema", "connections", "pooler", "server timeouts", "writable", "clock", "tasks table",
                             "kinds", "leases"})
