@@ -173,6 +173,32 @@ ScheduleSync sync_schedules(PgTaskStore& store, const std::vector<ScheduleConfig
   return out;
 }
 
+ScheduleSync maintain_schedules(PgTaskStore& store) {
+  TextRows active = store.query("list active schedules", sql::kActiveSchedules, {});
+  std::vector<std::pair<std::string, std::string>> name_cron;
+  std::vector<std::string> zones;
+  for (const auto& row : active.rows) {
+    // A schedule written by a newer version, or by hand, that this one cannot parse is skipped.
+    try {
+      CronSchedule::parse(row.at(1).value_or(""));
+      TimeZone::locate(row.at(2).value_or("UTC"));
+    } catch (const std::exception&) {
+      continue;
+    }
+    name_cron.emplace_back(row.at(0).value_or(""), row.at(1).value_or(""));
+    zones.push_back(row.at(2).value_or("UTC"));
+  }
+  auto [fire_names, fires] = first_fires(name_cron, zones, store.now());
+  ScheduleSync out;
+  store.locked_transaction("maintain schedules", sql::kScheduleLockKey, [&](const PgTaskStore::StepRunner& step) {
+    out = ScheduleSync{};
+    out.tasks_cancelled = first_int(step(sql::kCancelInactiveSchedules, {}));
+    out.tasks_updated = first_int(step(sql::kUpdateScheduleTasks, {fire_names, fires}));
+    out.started = names_of(step(sql::kCreateScheduleTasks, {fire_names, fires}));
+  });
+  return out;
+}
+
 JsonRows list_schedules(PgTaskStore& store) { return json_rows(store.query("list schedules", sql::kListSchedules, {})); }
 
 std::int64_t run_schedule_now(PgTaskStore& store, const std::string& name) {

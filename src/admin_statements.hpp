@@ -90,6 +90,11 @@ SELECT row_to_json(x)::text AS row FROM (
 ) x
 )SQL"};
 
+// The schedules that should have a carrying task (the periodic sync's, from the database).
+constexpr Statement kActiveSchedules{"agentcron_admin_active_schedules", R"SQL(
+SELECT name, cron, timezone FROM agentcron.schedules WHERE enabled AND NOT paused ORDER BY name
+)SQL"};
+
 // A schedule's definition (for resume and the sync's first fires).
 constexpr Statement kScheduleDefinition{"agentcron_admin_schedule_definition", R"SQL(
 SELECT name, cron, timezone, enabled, paused FROM agentcron.schedules WHERE name = $1
@@ -205,7 +210,9 @@ RETURNING s.name
 )SQL"};
 
 // `doctor`: everything its checks read, in one statement of bounded cost (catalog views, the
-// lease index, the first 10,000 due rows), as one JSON object.
+// lease index, the first 10,000 due rows of each priority), as one JSON object. $1 is
+// database.application_name: workers connect as "$1/<worker id>" (cut at 63 bytes by the
+// server), the CLI as "$1/cli:<pid>".
 constexpr Statement kDoctor{"agentcron_doctor", R"SQL(
 SELECT json_build_object(
   'max_connections', current_setting('max_connections')::int,
@@ -223,13 +230,15 @@ SELECT json_build_object(
                          AND usename = current_user),
   'hidden_connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL AND usesysid IS NOT NULL),
   'by_application', (SELECT coalesce(json_agg(x), '[]') FROM (
-      SELECT coalesce(nullif(regexp_replace(application_name, '/[^/]*[:][0-9]+[:][0-9a-f]{8}', ''), ''), '(none)') AS application,
+      SELECT CASE WHEN left(application_name, length($1) + 1) = $1 || '/'
+                  THEN $1 || CASE WHEN substr(application_name, length($1) + 2, 4) = 'cli:' THEN ' cli' ELSE ' workers' END
+                  ELSE coalesce(nullif(application_name, ''), '(none)') END AS application,
              count(*) AS connections
       FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10) x),
   'workers', (SELECT coalesce(json_agg(w), '[]') FROM (
-      SELECT substring(application_name FROM '/([^/]*[:][0-9]+[:][0-9a-f]{8})') AS worker, count(*) AS connections
-      FROM pg_stat_activity WHERE backend_type = 'client backend'
-        AND application_name ~ '/[^/]*[:][0-9]+[:][0-9a-f]{8}'
+      SELECT substr(application_name, length($1) + 2) AS worker, count(*) AS connections
+      FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname = current_database()
+        AND left(application_name, length($1) + 1) = $1 || '/' AND substr(application_name, length($1) + 2, 4) <> 'cli:'
       GROUP BY 1 ORDER BY 1 LIMIT 200) w),
   'server_port', inet_server_port(),
   'in_recovery', pg_is_in_recovery(),

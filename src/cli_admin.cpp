@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <functional>
 #include <iostream>
 
 #include "agentcron/admin.hpp"
@@ -34,12 +35,34 @@ std::string shown(const nlohmann::ordered_json& v, std::size_t max_bytes) {
   return s;
 }
 
+// PostgreSQL's JSON text with DEL and the C1 controls escaped too (JSON escapes only C0): safe to
+// print on a terminal, and still the same JSON.
+std::string terminal_json(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  static const char* hex = "0123456789abcdef";
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    unsigned char u = static_cast<unsigned char>(text[i]);
+    unsigned char next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if (u == 0x7f || (u == 0xc2 && next >= 0x80 && next <= 0x9f)) {
+      unsigned char v = u == 0x7f ? u : next;
+      if (u == 0xc2) ++i;
+      out += "\\u00";
+      out += hex[v >> 4];
+      out += hex[v & 15];
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 // Prints JSON rows as an aligned table (`columns`, in that order; an empty list: every key of the
 // first row) or as one JSON array.
 void print_rows(const JsonRows& rows, bool json, std::vector<std::string> columns = {}) {
   if (json) {
     std::cout << "[";
-    for (std::size_t i = 0; i < rows.size(); ++i) std::cout << (i ? ",\n " : "") << rows[i];
+    for (std::size_t i = 0; i < rows.size(); ++i) std::cout << (i ? ",\n " : "") << terminal_json(rows[i]);
     std::cout << "]\n";
     return;
   }
@@ -213,8 +236,8 @@ ExitCode cmd_tasks(const Globals& g) {
     }
     JsonRows runs = task_runs(db.store, id, 20);
     if (json) {
-      std::cout << "{\"task\": " << *row << ", \"runs\": [";
-      for (std::size_t i = 0; i < runs.size(); ++i) std::cout << (i ? ", " : "") << runs[i];
+      std::cout << "{\"task\": " << terminal_json(*row) << ", \"runs\": [";
+      for (std::size_t i = 0; i < runs.size(); ++i) std::cout << (i ? ", " : "") << terminal_json(runs[i]);
       std::cout << "]}\n";
     } else {
       print_record(*row);
@@ -248,6 +271,42 @@ ExitCode cmd_tasks(const Globals& g) {
   throw UsageError("tasks: unknown subcommand \"" + sub + "\" (list, show, cancel, retry, approve, reject, purge)");
 }
 
+namespace {
+
+// A command with subcommands: its first argument, the rest, and whether help was asked for
+// (printing `usage` then).
+struct Subcommand {
+  std::string name;
+  std::vector<std::string> rest;
+  bool help = false;
+};
+Subcommand subcommand(const Globals& g, const std::string& command, const char* usage, const std::string& choices) {
+  if (g.args.empty()) throw UsageError(command + ": give a subcommand: " + choices);
+  Subcommand sub{g.args[0], std::vector<std::string>(g.args.begin() + 1, g.args.end())};
+  sub.help = sub.name == "--help" || sub.name == "-h" || std::find(sub.rest.begin(), sub.rest.end(), "--help") != sub.rest.end() ||
+             std::find(sub.rest.begin(), sub.rest.end(), "-h") != sub.rest.end();
+  if (sub.help) std::cout << usage;
+  return sub;
+}
+
+// `<command> list [--format table|json]`: the rows `fetch` reads, as a table of `columns` or JSON.
+ExitCode list_command(const Globals& g, const std::string& name, const std::vector<std::string>& rest,
+                      const std::function<JsonRows(PgTaskStore&)>& fetch, const std::vector<std::string>& columns) {
+  po::options_description d(name + " options");
+  d.add_options()("format", po::value<std::string>()->default_value("table"), "table or json");
+  bool help = false;
+  auto vm = parse_command(name, rest, d, {}, "[--format table|json]", help);
+  if (help) return ExitCode::ok;
+  bool json = json_format(vm, name);
+  Config c = load(g);
+  auto log = make_logger(c);
+  AdminDb db(c, *log);
+  print_rows(fetch(db.store), json, columns);
+  return ExitCode::ok;
+}
+
+}  // namespace
+
 ExitCode cmd_kinds(const Globals& g) {
   const char* usage =
       "usage: agentcron kinds pause KIND... | resume KIND... | list [--format table|json]\n"
@@ -257,26 +316,9 @@ ExitCode cmd_kinds(const Globals& g) {
       "  list     the paused kinds\n"
       "\n"
       "example: agentcron kinds pause report   # e.g. while its downstream service is down\n";
-  if (g.args.empty()) throw UsageError("kinds: give a subcommand: pause, resume or list");
-  std::string sub = g.args[0];
-  std::vector<std::string> rest(g.args.begin() + 1, g.args.end());
-  if (sub == "--help" || sub == "-h" || std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
-    std::cout << usage;
-    return ExitCode::ok;
-  }
-  if (sub == "list") {
-    po::options_description d("kinds list options");
-    d.add_options()("format", po::value<std::string>()->default_value("table"), "table or json");
-    bool help = false;
-    auto vm = parse_command("kinds list", rest, d, {}, "[--format table|json]", help);
-    if (help) return ExitCode::ok;
-    bool json = json_format(vm, "kinds list");
-    Config c = load(g);
-    auto log = make_logger(c);
-    AdminDb db(c, *log);
-    print_rows(paused_kinds(db.store), json, {"kind", "paused_at"});
-    return ExitCode::ok;
-  }
+  auto [sub, rest, help] = subcommand(g, "kinds", usage, "pause, resume or list");
+  if (help) return ExitCode::ok;
+  if (sub == "list") return list_command(g, "kinds list", rest, paused_kinds, {"kind", "paused_at"});
   if (sub != "pause" && sub != "resume") throw UsageError("kinds: unknown subcommand \"" + sub + "\" (pause, resume, list)");
   if (rest.empty()) throw UsageError("kinds " + sub + ": give one or more kinds");
   for (const auto& k : rest)
@@ -303,28 +345,12 @@ ExitCode cmd_schedules(const Globals& g) {
       "Schedules are declared in the configuration ([schedules.<name>]) and synced by every worker\n"
       "at start and on SIGHUP; one removed from the file is disabled, not deleted.\n"
       "example: agentcron schedules run-now nightly-report\n";
-  if (g.args.empty()) throw UsageError("schedules: give a subcommand: list, run-now, pause or resume");
-  std::string sub = g.args[0];
-  std::vector<std::string> rest(g.args.begin() + 1, g.args.end());
-  if (sub == "--help" || sub == "-h" || std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
-    std::cout << usage;
-    return ExitCode::ok;
-  }
-  if (sub == "list") {
-    po::options_description d("schedules list options");
-    d.add_options()("format", po::value<std::string>()->default_value("table"), "table or json");
-    bool help = false;
-    auto vm = parse_command("schedules list", rest, d, {}, "[--format table|json]", help);
-    if (help) return ExitCode::ok;
-    bool json = json_format(vm, "schedules list");
-    Config c = load(g);
-    auto log = make_logger(c);
-    AdminDb db(c, *log);
-    print_rows(list_schedules(db.store), json,
-               {"name", "cron", "timezone", "kind", "enabled", "paused", "next_fire_utc", "next_fire_local", "last_run",
-                "last_outcome"});
-    return ExitCode::ok;
-  }
+  auto [sub, rest, help] = subcommand(g, "schedules", usage, "list, run-now, pause or resume");
+  if (help) return ExitCode::ok;
+  if (sub == "list")
+    return list_command(g, "schedules list", rest, list_schedules,
+                        {"name", "cron", "timezone", "kind", "enabled", "paused", "next_fire_utc", "next_fire_local",
+                         "last_run", "last_outcome"});
   if (sub != "run-now" && sub != "pause" && sub != "resume")
     throw UsageError("schedules: unknown subcommand \"" + sub + "\" (list, run-now, pause, resume)");
   if (rest.size() != 1) throw UsageError("schedules " + sub + ": give one schedule name");

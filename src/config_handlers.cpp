@@ -174,6 +174,21 @@ HandlerConfig parse_handler(const std::string& file, const std::string& kind, co
   return h;
 }
 
+namespace {
+// Whether a string or key anywhere in `j` holds U+0000.
+bool holds_nul(const nlohmann::json& j) {
+  if (j.is_string()) return j.get_ref<const std::string&>().find('\0') != std::string::npos;
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items())
+      if (k.find('\0') != std::string::npos || holds_nul(v)) return true;
+  }
+  if (j.is_array())
+    for (const auto& v : j)
+      if (holds_nul(v)) return true;
+  return false;
+}
+}  // namespace
+
 ScheduleConfig parse_schedule(const std::string& file, const std::string& name, const toml::table& t) {
   ScheduleConfig sc;
   sc.name = name;
@@ -213,20 +228,21 @@ ScheduleConfig parse_schedule(const std::string& file, const std::string& name, 
       has_kind = true;
     } else if (key_name == "payload") {
       // A TOML inline table ({ to = "ops" }) or a string of JSON: stored as a JSON object.
+      nlohmann::json parsed;
       if (v.is_table()) {
         std::ostringstream out;
         out << toml::json_formatter{*v.as_table()};
         // Compact (toml++ writes inf and nan as the strings "Infinity" and "NaN").
-        auto parsed = nlohmann::json::parse(out.str(), nullptr, false);
+        parsed = nlohmann::json::parse(out.str(), nullptr, false);
         if (parsed.is_discarded() || !parsed.is_object()) bad("cannot be written as a JSON object");
         sc.payload = parsed.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       } else {
         sc.payload = expect_string(file, key, v);
-        auto parsed = nlohmann::json::parse(sc.payload, nullptr, false);
+        parsed = nlohmann::json::parse(sc.payload, nullptr, false);
         if (parsed.is_discarded() || !parsed.is_object()) bad("must be a table or a string holding a JSON object");
       }
       // jsonb cannot store U+0000: the sync would fail at every try.
-      if (sc.payload.find("\\u0000") != std::string::npos) bad("must not hold a NUL character (\\u0000)");
+      if (holds_nul(parsed)) bad("must not hold a NUL character (\\u0000)");
     } else if (key_name == "priority") {
       sc.priority = whole(-32768, 32767);
     } else if (key_name == "max_attempts") {

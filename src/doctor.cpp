@@ -14,6 +14,7 @@
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
 #include "agentcron/pg_task_store.hpp"
+#include "agentcron/utf8.hpp"
 
 namespace agentcron {
 
@@ -71,14 +72,16 @@ Finding connections(const json& d, const Config& c) {
       seen += ", …";
       break;
     }
-    seen += (seen.empty() ? "" : ", ") + w.value("worker", std::string("?")) + " " + std::to_string(num(w, "connections"));
+    seen += (seen.empty() ? "" : ", ") + one_line_text(w.value("worker", std::string("?"))) + " " +
+            std::to_string(num(w, "connections"));
   }
   Finding f;
   f.check = "connections";
   std::string users;
   for (const auto& a : d.value("by_application", json::array())) {
     if (users.size() > 200) break;
-    users += (users.empty() ? "" : ", ") + a.value("application", std::string("?")) + " " + std::to_string(num(a, "connections"));
+    users += (users.empty() ? "" : ", ") + one_line_text(a.value("application", std::string("?"))) + " " +
+             std::to_string(num(a, "connections"));
   }
   std::int64_t hidden = num(d, "hidden_connections");
   f.summary = std::to_string(worst->used) + " of " + std::to_string(worst->limit) + " connections in use (" + pct(r) +
@@ -127,8 +130,8 @@ Finding pooler(const json& d, const Config& c) {
   std::int64_t server_port = num(d, "server_port", 0);
   std::int64_t client_port = port ? std::strtoll(port->c_str(), nullptr, 10) : 5432;
   // 6432 is PgBouncer's default port, 6543 Supabase's transaction pooler (Supavisor).
-  bool known_pooler = !client_socket && (client_port == 6432 || client_port == 6543);
   bool in_between = !client_socket && (server_socket || server_port != client_port);
+  bool known_pooler = in_between && (client_port == 6432 || client_port == 6543);
   if (client_socket) {
     f.summary = "connected over a Unix socket (port " + std::to_string(client_port) + ")";
   } else if (in_between) {
@@ -140,14 +143,14 @@ Finding pooler(const json& d, const Config& c) {
   } else {
     f.summary = "connected to PostgreSQL directly (port " + std::to_string(client_port) + ")";
   }
-  if ((in_between || known_pooler) && !c.database.pgbouncer) {
+  if (in_between && !c.database.pgbouncer) {
     // A known pooler port is almost surely transaction pooling; any other difference may be a
     // plain proxy or a port mapping, which need nothing.
     f.verdict = known_pooler ? V::fail : V::warn;
     f.advice.push_back("if it pools in transaction mode, set database.pgbouncer = true (or ?pgbouncer=true in the URL): "
                        "named prepared statements and LISTEN break there");
     f.advice.push_back("a TCP proxy, a port mapping or a session-mode pooler needs nothing");
-  } else if (c.database.pgbouncer && !in_between && !known_pooler) {
+  } else if (c.database.pgbouncer && !in_between && !client_socket) {
     f.verdict = V::warn;
     f.advice.push_back("database.pgbouncer = true but no pooler was found: LISTEN is off and every claim inlines its "
                        "values; set it to false when connecting to PostgreSQL directly");
@@ -249,7 +252,7 @@ Finding kinds(const json& d, const Config& c) {
   for (const auto& k : d.value("paused_kinds", json::array())) paused.push_back(k.get<std::string>());
   std::string stuck, held;
   for (const auto& k : d.value("due_kinds", json::array())) {
-    std::string kind = k.value("kind", std::string("?"));
+    std::string kind = one_line_text(k.value("kind", std::string("?")));
     double oldest = real(k, "oldest_seconds");
     std::string line = kind + " (" + std::to_string(num(k, "due")) + " due, oldest " +
                        format_duration(std::chrono::seconds(static_cast<std::int64_t>(oldest))) + ")";
@@ -313,7 +316,7 @@ std::vector<Finding> run_doctor(PgTaskStore& store, const Config& c, Logger& log
   }
   out.push_back(schema);
   double before = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  TextRows r = store.query("doctor", pg::admin::kDoctor, {});
+  TextRows r = store.query("doctor", pg::admin::kDoctor, {c.database.application_name});
   double after = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   json d = json::parse(r.rows.at(0).at(0).value_or("{}"));
   out.push_back(connections(d, c));
@@ -332,7 +335,7 @@ std::string render_findings(const std::vector<Finding>& findings, bool as_json) 
     json all = json::array();
     for (const auto& f : findings)
       all.push_back({{"check", f.check}, {"verdict", to_string(f.verdict)}, {"summary", f.summary}, {"advice", f.advice}});
-    return all.dump(2) + "\n";
+    return all.dump(2, ' ', true) + "\n";  // ASCII only: nothing an agent wrote can drive a terminal
   }
   std::string out;
   for (const auto& f : findings) {

@@ -126,7 +126,7 @@ void Executor::busy_kind_locked(const std::string& kind, int delta) {
   auto it = kind_busy_.find(kind);
   if (it == kind_busy_.end()) return;
   it->second += delta;
-  if (delta < 0 && flow_) flow_->kind_freed(kind);
+  if (delta < 0 && flow_) flow_->kind_freed(kind, options_.kind_limits.at(kind) - it->second, options_.kind_limits.at(kind));
 }
 
 std::vector<std::pair<std::string, int>> Executor::kind_room() const {
@@ -248,6 +248,9 @@ int Executor::lose(const std::vector<ClaimRef>& claims, Loss why) {
       r->settled = true;
       running_.erase(it);
       release_hold_locked(c.id, false, true);
+      if (why == Loss::cancelled)
+        log_.warn("dropped a task that was cancelled before its handler started",
+                  {{"task_id", c.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
     } else {
       r->stopped = Running::Stopped::lease_lost;
       r->loss = why;

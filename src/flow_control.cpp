@@ -59,11 +59,18 @@ void FlowControl::set_held_back(std::vector<std::string> kinds) {
   held_back_ = std::move(kinds);
 }
 
-void FlowControl::kind_freed(const std::string& kind) {
+void FlowControl::kind_freed(const std::string& kind, int room, int limit) {
   std::lock_guard lock(mu_);
   if (std::find(held_back_.begin(), held_back_.end(), kind) == held_back_.end()) return;
+  if (room < std::max(1, std::min(limit, s_.batch_size) / 2)) return;
+  ++freed_generation_;
   s_.more_due = true;
   if (wake_) wake_();
+}
+
+std::uint64_t FlowControl::freed_generation() const {
+  std::lock_guard lock(mu_);
+  return freed_generation_;
 }
 
 FlowState FlowControl::state() const {

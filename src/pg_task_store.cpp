@@ -304,13 +304,17 @@ class Collector final : public pqxx::notification_receiver {
     // A flood of notifications must not grow without bound: a wake-up counts once however many
     // came (its payload is empty), and past this many unread, the rest are dropped (a lost cancel
     // is caught by the next lease renewal).
-    if (payload.empty() && std::any_of(sink_.begin(), sink_.end(), [&](const Notification& n) { return n.channel == channel(); }))
-      return;
+    if (payload.empty()) {
+      if (woken_) return;
+      woken_ = true;
+    }
     if (sink_.size() < 10000) sink_.push_back({channel(), payload});
   }
+  void clear() { woken_ = false; }
 
  private:
   std::vector<Notification>& sink_;
+  bool woken_ = false;  // an empty notification of this channel is in sink_
 };
 
 // LISTEN on a lease kept out of the pool's circulation for as long as the subscription lives.
@@ -337,6 +341,7 @@ class PgSubscription final : public Subscription {
     Connection& c = lease_.connection();
     try {
       got_.clear();
+      for (auto& l : c.listeners) static_cast<Collector*>(l.get())->clear();
       c.raw().get_notifs();
       if (!got_.empty()) return std::move(got_);
       pollfd fds[2] = {{c.raw().sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};

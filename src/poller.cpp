@@ -61,6 +61,8 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
     if (room <= 0) full.push_back(kind);
     else p.kind_room.emplace_back(kind, room);
   }
+  // A limited kind's slot freed while this claim runs must not be undone by its "nothing more".
+  std::uint64_t freed = flow_.freed_generation();
   std::vector<std::string> kinds = p.kinds;
   std::erase_if(kinds, [&](const std::string& k) { return std::find(full.begin(), full.end(), k) != full.end(); });
   if (kinds.empty()) {  // every kind at its limit: a slot of one frees first, and wakes the poller
@@ -107,7 +109,7 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   flow_.set_held_back(std::move(full));
   // Before the tasks can finish (a quick handler may, before submit() returns): a slot freed by
   // this batch must see that more is due, or its wake-up is lost until the next tick.
-  flow_.set_more_due(got == n || (limited && got > 0));
+  flow_.set_more_due(got == n || (limited && got > 0) || flow_.freed_generation() != freed);
   // Counted as the executor accepts them: a task it already runs is not claimed twice.
   int accepted = executor_.submit(std::move(tasks));
   std::lock_guard lock(mu_);

@@ -1,6 +1,8 @@
 // The schedule sync service (see schedule_syncer.hpp).
 #include "agentcron/schedule_syncer.hpp"
 
+#include <utility>
+
 #include "agentcron/log.hpp"
 #include "agentcron/retry.hpp"
 #include "agentcron/service.hpp"
@@ -17,15 +19,37 @@ ScheduleSyncer::ScheduleSyncer(ScheduleSyncerOptions options, const Config& conf
       log_(log),
       schedules_(config.schedules),
       declared_(config.schedules_declared),
-      periodic_("syncing the schedules", options_.interval, [this](std::stop_token) { run_once(); }, log) {}
+      periodic_("syncing the schedules", options_.interval, [this](std::stop_token) { tick(); }, log) {}
 
 void ScheduleSyncer::update(const Config& config) {
   {
     std::lock_guard lock(mu_);
     schedules_ = config.schedules;
     declared_ = config.schedules_declared;
+    file_pending_ = true;
   }
   periodic_.run_now();
+}
+
+std::optional<ScheduleSync> ScheduleSyncer::tick() {
+  bool file;
+  {
+    std::lock_guard lock(mu_);
+    if (!declared_) return std::nullopt;
+    file = std::exchange(file_pending_, false);
+  }
+  if (file) return run_once();
+  try {
+    ScheduleSync r = maintain_schedules(store_);
+    if (!r.started.empty() || r.tasks_cancelled > 0 || r.tasks_updated > 0)
+      log_.info("schedules maintained", {{"started", static_cast<std::int64_t>(r.started.size())},
+                                         {"tasks_updated", r.tasks_updated},
+                                         {"tasks_cancelled", r.tasks_cancelled}});
+    return r;
+  } catch (const DatabaseError& e) {
+    log_.warn("maintaining the schedules failed; will try again", {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
+  }
+  return std::nullopt;
 }
 
 std::optional<ScheduleSync> ScheduleSyncer::run_once() {

@@ -117,6 +117,10 @@ void Worker::reload(const Config& next) {
   if (s_ && s_->schedules) s_->schedules->update(next);
   config_.scheduler = merged.scheduler;
   config_.log.level = merged.log.level;
+  // Kept even before the services exist (a SIGHUP while the database is awaited): start_services
+  // hands the syncer the file as it is when they do.
+  config_.schedules = next.schedules;
+  config_.schedules_declared = next.schedules_declared;
   log_.info("configuration reloaded", {{"schedule", merged.scheduler.schedule},
                                         {"batch_size", merged.scheduler.batch_size},
                                         {"concurrency", merged.scheduler.concurrency},
@@ -130,8 +134,11 @@ SchedulerConfig Worker::scheduler() const {
 
 ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   auto s = std::make_unique<Services>();
-  Config c = config_;
-  c.scheduler = scheduler();
+  Config c;
+  {
+    std::lock_guard lock(mu_);  // a SIGHUP may be changing the reloadable parts
+    c = config_;
+  }
   s->pool = std::make_unique<ConnectionPool>(PoolOptions::from_config(c, id_), log_);
   StoreOptions store_options = StoreOptions::from_config(c);
   store_options.telemetry = &telemetry_;
@@ -147,6 +154,9 @@ ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
   start_maintenance(*s, c, one_shot);
   std::lock_guard lock(mu_);
   s_ = std::move(s);
+  // A SIGHUP while starting changed the schedules after the start's sync read them: sync again.
+  if (s_->schedules && (config_.schedules != c.schedules || config_.schedules_declared != c.schedules_declared))
+    s_->schedules->update(config_);
   return ExitCode::ok;
 }
 

@@ -69,6 +69,11 @@ struct ScheduleSync {
 // Makes agentcron.schedules match `schedules` (the configuration's [schedules.<name>] tables), in
 // one transaction under an advisory lock: safe when a whole fleet starts at once.
 ScheduleSync sync_schedules(PgTaskStore& store, const std::vector<ScheduleConfig>& schedules);
+// Keeps the database's own schedules carried, whatever any file says: recreates the carrying task
+// of an active schedule that has none (cancelled, failed), moves a pending one whose schedule
+// changed, cancels those of inactive schedules. Never changes agentcron.schedules itself, so
+// workers whose files differ do not undo each other between their starts and reloads.
+ScheduleSync maintain_schedules(PgTaskStore& store);
 JsonRows list_schedules(PgTaskStore& store);
 // The schedule's pending occurrence runs now. Returns its task id; AdminError when there is no
 // such schedule or it has no pending occurrence (paused, disabled, or running now).

@@ -124,6 +124,7 @@ struct ScheduleConfig {
   int max_attempts = 5;
   bool enabled = true;
   int line = 0;
+  bool operator==(const ScheduleConfig&) const = default;
 };
 
 struct Config {

@@ -10,6 +10,7 @@
 // no lock.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -59,7 +60,12 @@ class FlowControl {
   // more is due and the poller is woken — without it, a short claim of the other kinds would
   // leave the limited kind's backlog to the next tick.
   void set_held_back(std::vector<std::string> kinds);
-  void kind_freed(const std::string& kind);
+  // The executor, under its lock, when a task of a limited kind ended: `room` of `limit` slots
+  // of the kind are free now. Like room in general, it wakes the poller once half a batch of the
+  // kind fits (or all it may have, when the limit is small), not at every task.
+  void kind_freed(const std::string& kind, int room, int limit);
+  // Grows at each such wake-up: a claim that saw it change while it ran leaves "more due" set.
+  std::uint64_t freed_generation() const;
 
   FlowState state() const;
   int room() const { return state().room(); }
@@ -74,6 +80,7 @@ class FlowControl {
   mutable std::mutex mu_;
   FlowState s_;
   std::vector<std::string> held_back_;
+  std::uint64_t freed_generation_ = 0;
   std::function<void()> wake_;
 };
 

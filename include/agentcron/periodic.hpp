@@ -27,7 +27,7 @@ class Periodic {
   void start();
   void request_stop();
   void wait();
-  // The next run starts now instead of at its time (no effect before start()).
+  // The next run starts now instead of at its time (asked before start(), the first run is at once).
   void run_now();
 
  private:

@@ -1,9 +1,11 @@
 // ScheduleSyncer: keeps agentcron.schedules in step with the configuration's [schedules.<name>]
-// tables — once at start (run_once, on the caller's thread), then every `interval` and at once
-// after update() (SIGHUP) on a thread of its own. A periodic sync recreates a carrying task that
-// was cancelled or failed, and moves one whose schedule changed while it ran. Only a file that
-// declares [schedules] (even an empty table) syncs: a worker whose file has none leaves the
-// table alone, so workers split by kind, or a one-off `once` with a local file, change nothing.
+// tables — at start (run_once, on the caller's thread) and at once after update() (SIGHUP, on its
+// own thread). Only a file that declares [schedules] (even an empty table) syncs: a worker whose
+// file has none leaves the table alone, so workers split by kind, or a one-off `once` with a
+// local file, change nothing. In between, every `interval`, it maintains the database's own
+// schedules (maintain_schedules): a carrying task that was cancelled or failed is recreated, one
+// whose schedule changed while it ran is moved — without touching the schedules themselves, so
+// workers with different files do not undo each other every minute.
 #pragma once
 #include <mutex>
 #include <vector>
@@ -28,6 +30,8 @@ class ScheduleSyncer {
   // One sync, its changes logged; a failure is logged too (the schedules stay as they were).
   // Returns what it did, nullopt when the file declares no schedules or the sync failed.
   std::optional<ScheduleSync> run_once();
+  // The periodic round: the file's sync when update() asked for one, else maintain_schedules.
+  std::optional<ScheduleSync> tick();
   // SIGHUP: the new file's schedules, synced now on the syncer's thread.
   void update(const Config& config);
   void start() { periodic_.start(); }
@@ -41,6 +45,7 @@ class ScheduleSyncer {
   std::mutex mu_;  // schedules_ and declared_
   std::vector<ScheduleConfig> schedules_;
   bool declared_ = false;
+  bool file_pending_ = false;  // update() asked for a sync of the file
   Periodic periodic_;  // last: joined before the members its runs use go away
 };
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/loopback.hpp"
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/test_db.hpp"
 
@@ -22,15 +23,9 @@ namespace {
 using namespace std::chrono_literals;
 using testing::eventually;
 using testing::Process;
+using testing::slurp;
 using testing::run_agentcron;
 using testing::TestDatabase;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The children of `pid` (every thread's), as the kernel lists them.
 std::vector<pid_t> children_of(pid_t pid) {

@@ -132,6 +132,7 @@ TEST_F(DoctorE2E, UnhandledKindsExpiredLeasesDeadRowsAndAnInvalidIndexAreReporte
   db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) SELECT 'orphan', now() - interval '10 minutes' "
           "FROM generate_series(1, 3)");
   db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) VALUES ('held', now() - interval '10 minutes')");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) VALUES (E'evil\\x1b]0;x\\x07', now() - interval '5 minutes')");
   db.exec("INSERT INTO agentcron.paused_kinds (kind) VALUES ('held')");
   db.exec("INSERT INTO agentcron.agent_tasks (kind, status, locked_by, locked_until, attempts) "
           "VALUES ('noop', 'running', 'gone:1:deadbeef', now() - interval '10 minutes', 1)");
@@ -152,6 +153,8 @@ TEST_F(DoctorE2E, UnhandledKindsExpiredLeasesDeadRowsAndAnInvalidIndexAreReporte
   EXPECT_EQ(kinds.rfind("[warn] kinds: ", 0), 0u) << r.out;
   EXPECT_NE(kinds.find("no handler here: orphan (3 due, oldest 10m"), std::string::npos) << kinds;
   EXPECT_NE(kinds.find("paused: held (1 due"), std::string::npos) << kinds;
+  EXPECT_NE(kinds.find("evil\\x1b]0;x\\x07 (1 due"), std::string::npos) << kinds;  // written out
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "an escape sequence reached the terminal";
   EXPECT_NE(r.out.find("agentcron kinds resume KIND"), std::string::npos);
   EXPECT_EQ(line_of(r, "leases").rfind("[warn] leases: 1 running task(s) past their lease", 0), 0u) << r.out;
   EXPECT_EQ(line_of(r, "tasks table").rfind("[fail] tasks table: ", 0), 0u) << r.out;
@@ -160,6 +163,7 @@ TEST_F(DoctorE2E, UnhandledKindsExpiredLeasesDeadRowsAndAnInvalidIndexAreReporte
   auto json = run_agentcron({"--database-url", db.url(), "doctor", "--format", "json"});
   EXPECT_EQ(json.code, 1);
   EXPECT_NE(json.out.find("\"check\": \"leases\""), std::string::npos) << json.out;
+  EXPECT_EQ(json.out.find('\x1b'), std::string::npos) << json.out;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "support/loopback.hpp"
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/test_db.hpp"
 
@@ -20,14 +21,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::eventually;
 using testing::Process;
+using testing::slurp;
 using testing::TestDatabase;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Every name a scrape can show: each family of a "# TYPE" line, with a histogram's series.
 std::set<std::string> exposed_names(const std::string& metrics) {

@@ -180,7 +180,8 @@ TEST_F(OperateE2E, AnApplicationEnqueuesCancelsAndRetriesWithOneSqlCallAndTheWor
   // drops its outcome; the row stays cancelled, the attempt is not retried.
   auto cancelled_at = std::chrono::steady_clock::now();
   EXPECT_EQ(db.text("SELECT agentcron.cancel_task(" + std::to_string(slow) + ")"), "t");
-  ASSERT_TRUE(worker.wait_for_log("stopped a task that was cancelled", 5s)) << worker.err();
+  // (Stopped while running, or dropped from the queue when its slot had not started it yet.)
+  ASSERT_TRUE(worker.wait_for_log(" a task that was cancelled", 5s)) << worker.err();
   EXPECT_LT(std::chrono::steady_clock::now() - cancelled_at, 5s);
   EXPECT_EQ(count("id = " + std::to_string(slow) + " AND status = 'cancelled' AND attempts = 1"), 1);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE task_id = " + std::to_string(slow)), 0);

@@ -29,15 +29,24 @@ TEST_F(FlowControlTest, ASlotOfAKindItsLimitHeldBackMakesMoreDueAndWakesThePolle
   flow.executor_state(20, 2, 0);
   flow.set_more_due(false);  // the last claim came back short: only the limit stopped it
   flow.set_held_back({"report"});
-  flow.kind_freed("mail");  // not held back: nothing
+  flow.kind_freed("mail", 1, 1);  // not held back: nothing
   EXPECT_EQ(wakes, 0);
   EXPECT_FALSE(flow.more_due());
-  flow.kind_freed("report");
+  auto generation = flow.freed_generation();
+  flow.kind_freed("report", 1, 2);
   EXPECT_EQ(wakes, 1);
   EXPECT_TRUE(flow.more_due());
-  flow.set_held_back({});  // the next claim found no more of it
-  flow.kind_freed("report");
+  EXPECT_NE(flow.freed_generation(), generation);
+  // A large limit wakes once half a batch (10) of it is free, not at every task.
+  flow.set_held_back({"bulk"});
+  flow.kind_freed("bulk", 1, 50);
+  flow.kind_freed("bulk", 4, 50);
   EXPECT_EQ(wakes, 1);
+  flow.kind_freed("bulk", 5, 50);
+  EXPECT_EQ(wakes, 2);
+  flow.set_held_back({});  // the next claim found no more of either
+  flow.kind_freed("report", 2, 2);
+  EXPECT_EQ(wakes, 2);
 }
 
 TEST_F(FlowControlTest, OutcomesComingLeaveOutTheOneBeingHandedOver) {
