@@ -343,7 +343,8 @@ ExitCode cmd_schedules(const Globals& g) {
       "           resume, which starts again from the next fire\n"
       "\n"
       "Schedules are declared in the configuration ([schedules.<name>]) and synced by every worker\n"
-      "at start and on SIGHUP; one removed from the file is disabled, not deleted.\n"
+      "whose file has a [schedules] table, at start and on SIGHUP; one removed from the file is\n"
+      "disabled, not deleted.\n"
       "example: agentcron schedules run-now nightly-report\n";
   auto [sub, rest, help] = subcommand(g, "schedules", usage, "list, run-now, pause or resume");
   if (help) return ExitCode::ok;
