@@ -1,9 +1,8 @@
 // The administrative operations (see admin.hpp).
 #include "agentcron/admin.hpp"
 
-#include <cstdio>
-
 #include "admin_statements.hpp"
+#include "pg_execution.hpp"
 #include "agentcron/config.hpp"
 #include "agentcron/cron.hpp"
 #include "agentcron/pg_task_store.hpp"
@@ -51,26 +50,9 @@ std::string server_message(const DatabaseError& e) {
   throw e;
 }
 
-std::string epoch_seconds(SysTime t) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%lld.%06lld", static_cast<long long>(us / 1000000),
-                static_cast<long long>(us % 1000000));
-  return buf;
-}
-
-// An array literal of text values ({"a","b"}); nullopt elements are NULL.
+// An array literal of text values ({"a","b"}), as the store writes its own (pg::array_literal).
 std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    out += i ? ",\"" : "\"";
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
+  return pg::array_literal(items, [](const std::string& v) { return std::optional<std::string>(v); });
 }
 
 std::vector<std::string> names_of(const TextRows& r) {
@@ -85,7 +67,7 @@ std::pair<std::string, std::string> first_fires(const std::vector<std::pair<std:
   std::vector<std::string> names, fires;
   for (std::size_t i = 0; i < name_cron_tz.size(); ++i) {
     names.push_back(name_cron_tz[i].first);
-    fires.push_back(epoch_seconds(CronSchedule::parse(name_cron_tz[i].second).next(now, TimeZone::locate(zones[i]))));
+    fires.push_back(pg::iso(CronSchedule::parse(name_cron_tz[i].second).next(now, TimeZone::locate(zones[i]))));
   }
   return {text_array(names), text_array(fires)};
 }
