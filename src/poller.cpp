@@ -63,22 +63,16 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   }
   // A limited kind's slot freed while this claim runs must not be undone by its "nothing more".
   std::uint64_t freed = flow_.freed_generation();
-  std::vector<std::string> kinds = p.kinds;
-  std::erase_if(kinds, [&](const std::string& k) { return std::find(full.begin(), full.end(), k) != full.end(); });
-  if (kinds.empty()) {  // every kind at its limit: a slot of one frees first, and wakes the poller
+  ClaimParams q = p;  // p keeps every kind for the next claim of the round
+  std::erase_if(q.kinds, [&](const std::string& k) { return std::find(full.begin(), full.end(), k) != full.end(); });
+  if (q.kinds.empty()) {  // every kind at its limit: a slot of one frees first, and wakes the poller
     flow_.set_held_back(std::move(full));
     return {0, 0, true};
   }
-  std::swap(kinds, p.kinds);
-  struct Restore {
-    ClaimParams& p;
-    std::vector<std::string>& all;
-    ~Restore() { std::swap(all, p.kinds); }
-  } restore{p, kinds};
   if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
   std::vector<Task> tasks;
   try {
-    tasks = store_.claim_due(p);
+    tasks = store_.claim_due(q);
     breaker_.record_success();
   } catch (const DatabaseError& e) {
     // Every failed claim counts: the claim is one fixed statement, so a permanent error (a
