@@ -67,7 +67,7 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   std::erase_if(q.kinds, [&](const std::string& k) { return std::find(full.begin(), full.end(), k) != full.end(); });
   if (q.kinds.empty()) {  // every kind at its limit: a slot of one frees first, and wakes the poller
     flow_.set_held_back(std::move(full));
-    return {0, 0, true};
+    return {0, 0, true, false};
   }
   if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
   std::vector<Task> tasks;
@@ -111,13 +111,14 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
   stats_.claimed += static_cast<std::uint64_t>(accepted);
   stats_.redelivered += static_cast<std::uint64_t>(got - accepted);
   stats_.largest_claim = std::max(stats_.largest_claim, got);
-  return {got, accepted, limited && got > 0};
+  return {got, accepted, limited && got > 0, true};
 }
 
 TickResult Poller::run_once(int max_tasks) {
   TickResult r;
   ClaimParams p = claim_params();
   int batch_size, max_batches;
+  bool reached = false;
   {
     std::lock_guard lock(mu_);
     batch_size = options_.batch_size;
@@ -127,13 +128,19 @@ TickResult Poller::run_once(int max_tasks) {
     int n = std::min({batch_size, flow_.room(), max_tasks - r.claimed});
     // No room: no claim, and "more due" stays as the last claim left it.
     if (n <= 0) break;
-    auto [got, accepted, limited] = claim(p, n);
+    auto [got, accepted, limited, sent] = claim(p, n);
+    reached = reached || sent;
     ++r.batches;
     r.more_due = got == n || limited;
     r.claimed += accepted;
     if (got < n && !limited) break;
     if (got == 0) break;  // every kind at its limit
   }
+  // A round that sent no claim (no room, every kind at its limit) proves nothing about the
+  // database: it counts as completed only while the database answers the worker's other
+  // statements. During an outage the outcomes that cannot be written fill the room, and
+  // readiness must not stay green on rounds that never leave the process.
+  if (!reached && !store_.answering()) return r;
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   return r;
 }

@@ -2,6 +2,8 @@
 // round trip in a short transaction that starts with its query class's timeouts; the statements
 // themselves live in src/pg_statements.hpp, the only place with agentcron's SQL.
 #pragma once
+
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -93,6 +95,7 @@ class PgTaskStore final : public TaskStore {
   std::vector<AppliedMigration> applied_migrations();
 
   std::unique_ptr<Subscription> subscribe(const std::vector<std::string>& channels) override;
+  bool answering() const override { return answering_.load(std::memory_order_relaxed); }
 
   // One statement of the administrative commands (src/admin_statements.hpp) with its parameters
   // as text (nullopt: NULL), in the update class's timeouts; its result as text.
@@ -113,6 +116,7 @@ class PgTaskStore final : public TaskStore {
   StoreOptions options_;
   Logger& log_;
   std::unique_ptr<StatementWatchdog> watchdog_;
+  std::atomic<bool> answering_{true};
 };
 
 }  // namespace agentcron

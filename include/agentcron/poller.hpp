@@ -89,7 +89,8 @@ class Poller {
   void reconfigure(const CronSchedule& schedule, const TimeZone& zone, int batch_size);
 
   PollerStats stats() const;
-  // steady_clock time of the last tick that reached the database (readiness).
+  // steady_clock time of the last completed tick (readiness): one that sent a claim, or one with
+  // nothing to claim while the store's other statements were answered (TaskStore::answering).
   std::chrono::steady_clock::time_point last_tick() const;
   bool listening() const { return listening_; }
   // Grows each time the poller's thread goes round its loop (see PollerOptions::heartbeat).
@@ -106,6 +107,7 @@ class Poller {
     int got = 0;       // rows the claim returned
     int accepted = 0;  // of them, handed to the executor (not already running here)
     bool limited = false;  // a kind's concurrency limit held rows back: more may be due
+    bool sent = false;     // the claim statement went to the database (and succeeded)
   };
   // One claim statement of up to `n` tasks (through the breaker), handed to the executor.
   Claimed claim(ClaimParams& p, int n);

@@ -148,6 +148,10 @@ class TaskStore {
   virtual SysTime now() = 0;
   // LISTEN on `channels` (not in pgbouncer mode, where nothing session-scoped lasts).
   virtual std::unique_ptr<Subscription> subscribe(const std::vector<std::string>& channels) = 0;
+  // Whether the database answered the store's last statement: false from a failure that is not
+  // about the statement's own values (a timeout, a lost connection, a refusing server) until a
+  // statement succeeds. Readiness reads it when a round has nothing to claim.
+  virtual bool answering() const { return true; }
 };
 
 }  // namespace agentcron

@@ -6,6 +6,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -102,6 +103,7 @@ class FakeTaskStore final : public TaskStore {
   }
 
   // --- TaskStore ---
+  bool answering() const override { return answering_; }
   std::vector<Task> claim_due(const ClaimParams& p) override {
     std::lock_guard lock(mu_);
     enter("claim_due");
@@ -325,8 +327,10 @@ class FakeTaskStore final : public TaskStore {
     if (it != failures_.end() && !it->second.empty()) {
       DatabaseError e = it->second.front();
       it->second.pop_front();
+      if (!e.refuses_values()) answering_ = false;
       throw e;
     }
+    answering_ = true;
   }
   Row* held(std::int64_t id, std::int64_t token, const std::string& worker) {
     auto it = rows_.find(id);
@@ -379,6 +383,7 @@ class FakeTaskStore final : public TaskStore {
   std::vector<Run> runs_;
   std::vector<std::pair<std::string, std::string>> notifications_;
   std::map<std::string, std::deque<DatabaseError>> failures_;
+  std::atomic<bool> answering_{true};
   std::map<std::string, int> calls_;
   std::int64_t last_id_ = 0;
   std::int64_t last_token_ = 0;

@@ -376,6 +376,29 @@ TEST_F(PollerOnFake, ClaimsNoMoreThanTheFreeSlotsLessTheUnwrittenOutcomes) {
   EXPECT_EQ(store.calls("claim_due"), 1);
 }
 
+// A round with no room sends nothing; it refreshes readiness only while the store's last
+// statement was answered: outcomes unwritten during an outage fill the room, and such rounds
+// must not keep the worker ready.
+TEST_F(PollerOnFake, ARoundWithNoRoomCountsForReadinessOnlyWhileTheDatabaseAnswers) {
+  due("wait", 5);
+  auto p = poller(50);
+  p->run_once();  // fills both slots
+  auto claimed_at = p->last_tick();
+  ASSERT_NE(claimed_at, std::chrono::steady_clock::time_point{});
+  store.fail("complete_many", DatabaseError("timeout", "57014", ErrorClass::transient));
+  EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
+  ASSERT_FALSE(store.answering());
+  EXPECT_EQ(p->run_once().claimed, 0);
+  EXPECT_EQ(p->last_tick(), claimed_at);  // not refreshed
+  store.complete_many({}, "w1");          // the database answers again
+  EXPECT_EQ(p->run_once().claimed, 0);
+  EXPECT_GT(p->last_tick(), claimed_at);
+  // A value the database refused says nothing against the database itself.
+  store.fail("complete_many", DatabaseError("bad value", "22021", ErrorClass::permanent));
+  EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
+  EXPECT_TRUE(store.answering());
+}
+
 TEST_F(PollerOnFake, ABacklogOfUnwrittenOutcomesCountsAgainstTheRoom) {
   due("wait", 5);
   auto p = poller(50);
