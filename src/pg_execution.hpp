@@ -69,11 +69,12 @@ inline const char* status_text(Completion::Status s) {
 // The SET LOCALs that start every transaction of a query class. JIT is off: the statements are
 // short, and a queue table's statistics, stale by nature, let the planner's cost cross
 // jit_above_cost at random (bench-scale saw `status` take 40 ms instead of 3 at one size).
-inline std::string set_local(const QueryTimeouts& t, bool hash_by_id = false) {
+inline std::string set_local(const QueryTimeouts& t, bool hash_by_id = false, bool generic_plan = false) {
   return "SET LOCAL jit = off; SET LOCAL statement_timeout = " + std::to_string(t.statement.count()) +
          "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
          "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()) +
          (t.async_commit ? "; SET LOCAL synchronous_commit = off" : "") +
+         (generic_plan ? "; SET LOCAL plan_cache_mode = force_generic_plan" : "") +
          (hash_by_id ? "; SET LOCAL enable_nestloop = off; " : "; ");
 }
 
@@ -180,7 +181,7 @@ inline pqxx::result run_literals(pqxx::transaction_base& tx, Connection& c, bool
   const char* name = s.name;
   const char* sql = s.sql;
   if (pgbouncer) return tx.exec(set_local(t, s.hash_by_id) + inline_params(sql, lits));
-  std::string q = set_local(t, s.hash_by_id);
+  std::string q = set_local(t, s.hash_by_id, s.generic_plan);
   bool first_use = !c.prepared.count(name);
   // PREPARE analyses the statement and so takes its locks: it runs under the same timeouts.
   if (first_use) q += std::string("PREPARE ") + name + " AS " + sql + "; ";

@@ -44,10 +44,17 @@ PgTaskStore::~PgTaskStore() = default;
 template <class Read, class... Args>
 auto PgTaskStore::execute(const char* what, const QueryTimeouts& t, const Statement& s, Read&& read, const Args&... args) {
   auto body = [&] {
-    return in_transaction(pool_, *watchdog_, t, options_.client_grace, what, true,
-                          [&](pqxx::transaction_base& tx, Connection& c) {
-                            return read(run(tx, c, options_.pgbouncer, t, s, args...));
-                          });
+    try {
+      auto result = in_transaction(pool_, *watchdog_, t, options_.client_grace, what, true,
+                                   [&](pqxx::transaction_base& tx, Connection& c) {
+                                     return read(run(tx, c, options_.pgbouncer, t, s, args...));
+                                   });
+      answering_.store(true, std::memory_order_relaxed);
+      return result;
+    } catch (const DatabaseError& e) {
+      if (!e.refuses_values()) answering_.store(false, std::memory_order_relaxed);
+      throw;
+    }
   };
   Telemetry* telemetry = options_.telemetry;
   if (!telemetry) return body();
@@ -83,11 +90,27 @@ std::vector<Task> PgTaskStore::claim_due(const ClaimParams& p) {
                  static_cast<std::int64_t>(p.lease.count()), p.max_payload_bytes, limited, room);
 }
 
+namespace {
+// An outcome that is nothing but a one-off task's success: kSucceed writes it.
+bool plain_success(const Completion& c) {
+  return c.status == Completion::Status::succeeded && !c.retry_delay && !c.run_at && !c.reset_attempts &&
+         c.error.empty() && c.run_outcome.empty() && c.result.empty() && c.notify_channel.empty();
+}
+}  // namespace
+
 std::vector<std::int64_t> PgTaskStore::complete_many(const std::vector<Completion>& outs, const std::string& worker) {
   if (outs.empty()) return {};
   using C = Completion;
   auto text = [](auto f) { return [f](const C& c) { return std::optional<std::string>(f(c)); }; };
   std::string ids = array_literal(outs, text([](const C& c) { return std::to_string(c.id); }));
+  std::string tokens = array_literal(outs, text([](const C& c) { return std::to_string(c.claim_token); }));
+  if (std::all_of(outs.begin(), outs.end(), plain_success))
+    return execute("complete tasks", options_.update, kSucceed, [](const pqxx::result& r) {
+      std::vector<std::int64_t> done;
+      done.reserve(r.size());
+      for (const auto& row : r) done.push_back(row[0].as<std::int64_t>());
+      return done;
+    }, ids, tokens, worker);
   std::string attempts = array_literal(outs, text([](const C& c) { return std::to_string(c.attempt); }));
   std::string statuses = array_literal(outs, text([](const C& c) { return std::string(status_text(c.status)); }));
   std::string delays = array_literal(outs, [](const C& c) -> std::optional<std::string> {
@@ -106,7 +129,6 @@ std::vector<std::int64_t> PgTaskStore::complete_many(const std::vector<Completio
   std::string channels = array_literal(outs, text([](const C& c) { return c.notify_channel; }));
   std::string notes = array_literal(outs, text([](const C& c) { return c.notify_payload; }));
   std::string results = array_literal(outs, text([](const C& c) { return c.result; }));
-  std::string tokens = array_literal(outs, text([](const C& c) { return std::to_string(c.claim_token); }));
   return execute("complete tasks", options_.update, kComplete, [](const pqxx::result& r) { return id_array(r[0][0]); },
                  ids, attempts, statuses, delays, run_ats, resets, errors, run_outcomes, started, finished, channels,
                  notes, worker, results, tokens);

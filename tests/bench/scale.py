@@ -45,9 +45,11 @@ def log(*a):
 
 def statements():
     text = open(os.path.join(ROOT, "src", "pg_statements.hpp")).read()
-    # name → (sql, hash_by_id): the store runs hash_by_id statements with nested loops off.
-    return {name: (sql, flag == ", true") for name, sql, flag in
-            re.findall(r'constexpr Statement (k\w+)\{"\w+", R"SQL\((.*?)\)SQL"(, true)?', text, re.S)}
+    # name → (sql, hash_by_id, generic_plan): the store runs hash_by_id statements with nested
+    # loops off, and generic_plan ones prepared, with their generic plan.
+    return {name: (sql, hash_by_id == "true", generic == "true") for name, sql, hash_by_id, generic in
+            re.findall(r'constexpr Statement (k\w+)\{"\w+", R"SQL\((.*?)\)SQL"(?:, (true|false))?(?:, (true|false))?\}',
+                       text, re.S)}
 
 
 SQL = statements()
@@ -89,17 +91,23 @@ def grow(from_rows, to_rows):
     run("VACUUM ANALYZE agentcron.agent_tasks")
 
 
-def explain(sql, params, hash_by_id):
+def explain(sql, params, hash_by_id, generic_plan, raw_sql):
     """Median execution time (ms) and shared buffers of `sql` over --reps runs, each rolled back."""
     times, buffers = [], []
     # The rolled-back runs leave dead row versions behind, as no real worker would: clean them first.
     run("VACUUM agentcron.agent_tasks")
+    if generic_plan:  # prepared, as the store sends it, and run with its generic plan
+        run("DEALLOCATE ALL")
+        run("PREPARE measured AS " + raw_sql.replace("%", "%%"))
+        sql = "EXECUTE measured(" + ", ".join(["%s"] * len(params)) + ")"
     for _ in range(args.reps):
         run("BEGIN")
         try:
             run("SET LOCAL jit = off")  # as the store runs every statement (pg_execution.hpp)
             if hash_by_id:
                 run("SET LOCAL enable_nestloop = off")
+            if generic_plan:
+                run("SET LOCAL plan_cache_mode = force_generic_plan")
             plan = "\n".join(r[0] for r in run("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *params))
         finally:
             run("ROLLBACK")
@@ -116,9 +124,11 @@ def psql_params(sql):
 
 
 def measure(label, name, values):
-    sql, hash_by_id = SQL[name]
+    sql, hash_by_id, generic_plan = SQL[name]
     text, order = psql_params(sql)
-    ms, buf = explain(text, [values[n - 1] for n in order], hash_by_id)
+    if generic_plan:  # EXECUTE takes each parameter once, in order
+        order = list(range(1, max(order) + 1))
+    ms, buf = explain(text, [values[n - 1] for n in order], hash_by_id, generic_plan, sql)
     return label, ms, buf
 
 

@@ -92,6 +92,8 @@ struct ClaimCost {
 ClaimCost explain_claim(pqxx::connection& c, int limit) {
   pqxx::work tx(c);
   tx.exec(std::string("PREPARE claim_cost AS ") + pg::kClaim.sql);
+  // The plan the store runs: generic (pg_statements.hpp), made from the statement alone.
+  if (pg::kClaim.generic_plan) tx.exec("SET LOCAL plan_cache_mode = force_generic_plan");
   ClaimCost cost;
   for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim_cost('{noop}', " +
                                  std::to_string(limit) + ", 'w1', 60000, 1048576, '{}', '{}')"))
@@ -327,6 +329,43 @@ TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
   EXPECT_EQ(db.text("SELECT string_agg(task_id || ':' || outcome, ' ' ORDER BY task_id) FROM agentcron.task_runs"),
             "2:retry 3:failed 5:succeeded");
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs WHERE worker = 'w1' AND started_at < finished_at"), 3);
+}
+
+// A batch of nothing but one-off successes goes through the lean statement (kSucceed); it must
+// leave each row exactly as the full statement leaves a success in a mixed batch, and keep the
+// same guards (worker, claim token).
+TEST_F(StoreTest, ABatchOfPlainSuccessesLeavesTheRowsAsTheFullStatementDoes) {
+  db.insert_due(5);
+  // An earlier attempt's error and result, which a success clears.
+  db.exec("UPDATE agentcron.agent_tasks SET last_error = 'earlier', result = 'old', attempts = 1");
+  auto tasks = store->claim_due(claim(5));
+  ASSERT_EQ(tasks.size(), 5u);
+  std::sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
+  auto success = [&](std::size_t i) {
+    Completion c;
+    c.id = tasks[i].id;
+    c.claim_token = tasks[i].claim_token;
+    c.attempt = tasks[i].attempt;
+    c.started_at = c.finished_at = std::chrono::system_clock::now();
+    return c;
+  };
+  Completion stale = success(2);
+  stale.claim_token += 1000;  // another claim's outcome: changes nothing
+  EXPECT_EQ(store->complete_many({success(0), success(1), stale}, "w1"), (std::vector<std::int64_t>{tasks[0].id, tasks[1].id}));
+  EXPECT_TRUE(store->complete_many({success(2)}, "w2").empty());  // another worker's: nothing either
+  Completion with_result = success(4);
+  with_result.result = "{\"ok\":true}";
+  EXPECT_EQ(store->complete_many({success(3), with_result}, "w1").size(), 2u);  // the full statement
+  auto row = [&](std::int64_t id) {
+    return db.text("SELECT concat_ws(',', status, attempts, coalesce(last_error, '-'), coalesce(result, '-'), "
+                   "coalesce(locked_by, '-'), locked_until IS NULL, finished_at IS NOT NULL, updated_at >= coalesce(finished_at, 'infinity')) "
+                   "FROM agentcron.agent_tasks WHERE id = " + std::to_string(id));
+  };
+  EXPECT_EQ(row(tasks[0].id), "succeeded,2,-,-,-,t,t,t");
+  EXPECT_EQ(row(tasks[0].id), row(tasks[3].id));  // lean and full agree
+  EXPECT_EQ(row(tasks[2].id), "running,2,earlier,old,w1,f,f,f");
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs"), 0);
+  EXPECT_EQ(db.text("SELECT result FROM agentcron.agent_tasks WHERE id = " + std::to_string(tasks[4].id)), "{\"ok\":true}");
 }
 
 TEST_F(StoreTest, CompleteIgnoresATaskNoLongerLeasedByThisWorker) {
