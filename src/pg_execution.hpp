@@ -74,7 +74,7 @@ inline std::string set_local(const QueryTimeouts& t, bool hash_by_id = false, bo
          "; SET LOCAL lock_timeout = " + std::to_string(t.lock.count()) +
          "; SET LOCAL idle_in_transaction_session_timeout = " + std::to_string(t.idle_in_transaction.count()) +
          (t.async_commit ? "; SET LOCAL synchronous_commit = off" : "") +
-         (generic_plan ? "; SET LOCAL plan_cache_mode = force_generic_plan" : "") +
+         (generic_plan ? std::string("; ") + kGenericPlanSql : std::string()) +
          (hash_by_id ? "; SET LOCAL enable_nestloop = off; " : "; ");
 }
 

@@ -14,11 +14,14 @@ namespace agentcron::pg {
 // 500-task completion cost 60 ms instead of 4. Such statements find their rows through the
 // primary key (`id = ANY(ids)`) and run with nested loops off, which leaves a hash join.
 //
-// `generic_plan`: it runs with plan_cache_mode = force_generic_plan. PostgreSQL plans a prepared
+// `generic_plan`: it runs with plan_cache_mode = force_generic_plan, index scans only. PostgreSQL plans a prepared
 // statement afresh for each call while that looks cheaper than its generic plan, and the claim's
 // custom plans never did: planning cost more than running it for one due task (0.5 of 0.9 ms).
 // The generic plan has the same shape — the recursive priority walk and the due index's ranges
 // make it — and the integration test checks its buffers.
+constexpr const char* kGenericPlanSql =
+    "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off";
+
 struct Statement {
   const char* name;
   const char* sql;
@@ -43,11 +46,14 @@ constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1
 // most that many of such a kind are taken (in due order); the rest stay pending, unlocked as the
 // statement ends. Without limits that step is skipped (a one-time filter on the parameters).
 //
-// The rows are updated where they were locked, by their ctid (a TID scan): no second descent of
-// the primary key per row, and no plan that depends on how many rows the planner expects — the
-// generic plan (below) expects LIMIT $2 to let 100,000 through, and joined them to the table by
-// hashing all of it. A row locked here cannot move before the update; one that another
-// transaction changed in between is left as it is, unclaimed.
+// The rows locked are updated through the primary key, `id = ANY(array)`: one index probe each,
+// whatever the planner expects — the generic plan (below) expects LIMIT $2 to let 100,000 rows
+// through, and joined them to the table by hashing all of it. (Not by ctid: a row another
+// transaction changed after the statement's snapshot is locked in its new version, which a TID
+// scan does not see, so the claim would come back short and the poller take it for "no more
+// due".) The claim runs with index scans only (no bitmap heap scan, no sequential scan): the
+// generic plan costs LIMIT $2 as a tenth of the rows, and a large, churned due range must not
+// tip it into reading and sorting the whole range.
 constexpr Statement kClaim{"agentcron_claim", R"SQL(
 WITH RECURSIVE kinds(k) AS (
   SELECT array(SELECT unnest($1::text[]) EXCEPT SELECT kind FROM agentcron.paused_kinds)
@@ -61,8 +67,8 @@ WITH RECURSIVE kinds(k) AS (
           ORDER BY priority DESC LIMIT 1)
   FROM prios WHERE prios.p IS NOT NULL
 ), due AS (
-  SELECT d.tid, d.id, d.kind, prios.p AS priority, d.scheduled_for FROM prios CROSS JOIN LATERAL (
-    SELECT ctid AS tid, id, kind, scheduled_for FROM agentcron.agent_tasks
+  SELECT d.id, d.kind, prios.p AS priority, d.scheduled_for FROM prios CROSS JOIN LATERAL (
+    SELECT id, kind, scheduled_for FROM agentcron.agent_tasks
     WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()
       AND kind = ANY((SELECT k FROM kinds)::text[])
     ORDER BY scheduled_for, id
@@ -72,10 +78,10 @@ WITH RECURSIVE kinds(k) AS (
   WHERE prios.p IS NOT NULL
   LIMIT $2
 ), picked AS (
-  SELECT tid FROM due WHERE cardinality($6::text[]) = 0
+  SELECT id FROM due WHERE cardinality($6::text[]) = 0
   UNION ALL
-  SELECT x.tid FROM (
-    SELECT tid, kind, row_number() OVER (PARTITION BY kind ORDER BY priority DESC, scheduled_for, id) AS rn FROM due
+  SELECT x.id FROM (
+    SELECT id, kind, row_number() OVER (PARTITION BY kind ORDER BY priority DESC, scheduled_for, id) AS rn FROM due
   ) x LEFT JOIN unnest($6::text[], $7::int[]) AS l(kind, room) ON l.kind = x.kind
   WHERE cardinality($6::text[]) > 0 AND (l.room IS NULL OR x.rn <= l.room)
 )
@@ -84,7 +90,7 @@ SET status = 'running', attempts = t.attempts + 1, locked_by = $3,
     locked_until = now() + $4::bigint * interval '1 millisecond', updated_at = now(),
     claim_token = nextval('agentcron.claim_tokens'),
     occurrence_at = CASE WHEN t.attempts = 0 THEN t.scheduled_for ELSE coalesce(t.occurrence_at, t.scheduled_for) END
-WHERE t.ctid = ANY(ARRAY(SELECT tid FROM picked))
+WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $5 THEN t.payload::text END, t.attempts, t.max_attempts, t.cron, t.timezone, t.timeout_ms,
           (extract(epoch FROM least(greatest(t.scheduled_for, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint,
           (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token,

@@ -38,6 +38,24 @@ PgTaskStore::PgTaskStore(ConnectionPool& pool, StoreOptions options, Logger& log
 
 PgTaskStore::~PgTaskStore() = default;
 
+namespace {
+// Whether a statement writes: only writes tell whether the database takes the worker's work (a
+// read-only server after a failover still answers the queue gauges' reads).
+bool writes(const Statement& s) {
+  return &s != &kStatus && &s != &kStatusCounts && &s != &kNow && &s != &kExpiredRecurring;
+}
+
+// Whether a failure says the database does not answer or cannot take writes: a lost or cut
+// connection, a timeout, a server shutting down, out of resources or read-only. A lock conflict,
+// a deadlock, a value refused or a pool busy in this process say nothing of the kind.
+bool database_unwell(const DatabaseError& e) {
+  if (dynamic_cast<const PoolTimeout*>(&e)) return false;
+  const std::string& s = e.sqlstate();
+  if (s.empty()) return e.error_class() != ErrorClass::permanent;
+  return s.starts_with("08") || s.starts_with("53") || s.starts_with("57") || s.starts_with("58") || s == "25006";
+}
+}  // namespace
+
 // Every query method: its statement as one implicit transaction of query class `t` (timeouts,
 // statement and commit in one round trip), its result read by `read` inside it — so that a value
 // that cannot be read is a DatabaseError like any other.
@@ -49,10 +67,10 @@ auto PgTaskStore::execute(const char* what, const QueryTimeouts& t, const Statem
                                    [&](pqxx::transaction_base& tx, Connection& c) {
                                      return read(run(tx, c, options_.pgbouncer, t, s, args...));
                                    });
-      answering_.store(true, std::memory_order_relaxed);
+      if (writes(s)) answering_.store(true, std::memory_order_relaxed);
       return result;
     } catch (const DatabaseError& e) {
-      if (!e.refuses_values()) answering_.store(false, std::memory_order_relaxed);
+      if (writes(s) && database_unwell(e)) answering_.store(false, std::memory_order_relaxed);
       throw;
     }
   };

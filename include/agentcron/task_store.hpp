@@ -148,9 +148,10 @@ class TaskStore {
   virtual SysTime now() = 0;
   // LISTEN on `channels` (not in pgbouncer mode, where nothing session-scoped lasts).
   virtual std::unique_ptr<Subscription> subscribe(const std::vector<std::string>& channels) = 0;
-  // Whether the database answered the store's last statement: false from a failure that is not
-  // about the statement's own values (a timeout, a lost connection, a refusing server) until a
-  // statement succeeds. Readiness reads it when a round has nothing to claim.
+  // Whether the database takes the store's writes: false from a write that failed because the
+  // database did not answer or cannot write (a lost connection, a timeout, a server shutting
+  // down, full or read-only) until a write succeeds; lock conflicts and refused values do not
+  // count, nor do reads. Readiness reads it when a round has nothing to claim.
   virtual bool answering() const { return true; }
 };
 

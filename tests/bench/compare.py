@@ -244,10 +244,20 @@ def stop(procs):
 
 # ---- measurements --------------------------------------------------------------------------
 
+def wal_bytes():
+    """The cluster's WAL insert position in bytes: during a drain only the system measured writes
+    any, so the difference is its WAL, full-page images after the checkpoint included. (Not
+    pg_stat_wal: a backend that goes idle reports its counts up to 10 s late.)"""
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+        return int(cur.fetchone()[0])
+
+
 def drain(system, n, **kw):
     system.enqueue(n)
     system.settle()
     q(system.db, "CHECKPOINT")
+    wal0 = wal_bytes()
     t0 = time.monotonic()
     procs = system.start(**kw)
     peak_conns, peak_rss = 0, 0
@@ -264,10 +274,11 @@ def drain(system, n, **kw):
             raise RuntimeError(f"{system.name} did not drain within 15 minutes")
         time.sleep(0.02)
     secs = time.monotonic() - t0
+    wal = wal_bytes() - wal0
     peak_rss = max([peak_rss] + [proc_status(p.pid, "VmHWM") for p in procs])
     stop(procs)
     system.settle()
-    return {"rate": n / secs, "conns": peak_conns, "rss_mib": peak_rss / 1024}
+    return {"rate": n / secs, "conns": peak_conns, "rss_mib": peak_rss / 1024, "wal_per_task": wal / n}
 
 
 def sql_limit(n):
@@ -275,9 +286,11 @@ def sql_limit(n):
     a.enqueue(n)
     a.settle()
     q(a.db, "CHECKPOINT")
+    wal0 = wal_bytes()
     out = subprocess.run([SQL_LIMIT, conninfo(a.db), "500"], check=True, capture_output=True, text=True).stdout.split()
+    wal = wal_bytes() - wal0
     a.settle()
-    return {"rate": float(out[2])}
+    return {"rate": float(out[2]), "wal_per_task": wal / n}
 
 
 def pickup(system, tries, **kw):
@@ -389,15 +402,16 @@ def main():
     lines.append(f"Measured {time.strftime('%Y-%m-%d')}: {args.runs} interleaved rounds, N = {args.n:,} no-op tasks, "
                  f"median (min–max). Ratios are taken within each round — to that round's best peer (overall "
                  f"{best_peer}) and to its plain-SQL limit — then their median (min–max).\n")
-    lines.append("| system | drain jobs/s | × best peer | % of SQL limit | connections (drain) | peak RSS MiB |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| system | drain jobs/s | × best peer | % of SQL limit | WAL bytes/job | connections (drain) | peak RSS MiB |")
+    lines.append("|---|---|---|---|---|---|---|")
     for k in ["agentcron", "agentcron x3", "graphile-worker", "pg-boss", "plain SQL"]:
         rows = results[k]
         conns = fmt_range([r["conns"] for r in rows]) if "conns" in rows[0] else "1"
         rss = fmt_range([r["rss_mib"] for r in rows], digits=1) if "rss_mib" in rows[0] else "—"
         vs_peer = fmt_range([x / b for x, b in zip(rate[k], best_in_round)], "×", 2)
         vs_sql = fmt_range([100 * x / q for x, q in zip(rate[k], rate["plain SQL"])], " %")
-        lines.append(f"| {k} | {fmt_range(rate[k])} | {vs_peer} | {vs_sql} | {conns} | {rss} |")
+        wal = fmt_range([r["wal_per_task"] for r in rows])
+        lines.append(f"| {k} | {fmt_range(rate[k])} | {vs_peer} | {vs_sql} | {wal} | {conns} | {rss} |")
     lines.append("\n| pickup latency (idle worker, one task enqueued) | median ms | p99 ms |")
     lines.append("|---|---|---|")
     for k, v in pick.items():

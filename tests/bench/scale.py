@@ -53,6 +53,8 @@ def statements():
 
 
 SQL = statements()
+# What the store sets for a generic_plan statement (pg_statements.hpp's kGenericPlanSql).
+GENERIC_PLAN_SQL = re.search(r'kGenericPlanSql =\s*"([^"]*)"', open(os.path.join(ROOT, "src", "pg_statements.hpp")).read()).group(1)
 kv = dict(p.split("=", 1) for p in args.server.split())
 URL = f"postgresql://{kv['user']}@{kv['host']}:{kv['port']}/{DB}"
 
@@ -107,7 +109,7 @@ def explain(sql, params, hash_by_id, generic_plan, raw_sql):
             if hash_by_id:
                 run("SET LOCAL enable_nestloop = off")
             if generic_plan:
-                run("SET LOCAL plan_cache_mode = force_generic_plan")
+                run(GENERIC_PLAN_SQL)
             plan = "\n".join(r[0] for r in run("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *params))
         finally:
             run("ROLLBACK")

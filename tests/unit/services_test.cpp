@@ -393,9 +393,13 @@ TEST_F(PollerOnFake, ARoundWithNoRoomCountsForReadinessOnlyWhileTheDatabaseAnswe
   store.complete_many({}, "w1");          // the database answers again
   EXPECT_EQ(p->run_once().claimed, 0);
   EXPECT_GT(p->last_tick(), claimed_at);
-  // A value the database refused says nothing against the database itself.
+  // A value refused, a lock conflict or a failed read says nothing against the database itself.
   store.fail("complete_many", DatabaseError("bad value", "22021", ErrorClass::permanent));
+  store.fail("complete_many", DatabaseError("lock timeout", "55P03", ErrorClass::transient));
+  store.fail("status", DatabaseError("timeout", "57014", ErrorClass::transient));
   EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
+  EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
+  EXPECT_THROW(store.status(), DatabaseError);
   EXPECT_TRUE(store.answering());
 }
 
