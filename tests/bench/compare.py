@@ -129,6 +129,10 @@ class System:
     def busy(self): ...  # whether tasks are left to do
     tables = ()
 
+    def reset_claim_cost(self): ...
+    def claim_cost(self):
+        return {}
+
     def settle(self):
         """Untimed: vacuum and analyze the system's tables, so that no autovacuum of one run's
         100 000 dead rows lands in the middle of the next measurement (another system's)."""
@@ -163,6 +167,19 @@ class Agentcron(System):
         return [subprocess.Popen([BENCH_WORKER, "--config", cfg, "run"], env=env, stdout=subprocess.PIPE if trace else
                                  subprocess.DEVNULL, stderr=open(f"/tmp/agentcron-bench-worker-{i}.log", "w"), text=True)
                 for i in range(procs)]
+
+    # The claims' cost per task claimed (pg_stat_statements, loaded by bench-compare): several
+    # processes skip each other's locked rows, which shows as buffers read per row claimed.
+    def reset_claim_cost(self):
+        q(self.db, "SELECT pg_stat_statements_reset()")
+
+    def claim_cost(self):
+        rows = q(self.db, "SELECT sum(rows), sum(shared_blks_hit + shared_blks_read), sum(total_exec_time) "
+                          "FROM pg_stat_statements WHERE query LIKE 'PREPARE agentcron_claim %%'")
+        n, buffers, ms = rows[0]
+        if not n:
+            return {}
+        return {"claim_buffers_per_task": float(buffers) / float(n), "claim_us_per_task": 1000.0 * ms / float(n)}
 
     def insert_one(self):
         return q(self.db, "INSERT INTO agentcron.agent_tasks (kind) VALUES ('noop') "
@@ -258,6 +275,7 @@ def drain(system, n, **kw):
     system.settle()
     q(system.db, "CHECKPOINT")
     wal0 = wal_bytes()
+    system.reset_claim_cost()
     t0 = time.monotonic()
     procs = system.start(**kw)
     peak_conns, peak_rss = 0, 0
@@ -275,10 +293,11 @@ def drain(system, n, **kw):
         time.sleep(0.02)
     secs = time.monotonic() - t0
     wal = wal_bytes() - wal0
+    claims = system.claim_cost()
     peak_rss = max([peak_rss] + [proc_status(p.pid, "VmHWM") for p in procs])
     stop(procs)
     system.settle()
-    return {"rate": n / secs, "conns": peak_conns, "rss_mib": peak_rss / 1024, "wal_per_task": wal / n}
+    return {"rate": n / secs, "conns": peak_conns, "rss_mib": peak_rss / 1024, "wal_per_task": wal / n, **claims}
 
 
 def sql_limit(n):
@@ -356,6 +375,7 @@ def main():
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         admin.cursor().execute(f"CREATE DATABASE {db}")
     a.setup(); g.setup(); b.setup()
+    q(a.db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
     results = {k: [] for k in ["agentcron", "agentcron x3", "graphile-worker", "pg-boss", "plain SQL"]}
     for run in range(args.runs):
@@ -425,10 +445,11 @@ def main():
         lines.append(f"| {k} | {cpu} | {v['stmt_per_min']:.0f} | {v['conns']} |")
     lines.append(f"\nScaling of agentcron (N = {scale_n:,}, one run each; otherwise batch_size "
                  f"{BENCH_BATCH}, concurrency {BENCH_CONCURRENCY}, 1 process):\n")
-    lines.append("| setting | jobs/s | connections | peak RSS MiB |")
-    lines.append("|---|---|---|---|")
+    lines.append("| setting | jobs/s | connections | peak RSS MiB | claim: buffers per task | claim: server µs per task |")
+    lines.append("|---|---|---|---|---|---|")
     for k, v in scaling.items():
-        lines.append(f"| {k} | {v['rate']:,.0f} | {v['conns']} | {v['rss_mib']:.1f} |")
+        lines.append(f"| {k} | {v['rate']:,.0f} | {v['conns']} | {v['rss_mib']:.1f} | "
+                     f"{v.get('claim_buffers_per_task', 0):.1f} | {v.get('claim_us_per_task', 0):.1f} |")
     lines.append("\n| N queued | peak RSS MiB |")
     lines.append("|---|---|")
     for n, r in memory.items():
