@@ -45,14 +45,10 @@ bool writes(const Statement& s) {
   return &s != &kStatus && &s != &kStatusCounts && &s != &kNow && &s != &kExpiredRecurring;
 }
 
-// Whether a failure says the database does not answer or cannot take writes: a lost or cut
-// connection, a timeout, a server shutting down, out of resources or read-only. A lock conflict,
-// a deadlock, a value refused or a pool busy in this process say nothing of the kind.
+// Whether a failure counts against the database (DatabaseError::says_database_unwell); a pool
+// busy in this process does not.
 bool database_unwell(const DatabaseError& e) {
-  if (dynamic_cast<const PoolTimeout*>(&e)) return false;
-  const std::string& s = e.sqlstate();
-  if (s.empty()) return e.error_class() != ErrorClass::permanent;
-  return s.starts_with("08") || s.starts_with("53") || s.starts_with("57") || s.starts_with("58") || s == "25006";
+  return !dynamic_cast<const PoolTimeout*>(&e) && e.says_database_unwell();
 }
 }  // namespace
 

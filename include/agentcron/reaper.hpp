@@ -33,7 +33,8 @@ struct ReaperOptions {
 
 struct ReaperResult {
   int reaped = 0;   // orphans waited for this round
-  int skipped = 0;  // children a handler waits for itself
+  int skipped = 0;  // children a handler waits for itself (counted in rounds that walk them:
+                    // only once some child has exited)
 };
 
 class Reaper {

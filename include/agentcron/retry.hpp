@@ -48,6 +48,14 @@ class DatabaseError : public std::runtime_error {
     return sqlstate_.empty() || sqlstate_.rfind("22", 0) == 0 || sqlstate_.rfind("23", 0) == 0 ||
            sqlstate_.rfind("54", 0) == 0;
   }
+  // Whether the failure says the database does not take this worker's statements at all: a lost
+  // or cut connection, a timeout, a server shutting down, out of resources, read-only, or
+  // refusing this role, database or schema. Not the statement's own values, and not a lock
+  // conflict, deadlock or serialization failure, which another try may pass.
+  bool says_database_unwell() const {
+    if (refuses_values()) return false;
+    return sqlstate_ != "55P03" && sqlstate_ != "40P01" && sqlstate_ != "40001";
+  }
 
  private:
   std::string sqlstate_;

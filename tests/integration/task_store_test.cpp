@@ -601,6 +601,36 @@ TEST_F(StoreTest, ClaimBlockedByALockFailsWithinTheLockTimeoutAndLeavesNothingId
   EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"), 0);
 }
 
+// Readiness asks the store whether the database takes its writes (TaskStore::answering): a
+// write refused because the database cannot serve this worker (here its table is gone) turns it
+// false until a write passes; a lock conflict and a read say nothing either way.
+TEST_F(StoreTest, AnsweringFollowsTheLastWriteAndIgnoresLockConflictsAndReads) {
+  Config c = config;
+  c.timeouts.lock = 300ms;
+  open(c);
+  store->rescue_expired(10);
+  EXPECT_TRUE(store->answering());
+  db.exec("ALTER TABLE agentcron.agent_tasks RENAME TO agent_tasks_away");
+  EXPECT_THROW(store->rescue_expired(10), DatabaseError);
+  EXPECT_FALSE(store->answering());
+  db.exec("ALTER TABLE agentcron.agent_tasks_away RENAME TO agent_tasks");
+  EXPECT_NO_THROW(store->status());  // a read
+  EXPECT_FALSE(store->answering());
+  store->rescue_expired(10);
+  EXPECT_TRUE(store->answering());
+  pqxx::connection blocker(db.conninfo());
+  pqxx::work hold(blocker);
+  hold.exec("LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE");
+  try {
+    store->rescue_expired(10);
+    ADD_FAILURE() << "the rescue went through a table lock";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+  }
+  EXPECT_TRUE(store->answering());
+  hold.abort();
+}
+
 TEST_F(StoreTest, StatementOutlivingItsTimeoutIsCancelledByTheServer) {
   Config c = config;
   c.timeouts.update = 300ms;

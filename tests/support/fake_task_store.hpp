@@ -106,7 +106,7 @@ class FakeTaskStore final : public TaskStore {
   bool answering() const override { return answering_; }
   std::vector<Task> claim_due(const ClaimParams& p) override {
     std::lock_guard lock(mu_);
-    enter("claim_due");
+    enter("claim_due", p.limit > 0 && !p.kinds.empty());
     if (p.limit <= 0 || p.kinds.empty()) return {};
     std::vector<Row*> due;
     for (auto& [id, r] : rows_)
@@ -138,7 +138,7 @@ class FakeTaskStore final : public TaskStore {
 
   std::vector<std::int64_t> complete_many(const std::vector<Completion>& outs, const std::string& worker) override {
     std::lock_guard lock(mu_);
-    enter("complete_many");
+    enter("complete_many", !outs.empty());
     std::vector<std::int64_t> done;
     for (const Completion& o : outs) {
       Row* r = held(o.id, o.claim_token, worker);
@@ -165,7 +165,7 @@ class FakeTaskStore final : public TaskStore {
 
   std::int64_t release_many(const std::vector<ClaimRef>& claims, const std::string& worker, const std::string&) override {
     std::lock_guard lock(mu_);
-    enter("release_many");
+    enter("release_many", !claims.empty());
     std::int64_t n = 0;
     for (const ClaimRef& c : claims) {
       Row* r = held(c.id, c.token, worker);
@@ -181,7 +181,7 @@ class FakeTaskStore final : public TaskStore {
   std::vector<std::int64_t> extend_leases(const std::vector<ClaimRef>& claims, const std::string& worker,
                                           Millis lease) override {
     std::lock_guard lock(mu_);
-    enter("extend_leases");
+    enter("extend_leases", !claims.empty());
     std::vector<std::int64_t> ids;
     for (const ClaimRef& c : claims)
       if (Row* r = held(c.id, c.token, worker)) {
@@ -219,7 +219,7 @@ class FakeTaskStore final : public TaskStore {
 
   RescueResult reschedule_expired(const std::vector<Reschedule>& moves) override {
     std::lock_guard lock(mu_);
-    enter("reschedule_expired");
+    enter("reschedule_expired", !moves.empty());
     RescueResult out;
     for (const Reschedule& m : moves) {
       auto it = rows_.find(m.id);
@@ -321,18 +321,18 @@ class FakeTaskStore final : public TaskStore {
     }
   };
 
-  void enter(const std::string& method) {
+  // `sends`: whether PgTaskStore would send a statement for this call (it sends none for an
+  // empty batch), and so learn whether the database answers.
+  void enter(const std::string& method, bool sends = true) {
     ++calls_[method];
     auto it = failures_.find(method);
     if (it != failures_.end() && !it->second.empty()) {
       DatabaseError e = it->second.front();
       it->second.pop_front();
-      if (writes(method) && e.is_transient() && e.sqlstate() != "55P03" && e.sqlstate() != "40P01" &&
-          e.sqlstate() != "40001")
-        answering_ = false;  // as PgTaskStore: a write the database did not take
+      if (writes(method) && e.says_database_unwell()) answering_ = false;  // as PgTaskStore
       throw e;
     }
-    if (writes(method)) answering_ = true;
+    if (sends && writes(method)) answering_ = true;
   }
   static bool writes(const std::string& method) {
     return method != "status" && method != "now" && method != "expired_recurring" && method != "subscribe";

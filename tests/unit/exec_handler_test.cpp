@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -103,6 +104,39 @@ TEST_F(ExecTest, AReaperRunningBesideTakesOrphansButNeverAHandlersExitStatus) {
   EXPECT_TRUE(testing::eventually([&] { return ::kill(orphan, 0) != 0; }, 5s)) << "the orphan was not reaped";
   reaper.request_stop();
   reaper.wait();
+  EXPECT_EQ(zombie_children(), 0);
+}
+
+// A round walks the children only once one has exited (a WNOWAIT peek first): then it waits for
+// the orphan and leaves a handler's own child to its handler; with no child it does nothing.
+TEST_F(ExecTest, AReaperRoundTakesTheExitedOrphanAndLeavesAHandlersChild) {
+  ReaperOptions o;
+  Reaper reaper(o, log);  // not started: its rounds run here
+  auto exited = [](pid_t pid) {
+    return testing::eventually([pid] {
+      siginfo_t info{};
+      return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+    }, 5s);
+  };
+  pid_t owned;
+  {
+    auto held = lock_own_children();
+    owned = ::fork();
+    if (owned == 0) ::_exit(0);
+    own_child(owned, held);
+  }
+  pid_t orphan = ::fork();
+  if (orphan == 0) ::_exit(0);
+  ASSERT_TRUE(exited(owned));
+  ASSERT_TRUE(exited(orphan));
+  ReaperResult r = reaper.run_once();
+  EXPECT_EQ(r.reaped, 1);
+  EXPECT_EQ(r.skipped, 1);
+  int status = 0;
+  EXPECT_EQ(::waitpid(owned, &status, 0), owned);  // still there for its handler
+  forget_child(owned);
+  r = reaper.run_once();
+  EXPECT_EQ(r.reaped + r.skipped, 0);
   EXPECT_EQ(zombie_children(), 0);
 }
 

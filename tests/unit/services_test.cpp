@@ -386,21 +386,27 @@ TEST_F(PollerOnFake, ARoundWithNoRoomCountsForReadinessOnlyWhileTheDatabaseAnswe
   auto claimed_at = p->last_tick();
   ASSERT_NE(claimed_at, std::chrono::steady_clock::time_point{});
   store.fail("complete_many", DatabaseError("timeout", "57014", ErrorClass::transient));
-  EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
+  EXPECT_THROW(store.complete_many({Completion{}}, "w1"), DatabaseError);
+  ASSERT_FALSE(store.answering());
+  store.extend_leases({}, "w1", 60s);  // sends nothing, so proves nothing
   ASSERT_FALSE(store.answering());
   EXPECT_EQ(p->run_once().claimed, 0);
   EXPECT_EQ(p->last_tick(), claimed_at);  // not refreshed
-  store.complete_many({}, "w1");          // the database answers again
+  store.rescue_expired(10);               // a write the database answers again
   EXPECT_EQ(p->run_once().claimed, 0);
   EXPECT_GT(p->last_tick(), claimed_at);
   // A value refused, a lock conflict or a failed read says nothing against the database itself.
   store.fail("complete_many", DatabaseError("bad value", "22021", ErrorClass::permanent));
   store.fail("complete_many", DatabaseError("lock timeout", "55P03", ErrorClass::transient));
   store.fail("status", DatabaseError("timeout", "57014", ErrorClass::transient));
-  EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
-  EXPECT_THROW(store.complete_many({}, "w1"), DatabaseError);
+  EXPECT_THROW(store.complete_many({Completion{}}, "w1"), DatabaseError);
+  EXPECT_THROW(store.complete_many({Completion{}}, "w1"), DatabaseError);
   EXPECT_THROW(store.status(), DatabaseError);
   EXPECT_TRUE(store.answering());
+  // A role or schema the database refuses is the database refusing this worker.
+  store.fail("complete_many", DatabaseError("permission denied", "42501", ErrorClass::permanent));
+  EXPECT_THROW(store.complete_many({Completion{}}, "w1"), DatabaseError);
+  EXPECT_FALSE(store.answering());
 }
 
 TEST_F(PollerOnFake, ABacklogOfUnwrittenOutcomesCountsAgainstTheRoom) {
