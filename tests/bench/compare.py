@@ -66,6 +66,20 @@ def q(db, sql, *params):
 
 
 _watchers = {}
+_enqueuers = {}
+
+
+def enqueue_one(db, sql):
+    """One task enqueued as an application would: on a connection it keeps open. (A connection
+    per insert, as q() opens, had the backend's start and exit compete with the worker for the
+    two cores: every system's pickup read about 1.5 ms slower.)"""
+    if db not in _enqueuers:
+        c = psycopg2.connect(conninfo(db))
+        c.autocommit = True
+        _enqueuers[db] = c
+    with _enqueuers[db].cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()
 
 
 def watch(db, sql):
@@ -182,8 +196,8 @@ class Agentcron(System):
         return {"claim_buffers_per_task": float(buffers) / float(n), "claim_us_per_task": 1000.0 * ms / float(n)}
 
     def insert_one(self):
-        return q(self.db, "INSERT INTO agentcron.agent_tasks (kind) VALUES ('noop') "
-                          "RETURNING id::text, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint")[0]
+        return enqueue_one(self.db, "INSERT INTO agentcron.agent_tasks (kind) VALUES ('noop') "
+                                    "RETURNING id::text, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint")
 
 
 class Graphile(System):
@@ -210,8 +224,8 @@ class Graphile(System):
                                  text=True)]
 
     def insert_one(self):
-        return q(self.db, "SELECT (graphile_worker.add_job('noop', '{}'::json)).id::text, "
-                          "(extract(epoch FROM clock_timestamp()) * 1e6)::bigint")[0]
+        return enqueue_one(self.db, "SELECT (graphile_worker.add_job('noop', '{}'::json)).id::text, "
+                                    "(extract(epoch FROM clock_timestamp()) * 1e6)::bigint")
 
 
 class PgBoss(System):
@@ -243,8 +257,8 @@ class PgBoss(System):
 
     def insert_one(self):
         # Plain SQL with the table's defaults: going through pg-boss's API would add node's start-up.
-        return q(self.db, "INSERT INTO pgboss.job (name, data) VALUES ('noop', '{}') "
-                          "RETURNING id::text, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint")[0]
+        return enqueue_one(self.db, "INSERT INTO pgboss.job (name, data) VALUES ('noop', '{}') "
+                                    "RETURNING id::text, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint")
 
 
 def stop(procs):
