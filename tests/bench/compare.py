@@ -72,7 +72,7 @@ _enqueuers = {}
 def enqueue_one(db, sql):
     """One task enqueued as an application would: on a connection it keeps open. (A connection
     per insert, as q() opens, had the backend's start and exit compete with the worker for the
-    two cores: every system's pickup read about 1.5 ms slower.)"""
+    two cores: agentcron's pickup read 2.6 ms instead of 1.1 on a quiet cluster.)"""
     if db not in _enqueuers:
         c = psycopg2.connect(conninfo(db))
         c.autocommit = True
