@@ -35,28 +35,6 @@ std::string shown(const nlohmann::ordered_json& v, std::size_t max_bytes) {
   return s;
 }
 
-// PostgreSQL's JSON text with DEL and the C1 controls escaped too (JSON escapes only C0): safe to
-// print on a terminal, and still the same JSON.
-std::string terminal_json(const std::string& text) {
-  std::string out;
-  out.reserve(text.size());
-  static const char* hex = "0123456789abcdef";
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    unsigned char u = static_cast<unsigned char>(text[i]);
-    unsigned char next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
-    if (u == 0x7f || (u == 0xc2 && next >= 0x80 && next <= 0x9f)) {
-      unsigned char v = u == 0x7f ? u : next;
-      if (u == 0xc2) ++i;
-      out += "\\u00";
-      out += hex[v >> 4];
-      out += hex[v & 15];
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
 // Prints JSON rows as an aligned table (`columns`, in that order; an empty list: every key of the
 // first row) or as one JSON array.
 void print_rows(const JsonRows& rows, bool json, std::vector<std::string> columns = {}) {

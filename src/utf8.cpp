@@ -78,6 +78,24 @@ std::string bounded_utf8(std::string_view in, std::size_t max_bytes) {
   return out;
 }
 
+namespace {
+// The code point of the C1 control (U+0080–U+009F, "\xc2\x80"–"\xc2\x9f") whose bytes start at
+// s[i], or 0 when there is none there. Some terminals read U+009B as CSI.
+unsigned char c1_control_at(std::string_view s, std::size_t i) {
+  if (i + 1 >= s.size() || static_cast<unsigned char>(s[i]) != 0xc2) return 0;
+  unsigned char next = static_cast<unsigned char>(s[i + 1]);
+  return next >= 0x80 && next <= 0x9f ? next : 0;
+}
+
+// Appends `prefix` and the two hex digits of `v` ("\x1b", "\u009b").
+void append_hex(std::string& out, const char* prefix, unsigned char v) {
+  static const char* hex = "0123456789abcdef";
+  out += prefix;
+  out += hex[v >> 4];
+  out += hex[v & 15];
+}
+}  // namespace
+
 std::string one_line_text(std::string_view in) {
   std::string valid = valid_utf8(in);
   std::string out;
@@ -85,26 +103,35 @@ std::string one_line_text(std::string_view in) {
   for (std::size_t i = 0; i < valid.size(); ++i) {
     char c = valid[i];
     unsigned char u = static_cast<unsigned char>(c);
-    // C1 controls (U+0080–U+009F, "\xc2\x80"–"\xc2\x9f"): some terminals read U+009B as CSI.
-    if (u == 0xc2 && i + 1 < valid.size() && static_cast<unsigned char>(valid[i + 1]) >= 0x80 &&
-        static_cast<unsigned char>(valid[i + 1]) <= 0x9f) {
-      static const char* hex = "0123456789abcdef";
-      unsigned char v = static_cast<unsigned char>(valid[++i]);
-      out += "\\u00";
-      out += hex[v >> 4];
-      out += hex[v & 15];
-      continue;
-    }
-    if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
-    else if (u < 0x20 || u == 0x7f) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[u >> 4];
-      out += hex[u & 15];
+    if (unsigned char c1 = c1_control_at(valid, i)) {
+      append_hex(out, "\\u00", c1);
+      ++i;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      append_hex(out, "\\x", u);
     } else {
       out += c;
+    }
+  }
+  return out;
+}
+
+std::string terminal_json(std::string_view json) {
+  std::string out;
+  out.reserve(json.size());
+  for (std::size_t i = 0; i < json.size(); ++i) {
+    if (unsigned char c1 = c1_control_at(json, i)) {
+      append_hex(out, "\\u00", c1);
+      ++i;
+    } else if (static_cast<unsigned char>(json[i]) == 0x7f) {
+      append_hex(out, "\\u00", 0x7f);
+    } else {
+      out += json[i];
     }
   }
   return out;

@@ -28,4 +28,8 @@ std::string bounded_utf8(std::string_view in, std::size_t max_bytes);
 // \x1b…, C1 controls as \u009b… — for messages and terminals that show what a user wrote.
 std::string one_line_text(std::string_view in);
 
+// JSON text (as PostgreSQL writes it: C0 controls already escaped) with DEL and the C1 controls
+// escaped too, as \u007f and \u009b…: safe to print on a terminal, and still the same JSON.
+std::string terminal_json(std::string_view json);
+
 }  // namespace agentcron

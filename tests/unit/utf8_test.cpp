@@ -93,5 +93,12 @@ TEST(Utf8, OneLineTextWritesOutC0AndC1ControlsForTerminals) {
   EXPECT_EQ(one_line_text("a\x1b[2Jb\x07\tc\n\xc2\x9b" "31m \xc2\xa0\xc3\xa9"), "a\\x1b[2Jb\\x07\\tc\\n\\u009b31m \xc2\xa0\xc3\xa9");
 }
 
+TEST(Utf8, TerminalJsonEscapesDelAndC1ControlsAndKeepsTheRest) {
+  // PostgreSQL's JSON escapes C0 itself; DEL, U+009B (CSI) and U+0085 pass through it.
+  EXPECT_EQ(terminal_json("{\"a\": \"x\x7f\xc2\x9b" "31m\xc2\x85 \xc2\xa0\xc3\xa9\\u001b\"}"),
+            "{\"a\": \"x\\u007f\\u009b31m\\u0085 \xc2\xa0\xc3\xa9\\u001b\"}");
+  EXPECT_EQ(terminal_json("\xc2"), "\xc2");  // a lone lead byte at the end is left alone
+}
+
 }  // namespace
 }  // namespace agentcron
