@@ -137,8 +137,8 @@ TickResult Poller::run_once(int max_tasks) {
     if (got == 0) break;  // every kind at its limit
   }
   // A round that sent no claim (no room, every kind at its limit) proves nothing about the
-  // database: it counts as completed only while the database answers the worker's other
-  // statements. During an outage the outcomes that cannot be written fill the room, and
+  // database: it counts as completed only while the database takes the worker's writes
+  // (TaskStore::answering). During an outage the outcomes that cannot be written fill the room, and
   // readiness must not stay green on rounds that never leave the process.
   if (!reached && !store_.answering()) return r;
   last_tick_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();

@@ -90,7 +90,7 @@ class Poller {
 
   PollerStats stats() const;
   // steady_clock time of the last completed tick (readiness): one that sent a claim, or one with
-  // nothing to claim while the store's other statements were answered (TaskStore::answering).
+  // nothing to claim while the database took the store's writes (TaskStore::answering).
   std::chrono::steady_clock::time_point last_tick() const;
   bool listening() const { return listening_; }
   // Grows each time the poller's thread goes round its loop (see PollerOptions::heartbeat).

@@ -148,10 +148,10 @@ class TaskStore {
   virtual SysTime now() = 0;
   // LISTEN on `channels` (not in pgbouncer mode, where nothing session-scoped lasts).
   virtual std::unique_ptr<Subscription> subscribe(const std::vector<std::string>& channels) = 0;
-  // Whether the database takes the store's writes: false from a write that failed because the
-  // database did not answer or cannot write (a lost connection, a timeout, a server shutting
-  // down, full or read-only) until a write succeeds; lock conflicts and refused values do not
-  // count, nor do reads. Readiness reads it when a round has nothing to claim.
+  // Whether the database takes the store's writes: false from a write that failed for any
+  // reason DatabaseError::says_database_unwell counts (a lost connection, a timeout, a read-only
+  // server, a refused role or a missing table — not a refused value or a lock conflict) until a
+  // write succeeds; reads do not count. Readiness reads it when a round has nothing to claim.
   virtual bool answering() const { return true; }
 };
 
