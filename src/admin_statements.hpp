@@ -210,7 +210,7 @@ RETURNING s.name
 )SQL"};
 
 // `doctor`: everything its checks read, in one statement of bounded cost (catalog views, the
-// lease index, the first 10,000 due rows of each priority), as one JSON object. $1 is
+// lease index, up to 10,000 due rows of each kind), as one JSON object. $1 is
 // database.application_name: workers connect as "$1/<worker id>" (cut at 63 bytes by the
 // server), the CLI as "$1/cli:<pid>".
 constexpr Statement kDoctor{"agentcron_doctor", R"SQL(
@@ -257,22 +257,25 @@ SELECT json_build_object(
   'invalid_indexes', (SELECT coalesce(json_agg(c.relname), '[]') FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                       WHERE i.indrelid IN ('agentcron.agent_tasks'::regclass, 'agentcron.task_runs'::regclass)
                         AND NOT (i.indisvalid AND i.indisready)),
-  'due_kinds', (WITH RECURSIVE prios(p) AS (
-        (SELECT priority FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved'
-         ORDER BY priority DESC LIMIT 1)
-        UNION ALL
-        SELECT (SELECT priority FROM agentcron.agent_tasks
-                WHERE status = 'pending' AND approval = 'approved' AND priority < prios.p ORDER BY priority DESC LIMIT 1)
-        FROM prios WHERE prios.p IS NOT NULL
-      )
+  'due_kinds', (WITH kp(k, p) AS (SELECT kind, priority FROM agentcron.due_index_pairs()),
+        ks(k) AS (SELECT DISTINCT k FROM kp)
       SELECT coalesce(json_agg(k), '[]') FROM (
-        SELECT kind, count(*) AS due, extract(epoch FROM now() - min(scheduled_for)) AS oldest_seconds
-        FROM prios CROSS JOIN LATERAL (
-          SELECT kind, scheduled_for FROM agentcron.agent_tasks
-          WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()
-          ORDER BY scheduled_for LIMIT 10000) d
-        WHERE prios.p IS NOT NULL
-        GROUP BY kind ORDER BY 3 DESC LIMIT 50) k),
+        SELECT ks.k AS kind, d.n AS due, extract(epoch FROM now() - o.at) AS oldest_seconds
+        FROM ks CROSS JOIN LATERAL (
+          SELECT count(*) AS n FROM (
+            SELECT 1 FROM kp CROSS JOIN LATERAL (
+              SELECT 1 FROM agentcron.agent_tasks
+              WHERE status = 'pending' AND approval = 'approved' AND kind = kp.k AND priority = kp.p
+                AND scheduled_for <= now() LIMIT 10000) x
+            WHERE kp.k = ks.k LIMIT 10000) y) d
+        CROSS JOIN LATERAL (
+          SELECT min(m.at) AS at FROM kp CROSS JOIN LATERAL (
+            SELECT min(scheduled_for) AS at FROM agentcron.agent_tasks
+            WHERE status = 'pending' AND approval = 'approved' AND kind = kp.k AND priority = kp.p
+              AND scheduled_for <= now()) m
+          WHERE kp.k = ks.k) o
+        WHERE d.n > 0
+        ORDER BY 3 DESC LIMIT 50) k),
   'paused_kinds', (SELECT coalesce(json_agg(kind), '[]') FROM agentcron.paused_kinds),
   'expired_leases', (SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until IS NOT NULL
                      AND locked_until < now() - interval '1 minute' AND status = 'running'),

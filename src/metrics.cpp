@@ -124,7 +124,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
     e.family("agentcron_queue_estimated", "gauge", "1 when agentcron_queue_tasks are the planner's estimates.")
         .sample(q.estimated ? 1 : 0);
     e.family("agentcron_queue_due", "gauge",
-             "Tasks due now (counted up to 10000 per priority; agentcron_queue_due_capped says when it stopped).")
+             "Tasks due now (counted up to 10000; agentcron_queue_due_capped says when it stopped).")
         .sample(static_cast<double>(q.due_now));
     e.family("agentcron_queue_due_capped", "gauge", "1 when agentcron_queue_due is a lower bound.").sample(q.due_capped ? 1 : 0);
     e.family("agentcron_queue_oldest_due_seconds", "gauge", "Age of the oldest due task; 0 when none is due.")

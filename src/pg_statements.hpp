@@ -5,6 +5,8 @@
 // implementation in pg_task_store.cpp, and the same method on the fake in tests/support/.
 #pragma once
 
+#include <cstddef>
+
 namespace agentcron::pg {
 
 // A statement of the store: the name it is prepared under and its SQL. `hash_by_id`: it joins a
@@ -27,24 +29,30 @@ struct Statement {
   const char* sql;
   bool hash_by_id = false;
   bool generic_plan = false;
+  const char* label = nullptr;  // its name in metrics, when not `name` (claim_statement())
 };
 
 constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1000000)::bigint"};
 
-// Claims up to $2 due tasks, highest priority first, then the oldest, then the lowest id. The
-// due index leads with priority, so one ordered scan of it would walk every future task of a
-// priority before reaching the due ones of the next: its cost grew with the tasks waiting in
-// the future (tens of milliseconds at a million). Instead the statement skips from one priority value to the
-// next (`prios`: one index probe each, a loose index scan) and, for each in turn, reads that
-// priority's due range of the index in order — a bounded number of buffers whatever waits in
-// the future. The nested loop over `prios` keeps the priority order, and rows are locked only
-// as the outer LIMIT pulls them. Its cost grows with the distinct priorities of pending tasks
-// (one probe each when the claim comes back short): a handful is the intended use.
+// Claims up to $2 due tasks of the kinds $1, highest priority first, then the oldest, then the
+// lowest id — its cost bounded by the tasks it takes, whatever else waits. The due index is led by
+// kind, then priority, then scheduled_for (migration 0009), and the statement never reads past
+// what it takes:
+// - Tasks waiting in the future: a priority's due range ends at now(), and the statement skips
+//   from one priority to the next below it (`prios`: one index probe per kind taken, a loose
+//   index scan), reading each priority's due range in turn. Its cost grows with the distinct
+//   priorities of pending tasks (a probe each when the claim comes back short): a handful is the
+//   intended use.
+// - Tasks of other kinds — paused fleet-wide (agentcron.paused_kinds, left out of `kinds`), or
+//   with no handler here — are never read: each kind taken has its own range of the index
+//   (@DUE@, below; claim_statement() writes one range per slot of the kinds array).
+// The nested loop over `prios` keeps the priority order. The rows locked are the rows taken, but
+// for a shortfall under contention with several kinds (below) and the per-kind limits:
 //
-// Kinds paused fleet-wide (agentcron.paused_kinds) are left out. $6/$7 name the kinds this worker
-// limits (`[handlers.<kind>] concurrency`) and the slots each has free now: of the rows found, at
-// most that many of such a kind are taken (in due order); the rest stay pending, unlocked as the
-// statement ends. Without limits that step is skipped (a one-time filter on the parameters).
+// $6/$7 name the kinds this worker limits (`[handlers.<kind>] concurrency`) and the slots each
+// has free now: of the rows found, at most that many of such a kind are taken (in due order); the
+// rest stay pending, unlocked as the statement ends. Without limits that step is skipped (a
+// one-time filter on the parameters).
 //
 // The rows locked are updated through the primary key, `id = ANY(array)`: one index probe each,
 // whatever the planner expects — the generic plan (below) expects LIMIT $2 to let 100,000 rows
@@ -54,29 +62,94 @@ constexpr Statement kNow{"agentcron_now", "SELECT (extract(epoch FROM now()) * 1
 // due".) The claim runs with index scans only (no bitmap heap scan, no sequential scan): the
 // generic plan costs LIMIT $2 as a tenth of the rows, and a large, churned due range must not
 // tip it into reading and sorting the whole range.
-constexpr Statement kClaim{"agentcron_claim", R"SQL(
-WITH RECURSIVE kinds(k) AS (
-  SELECT array(SELECT unnest($1::text[]) EXCEPT SELECT kind FROM agentcron.paused_kinds)
-), prios(p) AS (
-  (SELECT priority FROM agentcron.agent_tasks
-   WHERE status = 'pending' AND approval = 'approved'
-   ORDER BY priority DESC LIMIT 1)
-  UNION ALL
-  SELECT (SELECT priority FROM agentcron.agent_tasks
-          WHERE status = 'pending' AND approval = 'approved' AND priority < prios.p
-          ORDER BY priority DESC LIMIT 1)
-  FROM prios WHERE prios.p IS NOT NULL
-), due AS (
+//
+// kClaim's @DUE@: the due rows of the kinds taken, in due order, locked. For one kind, its range
+// of the due index at each priority in turn, locked as read and as the outer LIMIT pulls them:
+constexpr const char* kClaimOneKindSql = R"SQL(
   SELECT d.id, d.kind, prios.p AS priority, d.scheduled_for FROM prios CROSS JOIN LATERAL (
     SELECT id, kind, scheduled_for FROM agentcron.agent_tasks
-    WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()
-      AND kind = ANY((SELECT k FROM kinds)::text[])
+    WHERE kind = (SELECT k FROM kinds)[1] AND priority = prios.p AND status = 'pending' AND approval = 'approved'
+      AND scheduled_for <= now()
     ORDER BY scheduled_for, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
   ) d
   WHERE prios.p IS NOT NULL
-  LIMIT $2
+  LIMIT $2)SQL";
+// For several kinds a locked scan is no longer ordered, so their ranges cannot be merged as they
+// are locked. Each kind's range (one per slot of the kinds array: "@" is the slot's number, and
+// the slots past the array's end read nothing) is read up to three times (@QUOTA@ adds the CTEs):
+// 1. `quota`: the first $2 due rows across priorities and kinds, in due order — each priority's
+//    ranges merged unlocked (a Merge Append, one row ahead per kind, from the index alone) —
+//    counted per kind and priority.
+// 2. `taken`: at each priority with a quota, each kind's range locked as read (FOR UPDATE SKIP
+//    LOCKED) up to its quota. Uncontended, the rows locked are exactly the first $2 in due order,
+//    and nothing more is locked. A row another claim holds is skipped and its kind's next row
+//    taken instead.
+// 3. `more`, only when `taken` fell short of the quota (another claim held the rows a kind's
+//    quota counted, and the kind had no more): the shortfall taken from the priorities in turn,
+//    each kind's range locked up to the shortfall past the rows taken, and the first kept, so that
+//    a claim does not come back short — which tells the poller nothing more is due — while rows
+//    of other kinds or lower priorities are due. Up to (kinds − 1) × the shortfall rows are locked
+//    and left, for the statement's duration.
+// (Locking the merged rows one by one instead was tried and dropped: a row another claim took after
+// this statement's snapshot is passed over only after a locked walk of its update chain, and such
+// a claim fell behind a faster one, stepped over everything it took, and came back empty after
+// 300 ms with 10,000 tasks due. So was locking $2 rows of each kind and keeping the first $2: the
+// rows locked and not taken are skipped by other claims meanwhile, which take lower priorities.)
+constexpr const char* kClaimQuotaSql = R"SQL(
+), quota AS (
+  SELECT kind, priority, count(*) AS n FROM (
+    SELECT c.kind, prios.p AS priority FROM prios CROSS JOIN LATERAL (
+      SELECT kind FROM (@RANGES@) r ORDER BY scheduled_for, id) c
+    WHERE prios.p IS NOT NULL
+    LIMIT $2) f
+  GROUP BY kind, priority
+), taken AS MATERIALIZED (
+  SELECT t.id, t.kind, q.priority, t.scheduled_for FROM (SELECT DISTINCT priority FROM quota) q
+  CROSS JOIN LATERAL (@LOCKED@) t
+), short AS MATERIALIZED (
+  SELECT greatest((SELECT coalesce(sum(n), 0) FROM quota) - (SELECT count(*) FROM taken), 0) AS n)SQL";
+constexpr const char* kClaimMergeSql = R"SQL(
+  SELECT id, kind, priority, scheduled_for FROM taken
+  UNION ALL
+  (SELECT d.id, d.kind, prios.p, d.scheduled_for FROM prios CROSS JOIN LATERAL (
+     SELECT * FROM (@MORE@) m ORDER BY scheduled_for, id LIMIT (SELECT n FROM short)) d
+   WHERE prios.p IS NOT NULL
+   LIMIT (SELECT n FROM short)))SQL";
+// One kind's due range: unlocked (@RANGES@), locked up to its quota (@LOCKED@), and locked up to
+// the shortfall, past the rows taken (@MORE@; not read at all without a shortfall).
+constexpr const char* kClaimRangeSql =
+    "SELECT * FROM (SELECT kind, scheduled_for, id FROM agentcron.agent_tasks WHERE kind = (SELECT k FROM kinds)[@] "
+    "AND priority = prios.p AND status = 'pending' AND approval = 'approved' AND scheduled_for <= now() "
+    "ORDER BY scheduled_for, id) r@";
+constexpr const char* kClaimLockedSql =
+    "SELECT * FROM (SELECT id, kind, scheduled_for FROM agentcron.agent_tasks WHERE kind = (SELECT k FROM kinds)[@] "
+    "AND priority = q.priority AND status = 'pending' AND approval = 'approved' AND scheduled_for <= now() "
+    "ORDER BY scheduled_for, id "
+    "LIMIT (SELECT coalesce(max(n), 0) FROM quota WHERE kind = (SELECT k FROM kinds)[@] AND priority = q.priority) "
+    "FOR UPDATE SKIP LOCKED) k@";
+constexpr const char* kClaimMoreSql =
+    "SELECT * FROM (SELECT id, kind, scheduled_for FROM agentcron.agent_tasks WHERE kind = (SELECT k FROM kinds)[@] "
+    "AND priority = prios.p AND status = 'pending' AND approval = 'approved' AND scheduled_for <= now() "
+    "AND id <> ALL(ARRAY(SELECT id FROM taken)) ORDER BY scheduled_for, id LIMIT (SELECT n FROM short) "
+    "FOR UPDATE SKIP LOCKED) m@";
+
+constexpr Statement kClaim{"agentcron_claim", R"SQL(
+WITH RECURSIVE kinds(k) AS (
+  SELECT array(SELECT unnest($1::text[]) EXCEPT SELECT kind FROM agentcron.paused_kinds)
+), prios(p) AS (
+  SELECT (SELECT max(x.priority) FROM unnest((SELECT k FROM kinds)) u(k) CROSS JOIN LATERAL (
+            SELECT priority FROM agentcron.agent_tasks
+            WHERE status = 'pending' AND approval = 'approved' AND kind = u.k
+            ORDER BY priority DESC LIMIT 1) x)
+  UNION ALL
+  SELECT (SELECT max(x.priority) FROM unnest((SELECT k FROM kinds)) u(k) CROSS JOIN LATERAL (
+            SELECT priority FROM agentcron.agent_tasks
+            WHERE status = 'pending' AND approval = 'approved' AND kind = u.k AND priority < prios.p
+            ORDER BY priority DESC LIMIT 1) x)
+  FROM prios WHERE prios.p IS NOT NULL@QUOTA@
+), due AS (@DUE@
 ), picked AS (
   SELECT id FROM due WHERE cardinality($6::text[]) = 0
   UNION ALL
@@ -96,6 +169,13 @@ RETURNING t.id, t.agent_id, t.kind, CASE WHEN octet_length(t.payload::text) <= $
           (extract(epoch FROM now()) * 1000000)::bigint, t.priority, octet_length(t.payload::text), t.claim_token,
           (extract(epoch FROM least(greatest(t.occurrence_at, '1900-01-01 UTC'), '2200-01-01 UTC')) * 1000000)::bigint
 )SQL", false, true};
+
+// kClaim for a kinds array of `kinds` elements: @DUE@ written out for a power of two of slots at
+// least that many (the slots past the array's end read nothing), so that a worker prepares at most
+// a few variants as its kinds at their limit come and go. Built once per slot count, kept for the
+// process's life; prepared as agentcron_claim (one slot) or agentcron_claim_<slots>, and labelled
+// agentcron_claim in metrics either way.
+const Statement& claim_statement(std::size_t kinds);
 
 constexpr Statement kComplete{"agentcron_complete", R"SQL(
 WITH o AS (
@@ -281,25 +361,23 @@ LIMIT 1
 )SQL"};
 
 // The queue at a glance, in a bounded number of buffers whatever the table's size: running
-// tasks through the lease index; due tasks counted per priority through the due index, at most
-// $1 per priority; the oldest due task per priority; the table's size and each status's share as
+// tasks through the lease index; due tasks counted through the due index, kind by kind and
+// priority by priority (agentcron.due_index_pairs(), migration 0009: one probe per pair), up to
+// $1 in all; the oldest due task (one probe per pair); the table's size and each status's share as
 // the planner's statistics have them (kStatusCounts counts exactly when the table is small).
 constexpr Statement kStatus{"agentcron_status", R"SQL(
-WITH RECURSIVE prios(p) AS (
-  (SELECT priority FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved'
-   ORDER BY priority DESC LIMIT 1)
-  UNION ALL
-  SELECT (SELECT priority FROM agentcron.agent_tasks
-          WHERE status = 'pending' AND approval = 'approved' AND priority < prios.p ORDER BY priority DESC LIMIT 1)
-  FROM prios WHERE prios.p IS NOT NULL
+WITH kp(k, p) AS (
+  SELECT kind, priority FROM agentcron.due_index_pairs()
 ), due AS (
-  SELECT d.n, o.oldest FROM prios
-  CROSS JOIN LATERAL (SELECT count(*) AS n FROM (
-      SELECT 1 FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p
-        AND scheduled_for <= now() LIMIT $1) x) d
-  CROSS JOIN LATERAL (SELECT min(scheduled_for) AS oldest FROM agentcron.agent_tasks
-      WHERE status = 'pending' AND approval = 'approved' AND priority = prios.p AND scheduled_for <= now()) o
-  WHERE prios.p IS NOT NULL
+  SELECT count(*) AS n FROM (
+    SELECT 1 FROM kp CROSS JOIN LATERAL (
+      SELECT 1 FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved' AND kind = kp.k
+        AND priority = kp.p AND scheduled_for <= now() LIMIT $1) x
+    LIMIT $1) y
+), oldest AS (
+  SELECT min(o.at) AS at FROM kp CROSS JOIN LATERAL (
+    SELECT min(scheduled_for) AS at FROM agentcron.agent_tasks
+    WHERE status = 'pending' AND approval = 'approved' AND kind = kp.k AND priority = kp.p AND scheduled_for <= now()) o
 ), size AS (
   SELECT greatest(c.reltuples, 0)::bigint AS n FROM pg_class c WHERE c.oid = 'agentcron.agent_tasks'::regclass
 ), share AS (
@@ -308,9 +386,9 @@ WITH RECURSIVE prios(p) AS (
   WHERE s.schemaname = 'agentcron' AND s.tablename = 'agent_tasks' AND s.attname = 'status'
 )
 SELECT (SELECT count(*) FROM agentcron.agent_tasks WHERE locked_until IS NOT NULL AND status = 'running'),
-       (SELECT coalesce(sum(n), 0) FROM due),
-       (SELECT max(n) FROM due) >= $1,
-       extract(epoch FROM now() - (SELECT min(oldest) FROM due))::double precision,
+       (SELECT n FROM due),
+       (SELECT n FROM due) >= $1,
+       extract(epoch FROM now() - (SELECT at FROM oldest))::double precision,
        (SELECT n FROM size),
        (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'pending'), 0) * (SELECT n FROM size))::bigint FROM share),
        (SELECT round(coalesce(sum(freq) FILTER (WHERE status = 'succeeded'), 0) * (SELECT n FROM size))::bigint FROM share),

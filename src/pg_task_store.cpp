@@ -9,10 +9,12 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <cstdlib>
 #include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -76,13 +78,48 @@ auto PgTaskStore::execute(const char* what, const QueryTimeouts& t, const Statem
   auto start = std::chrono::steady_clock::now();
   try {
     auto result = body();
-    telemetry->statement_duration.observe(prom_label("statement", s.name),
+    telemetry->statement_duration.observe(prom_label("statement", s.label ? s.label : s.name),
                                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return result;
   } catch (const DatabaseError& e) {
     telemetry->database_errors.add(prom_label("class", e.sqlstate().size() >= 2 ? e.sqlstate().substr(0, 2) : "none"));
     throw;
   }
+}
+
+const Statement& pg::claim_statement(std::size_t kinds) {
+  struct Built {
+    std::string name, sql;
+    Statement statement;
+  };
+  static std::mutex mutex;
+  static std::map<std::size_t, std::unique_ptr<Built>> built;
+  std::size_t slots = std::bit_ceil(std::max<std::size_t>(kinds, 1));
+  std::lock_guard lock(mutex);
+  auto& b = built[slots];
+  if (!b) {
+    auto replace_all = [](std::string text, const std::string& from, const std::string& to) {
+      for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+        text.replace(at, from.size(), to);
+      return text;
+    };
+    std::string quota, due = kClaimOneKindSql;
+    if (slots > 1) {
+      auto each_slot = [&](const char* sql) {
+        std::string all;
+        for (std::size_t i = 1; i <= slots; ++i) all += (i > 1 ? " UNION ALL " : "") + replace_all(sql, "@", std::to_string(i));
+        return all;
+      };
+      quota = replace_all(replace_all(kClaimQuotaSql, "@RANGES@", each_slot(kClaimRangeSql)), "@LOCKED@",
+                          each_slot(kClaimLockedSql));
+      due = replace_all(kClaimMergeSql, "@MORE@", each_slot(kClaimMoreSql));
+    }
+    b = std::make_unique<Built>();
+    b->name = slots == 1 ? std::string(kClaim.name) : std::string(kClaim.name) + "_" + std::to_string(slots);
+    b->sql = replace_all(replace_all(kClaim.sql, "@QUOTA@", quota), "@DUE@", due);
+    b->statement = Statement{b->name.c_str(), b->sql.c_str(), kClaim.hash_by_id, kClaim.generic_plan, kClaim.name};
+  }
+  return b->statement;
 }
 
 std::vector<Task> PgTaskStore::claim_due(const ClaimParams& p) {
@@ -100,7 +137,7 @@ std::vector<Task> PgTaskStore::claim_due(const ClaimParams& p) {
   std::string limited = array_literal(p.kind_room, [](const auto& k) { return std::optional<std::string>(k.first); });
   std::string room =
       array_literal(p.kind_room, [](const auto& k) { return std::optional<std::string>(std::to_string(k.second)); });
-  return execute("claim due tasks", options_.claim, kClaim, read, kinds, p.limit, p.worker,
+  return execute("claim due tasks", options_.claim, claim_statement(p.kinds.size()), read, kinds, p.limit, p.worker,
                  static_cast<std::int64_t>(p.lease.count()), p.max_payload_bytes, limited, room);
 }
 
@@ -248,7 +285,7 @@ EnqueueResult PgTaskStore::enqueue(const EnqueueParams& p) {
 }
 
 namespace {
-// Due tasks are counted up to this many per priority; a table of at most this many rows (by the
+// Due tasks are counted up to this many; a table of at most this many rows (by the
 // planner's statistics) is counted exactly. Both keep `status` to a few milliseconds at 10 million.
 constexpr std::int64_t kDueCountCap = 10000;
 constexpr std::int64_t kExactCountRows = 100000;

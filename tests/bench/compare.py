@@ -189,7 +189,7 @@ class Agentcron(System):
 
     def claim_cost(self):
         rows = q(self.db, "SELECT sum(rows), sum(shared_blks_hit + shared_blks_read), sum(total_exec_time) "
-                          "FROM pg_stat_statements WHERE query LIKE 'PREPARE agentcron_claim %%'")
+                          "FROM pg_stat_statements WHERE query LIKE 'PREPARE agentcron_claim%%'")
         n, buffers, ms = rows[0]
         if not n:
             return {}

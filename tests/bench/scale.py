@@ -47,9 +47,20 @@ def statements():
     text = open(os.path.join(ROOT, "src", "pg_statements.hpp")).read()
     # name → (sql, hash_by_id, generic_plan): the store runs hash_by_id statements with nested
     # loops off, and generic_plan ones prepared, with their generic plan.
-    return {name: (sql, hash_by_id == "true", generic == "true") for name, sql, hash_by_id, generic in
-            re.findall(r'constexpr Statement (k\w+)\{"\w+", R"SQL\((.*?)\)SQL"(?:, (true|false))?(?:, (true|false))?\}',
-                       text, re.S)}
+    found = {name: (sql, hash_by_id == "true", generic == "true") for name, sql, hash_by_id, generic in
+             re.findall(r'constexpr Statement (k\w+)\{"\w+", R"SQL\((.*?)\)SQL"(?:, (true|false))?(?:, (true|false))?\}',
+                        text, re.S)}
+    # The claim as claim_statement() writes it (src/pg_task_store.cpp): kClaim for one kind, and
+    # kClaim4 for up to four kinds (each kind's range per slot, "@" the slot's number).
+    raw = dict(re.findall(r'constexpr const char\* (k\w+) = R"SQL\((.*?)\)SQL"', text, re.S))
+    lit = lambda name: "".join(re.findall(r'"([^"]*)"', re.search(name + r' =\s*((?:"[^"]*"\s*)+);', text).group(1)))
+    slots = lambda name, n: " UNION ALL ".join(lit(name).replace("@", str(i)) for i in range(1, n + 1))
+    sql, hash_by_id, generic = found["kClaim"]
+    found["kClaim"] = (sql.replace("@QUOTA@", "").replace("@DUE@", raw["kClaimOneKindSql"]), hash_by_id, generic)
+    quota = raw["kClaimQuotaSql"].replace("@RANGES@", slots("kClaimRangeSql", 4)).replace("@LOCKED@", slots("kClaimLockedSql", 4))
+    due = raw["kClaimMergeSql"].replace("@MORE@", slots("kClaimMoreSql", 4))
+    found["kClaim4"] = (sql.replace("@QUOTA@", quota).replace("@DUE@", due), hash_by_id, generic)
+    return found
 
 
 SQL = statements()
@@ -215,6 +226,21 @@ if args.due_backlog:
                  measure("status", "kStatus", [10000])]
         backlog.append((label, costs))
         log("  " + label + ": " + ", ".join(f"{l} {ms:.2f} ms/{b} buf" for l, ms, b in costs))
+        if n == 10000:
+            # The same backlog split among three kinds, claimed by a worker that takes all three.
+            run("UPDATE agentcron.agent_tasks SET kind = (ARRAY['noop', 'mail', 'chat'])[1 + id %% 3] "
+                "WHERE status = 'pending' AND scheduled_for <= now()")
+            run("VACUUM ANALYZE agentcron.agent_tasks")
+            three_kinds = [measure(f"claim {k} of three kinds", "kClaim4", ["{noop,mail,chat}", k, "bench", 60000, 1 << 20, "{}", "{}"])
+                           for k in (10, 500)]
+            log("  three kinds: " + ", ".join(f"{l} {ms:.2f} ms/{b} buf" for l, ms, b in three_kinds))
+    # Behind the largest backlog, ten due tasks of another kind: what a claim costs a worker
+    # whose kinds are not the backlog's (a kind paused fleet-wide, or one handled elsewhere).
+    run("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) "
+        "SELECT 'mail', now() - interval '1 second' FROM generate_series(1, 10)")
+    run("ANALYZE agentcron.agent_tasks")
+    other_kind = measure("claim 10", "kClaim", ["{mail}", 10, "bench", 60000, 1 << 20, "{}", "{}"])
+    log(f"  claim 10 of another kind: {other_kind[1]:.2f} ms/{other_kind[2]} buf")
     clear_due()
 
 labels = [l for l, _, _ in results[0][1]]
@@ -233,6 +259,11 @@ with open(args.out, "w") as f:
         f.write("|---:|" + "---:|" * len(backlog[0][1]) + "\n")
         for label, costs in backlog:
             f.write(f"| {label} | " + " | ".join(f"{ms:.2f} ms ({b})" for _, ms, b in costs) + " |\n")
+        f.write(f"\nThe {backlog[0][0]} tasks split among three kinds, claimed by a worker that takes all three "
+                f"(the statement for several kinds): " + ", ".join(f"{l} {ms:.2f} ms ({b})" for l, ms, b in three_kinds) + ".\n")
+        f.write(f"\nBehind the {backlog[-1][0]} tasks of kind `noop`, a claim of 10 due tasks of another kind "
+                f"(a worker whose kinds are not the backlog's: the backlog's kind paused, or handled elsewhere): "
+                f"{other_kind[1]:.2f} ms ({other_kind[2]}).\n")
 with open(args.data, "w") as f:
     f.write("rows " + " ".join(l.replace(" ", "_") for l in labels) + " drain\n")
     for size, costs, rate in results:

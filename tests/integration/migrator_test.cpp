@@ -82,6 +82,45 @@ TEST_F(MigratorTest, ChangedAppliedMigrationIsRefusedByName) {
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.schema_migrations WHERE version = 9999"), 0);
 }
 
+// 0009 rebuilds the due index led by kind. On a large table an operator builds it beforehand with
+// CREATE INDEX CONCURRENTLY (docs/operations.md): the migration must take that index over rather
+// than build another, and must not keep one that a failed concurrent build left invalid, or an
+// index of that name defined otherwise.
+TEST_F(MigratorTest, TheKindLedDueIndexBuiltBeforehandIsTakenOverAndAnyOtherRebuilt) {
+  auto index = [&](const std::string& name) {
+    return db.text("SELECT coalesce((SELECT pg_get_indexdef(c.oid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END "
+                   "FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                   "WHERE c.oid = to_regclass('agentcron." + name + "')), 'none')");
+  };
+  const std::string kind_led = "(kind, priority DESC, scheduled_for, id) WHERE ((status = 'pending'::text) AND (approval = 'approved'::text))";
+  enum Case { valid, invalid, other };
+  for (Case c : {valid, invalid, other}) {
+    SCOPED_TRACE(c == valid ? "a valid index built beforehand" : c == invalid ? "an invalid index left behind" : "another index of that name");
+    db.exec("DROP SCHEMA IF EXISTS agentcron CASCADE");
+    ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
+    PgTaskStore store(pool, StoreOptions::from_config(config), log);
+    std::vector<Migration> before;
+    for (const Migration& m : embedded_migrations())
+      if (m.version < 9) before.push_back(m);
+    ASSERT_EQ(before.size(), 8u);
+    Migrator(store, log, before).migrate();
+    EXPECT_EQ(index("agent_tasks_due_idx").find(kind_led), std::string::npos);  // the old one, led by priority
+    db.insert_due(100);
+    db.exec(c == other ? "CREATE INDEX agent_tasks_kind_due_idx ON agentcron.agent_tasks (kind, priority DESC, scheduled_for, id)"
+                       : "CREATE INDEX CONCURRENTLY agent_tasks_kind_due_idx ON agentcron.agent_tasks "
+                         "(kind, priority DESC, scheduled_for, id) WHERE status = 'pending' AND approval = 'approved'");
+    if (c == invalid)
+      db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'agentcron.agent_tasks_kind_due_idx'::regclass");
+    std::int64_t oid = db.scalar("SELECT 'agentcron.agent_tasks_kind_due_idx'::regclass::oid::bigint");
+    EXPECT_EQ(Migrator(store, log).migrate(), static_cast<int>(embedded_migrations().size()) - 8);
+    EXPECT_NE(index("agent_tasks_due_idx").find(kind_led), std::string::npos) << index("agent_tasks_due_idx");
+    EXPECT_EQ(index("agent_tasks_due_idx").find("INVALID"), std::string::npos);
+    EXPECT_EQ(index("agent_tasks_kind_due_idx"), "none");
+    // Taken over (the same index under the old name), or built afresh when it was not the one.
+    EXPECT_EQ(db.scalar("SELECT 'agentcron.agent_tasks_due_idx'::regclass::oid::bigint") == oid, c == valid);
+  }
+}
+
 TEST(MigrationChecksum, IsStableAndSensitive) {
   EXPECT_EQ(migration_checksum("SELECT 1"), migration_checksum("SELECT 1"));
   EXPECT_NE(migration_checksum("SELECT 1"), migration_checksum("SELECT 2"));

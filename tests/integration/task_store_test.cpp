@@ -74,7 +74,7 @@ TEST_F(StoreTest, ClaimUsesTheDueIndex) {
   db.insert_due(2000);
   db.exec("ANALYZE agentcron.agent_tasks");
   pqxx::nontransaction tx(db.sql());
-  tx.exec(std::string("PREPARE claim_plan AS ") + pg::kClaim.sql);
+  tx.exec(std::string("PREPARE claim_plan AS ") + pg::claim_statement(1).sql);
   std::string plan;
   for (const auto& row : tx.exec("EXPLAIN EXECUTE claim_plan('{noop}', 50, 'w1', 60000, 1048576, '{}', '{}')"))
     plan += row[0].as<std::string>() + "\n";
@@ -89,13 +89,15 @@ struct ClaimCost {
   std::int64_t claimed = 0;
   std::string plan;
 };
-ClaimCost explain_claim(pqxx::connection& c, int limit) {
+// `kinds`: an array literal of n kinds, claimed with the statement the store sends for n.
+ClaimCost explain_claim(pqxx::connection& c, int limit, const std::string& kinds = "{noop}") {
   pqxx::work tx(c);
-  tx.exec(std::string("PREPARE claim_cost AS ") + pg::kClaim.sql);
+  const pg::Statement& claim = pg::claim_statement(static_cast<std::size_t>(std::count(kinds.begin(), kinds.end(), ',') + 1));
+  tx.exec(std::string("PREPARE claim_cost AS ") + claim.sql);
   // The plan the store runs: generic (pg_statements.hpp), made from the statement alone.
-  if (pg::kClaim.generic_plan) tx.exec(pg::kGenericPlanSql);
+  if (claim.generic_plan) tx.exec(pg::kGenericPlanSql);
   ClaimCost cost;
-  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim_cost('{noop}', " +
+  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim_cost('" + kinds + "', " +
                                  std::to_string(limit) + ", 'w1', 60000, 1048576, '{}', '{}')"))
     cost.plan += row[0].as<std::string>() + "\n";
   tx.exec("DEALLOCATE claim_cost");  // a session's, not the transaction's
@@ -151,6 +153,47 @@ TEST_F(StoreTest, TheGenericClaimPlanWalksTheDueIndexWhateverTheBacklog) {
   EXPECT_NE(cost.plan.find("Index Scan using agent_tasks_due_idx"), std::string::npos) << cost.plan;
   // A buffer or so per row claimed and its index entries, never the backlog's 1,000 pages twice.
   EXPECT_LT(cost.buffers, 20 * 500) << cost.plan;
+  // The statement for several kinds, the backlog split among them: their ranges merged as read
+  // (no sort of a whole range) and each locked up to its share.
+  db.exec("UPDATE agentcron.agent_tasks SET kind = (ARRAY['noop','mail','chat'])[1 + id % 3]");
+  db.exec("VACUUM ANALYZE agentcron.agent_tasks");
+  ClaimCost several = explain_claim(db.sql(), 500, "{noop,mail,chat}");
+  ASSERT_EQ(several.claimed, 500) << several.plan;
+  // The quota's Merge Append read about one row per row claimed (a sort would have read them all).
+  auto merge = several.plan.find("Merge Append (actual");
+  ASSERT_NE(merge, std::string::npos) << several.plan;
+  auto rows = several.plan.find("rows=", merge);
+  EXPECT_LE(std::stoll(several.plan.substr(rows + 5)), 500 + 3) << several.plan;
+  EXPECT_EQ(several.plan.find("Bitmap Heap Scan on agent_tasks"), std::string::npos) << several.plan;
+  EXPECT_EQ(several.plan.find("Seq Scan on agent_tasks"), std::string::npos) << several.plan;
+  EXPECT_LT(several.buffers, 25 * 500) << several.plan;
+}
+
+// A claim reads only the kinds it takes: a kind paused fleet-wide or with no handler here may
+// have a backlog older than anything else due (that is when kinds get paused), and a due index
+// in one order for all kinds made every claim step over all of it. Measured on the statements the
+// store sends for one kind and for three (merged), with the backlog grown tenfold.
+TEST_F(StoreTest, AClaimNeverReadsTheDueRowsOfKindsItDoesNotTake) {
+  auto add_backlog = [&](int n) {
+    db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) SELECT k, now() - interval '1 day' + g * interval '1 ms' "
+            "FROM generate_series(1, " + std::to_string(n) + ") g, unnest('{held,unhandled}'::text[]) k");
+    db.exec("VACUUM ANALYZE agentcron.agent_tasks");
+  };
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, priority, scheduled_for) SELECT k, (g % 3)::smallint, "
+          "now() - interval '1 minute' FROM generate_series(1, 10) g, unnest('{noop,mail}'::text[]) k");
+  db.exec("INSERT INTO agentcron.paused_kinds (kind) VALUES ('held')");
+  add_backlog(5000);
+  ClaimCost one = explain_claim(db.sql(), 500), several = explain_claim(db.sql(), 500, "{noop,mail,held}");
+  ASSERT_EQ(one.claimed, 10) << one.plan;
+  ASSERT_EQ(several.claimed, 20) << several.plan;
+  add_backlog(50000);
+  ClaimCost one_after = explain_claim(db.sql(), 500), several_after = explain_claim(db.sql(), 500, "{noop,mail,held}");
+  ASSERT_EQ(one_after.claimed, 10) << one_after.plan;
+  ASSERT_EQ(several_after.claimed, 20) << several_after.plan;
+  // Ten times the backlog: at most a level more in each index (stepping over it read thousands).
+  EXPECT_LE(one_after.buffers, one.buffers * 3 / 2) << "before:\n" << one.plan << "after:\n" << one_after.plan;
+  EXPECT_LE(several_after.buffers, several.buffers * 3 / 2)
+      << "before:\n" << several.plan << "after:\n" << several_after.plan;
 }
 
 // `status` on a large table reads estimates and counts due tasks only up to a cap, instead of
@@ -199,6 +242,65 @@ TEST_F(StoreTest, ClaimsTakeTheDueTasksInExactPriorityThenTimeOrder) {
     if (got.empty()) break;
   }
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'pending' AND scheduled_for <= now()"), 0);
+}
+
+// Several kinds are merged in that order too, whatever their mix, and kinds not asked for,
+// paused or unapproved stay: the statements for two and for three kinds (four slots, one empty).
+TEST_F(StoreTest, ClaimsOfSeveralKindsMergeThemInExactDueOrder) {
+  db.exec("SELECT setseed(0.17)");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, priority, scheduled_for, approval) "
+          "SELECT (ARRAY['noop','mail','chat','held'])[1 + floor(random() * 4)::int], (floor(random() * 3) - 1)::smallint, "
+          "       now() + (floor(random() * 40) - 30) * interval '1 minute', "
+          "       CASE WHEN random() < 0.1 THEN 'pending' ELSE 'approved' END FROM generate_series(1, 600) g");
+  db.exec("INSERT INTO agentcron.paused_kinds (kind) VALUES ('held')");
+  db.exec("ANALYZE agentcron.agent_tasks");
+  for (const std::vector<std::string>& kinds : {std::vector<std::string>{"noop", "mail"},
+                                                std::vector<std::string>{"mail", "held", "chat"}}) {
+    std::string in = "'" + kinds[0] + "'";
+    for (std::size_t i = 1; i < kinds.size(); ++i) in += ", '" + kinds[i] + "'";
+    for (int round = 0; round < 40; ++round) {
+      std::vector<std::int64_t> expected, got;
+      {
+        pqxx::nontransaction tx(db.sql());
+        for (const auto& row : tx.exec("SELECT id FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved' "
+                                       "AND scheduled_for <= now() AND kind IN (" + in + ") AND kind <> 'held' "
+                                       "ORDER BY priority DESC, scheduled_for, id LIMIT 13"))
+          expected.push_back(row[0].as<std::int64_t>());
+      }
+      for (const Task& t : store->claim_due(ClaimParams{13, kinds, "w1", 60s})) got.push_back(t.id);
+      std::sort(expected.begin(), expected.end());
+      std::sort(got.begin(), got.end());
+      ASSERT_EQ(got, expected) << in << ", round " << round;
+      if (got.empty()) break;
+    }
+  }
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved' "
+                      "AND scheduled_for <= now() AND kind IN ('noop', 'mail', 'chat')"), 0);
+  EXPECT_GT(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'pending' AND approval = 'approved' "
+                      "AND scheduled_for <= now() AND kind = 'held'"), 0);
+}
+
+// A claim of several kinds counts each kind's share from its snapshot, which cannot see the rows
+// another claim holds: the kind whose rows are held, at a higher priority and at the same one,
+// must not leave the claim short while another kind has due rows (a short claim tells the poller
+// nothing more is due), and the rows taken instead are the next in due order.
+TEST_F(StoreTest, AClaimOfSeveralKindsTakesAnotherKindsRowsWhenTheFirstKindsAreHeld) {
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, priority, scheduled_for) SELECT 'held', (g % 2 * 5)::smallint, "
+          "now() - interval '1 hour' FROM generate_series(1, 20) g");  // ten at priority 5, ten at 0
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) SELECT 'mail', now() - interval '1 minute' "
+          "FROM generate_series(1, 100)");
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, priority, scheduled_for) SELECT 'mail', -1, now() - interval '2 hours' "
+          "FROM generate_series(1, 50)");
+  db.exec("ANALYZE agentcron.agent_tasks");
+  pqxx::connection other(db.url());
+  pqxx::work holding(other);
+  holding.exec("SELECT id FROM agentcron.agent_tasks WHERE kind = 'held' FOR UPDATE");
+  std::vector<Task> tasks = store->claim_due(ClaimParams{20, {"held", "mail"}, "w1", 60s});
+  ASSERT_EQ(tasks.size(), 20u);
+  for (const Task& t : tasks) EXPECT_EQ(t.kind, "mail");
+  holding.abort();
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'running' AND priority = -1"), 0)
+      << "a lower priority was taken while priority 0 had due rows";
 }
 
 // A queue table's statistics are stale by nature: ANALYZE saw every task pending, and now a
@@ -275,14 +377,25 @@ TEST_P(StaleStatisticsTest, BatchWritesReachTasksThroughThePrimaryKey) {
 
 INSTANTIATE_TEST_SUITE_P(PreparedAndInlined, StaleStatisticsTest, ::testing::Bool(),
                          [](const auto& param_info) { return param_info.param ? "pgbouncer_mode" : "prepared"; });
-TEST_F(StoreTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
-  db.insert_due(10000);
+// With one kind the claim locks one range of the due index as it reads it; with several, each
+// kind's range up to its share of the first rows in due order (pg_statements.hpp). Both must
+// hand each task to one claimer only, and each claimer must get some: a claim that merged the
+// unlocked ranges and locked after came back empty against a faster claimer.
+class ConcurrentClaimTest : public StoreTest, public ::testing::WithParamInterface<std::vector<std::string>> {};
+
+TEST_P(ConcurrentClaimTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
+  const std::vector<std::string>& kinds = GetParam();
+  std::string array = "ARRAY[";
+  for (const auto& k : kinds) array += (array.size() > 6 ? ", '" : "'") + k + "'";
+  array += "]";
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) SELECT (" + array + ")[1 + g % " +
+          std::to_string(kinds.size()) + "], now() - interval '1 minute' FROM generate_series(0, 9999) g");
   std::vector<std::int64_t> a, b;
   auto worker = [&](std::vector<std::int64_t>& out, std::string name) {
     ConnectionPool p(PoolOptions::from_config(config, name), log);
     PgTaskStore s(p, StoreOptions::from_config(config), log);
     while (true) {
-      auto tasks = s.claim_due(claim(100, name));
+      auto tasks = s.claim_due(claim(100, name, kinds));
       if (tasks.empty()) break;
       for (auto& t : tasks) out.push_back(t.id);
     }
@@ -298,6 +411,10 @@ TEST_F(StoreTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
   EXPECT_GT(b.size(), 0u);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE attempts = 1 AND status = 'running'"), 10000);
 }
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ConcurrentClaimTest,
+                         ::testing::Values(std::vector<std::string>{"noop"}, std::vector<std::string>{"noop", "mail", "chat"}),
+                         [](const auto& kinds) { return kinds.param.size() == 1 ? "OneKind" : "ThreeKinds"; });
 
 TEST_F(StoreTest, CompleteManyWritesEveryKindOfOutcomeInOneStatement) {
   db.insert_due(4);
