@@ -15,6 +15,9 @@
 -- Once that build has finished, this migration finds the index and only swaps the names (a brief
 -- exclusive lock at the end). An index of that name that is not this one — invalid, as a failed
 -- concurrent build leaves it, or defined otherwise — is dropped and built here.
+-- A lock it cannot have at once fails the migration (to be run again) rather than queue every
+-- claim behind it.
+SET LOCAL lock_timeout = '5s';
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_index i
@@ -22,6 +25,11 @@ BEGIN
                AND NOT (i.indisvalid AND i.indrelid = 'agentcron.agent_tasks'::regclass
                         AND pg_get_indexdef(i.indexrelid) LIKE '%(kind, priority DESC, scheduled_for, id) WHERE ((status = ''pending''::text) AND (approval = ''approved''::text))')) THEN
     DROP INDEX agentcron.agent_tasks_kind_due_idx;
+  END IF;
+  -- Built beforehand: the swap below takes the table's exclusive lock once, not a share lock
+  -- first (an upgrade that can deadlock with an application's transaction).
+  IF to_regclass('agentcron.agent_tasks_kind_due_idx') IS NOT NULL THEN
+    LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE;
   END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS agent_tasks_kind_due_idx ON agentcron.agent_tasks (kind, priority DESC, scheduled_for, id)
@@ -54,3 +62,4 @@ WITH RECURSIVE ks(k) AS (
 )
 SELECT k, p FROM kp WHERE p IS NOT NULL
 $$;
+GRANT EXECUTE ON FUNCTION agentcron.due_index_pairs() TO PUBLIC;

@@ -494,8 +494,12 @@ ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegi
     std::cerr << "agentcron: database error: " << scrub_secrets(e.what()) << "\n";
     return ExitCode::data_error;
   } catch (const DatabaseError& e) {
+    // A schema, table, column or function of ours missing: a database this binary has not migrated.
+    const std::string& state = e.sqlstate();
+    bool unmigrated = state == "3F000" || state == "42P01" || state == "42703" || state == "42883";
     std::cerr << "agentcron: database error: " << scrub_secrets(e.what())
-              << (e.sqlstate().empty() ? "" : " (SQLSTATE " + e.sqlstate() + ")") << "\n";
+              << (state.empty() ? "" : " (SQLSTATE " + state + ")")
+              << (unmigrated ? "; is the schema migrated? run `agentcron migrate`" : "") << "\n";
     return ExitCode::unavailable;
   } catch (const std::exception& e) {
     std::cerr << "agentcron: internal error: " << scrub_secrets(e.what()) << "\n";

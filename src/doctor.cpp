@@ -310,7 +310,7 @@ std::vector<Finding> run_doctor(PgTaskStore& store, const Config& c, Logger& log
   schema.summary = pending == 0 ? "migrated" : std::to_string(pending) + " migration(s) pending";
   if (pending > 0) {
     schema.verdict = V::fail;
-    schema.advice.push_back("run `agentcron migrate` (safe while workers run, and from several hosts at once)");
+    schema.advice.push_back("run `agentcron migrate` (safe from several hosts at once; see docs/operations.md for a large table)");
     out.push_back(schema);
     return out;  // the other checks read the schema's tables
   }

@@ -180,7 +180,8 @@ inline pqxx::result run_literals(pqxx::transaction_base& tx, Connection& c, bool
                                  const Statement& s, const std::vector<std::string>& lits) {
   const char* name = s.name;
   const char* sql = s.sql;
-  if (pgbouncer) return tx.exec(set_local(t, s.hash_by_id) + inline_params(sql, lits));
+  // The plan settings too: the claim's LIMITs on subqueries are no constants even inlined.
+  if (pgbouncer) return tx.exec(set_local(t, s.hash_by_id, s.generic_plan) + inline_params(sql, lits));
   std::string q = set_local(t, s.hash_by_id, s.generic_plan);
   bool first_use = !c.prepared.count(name);
   // PREPARE analyses the statement and so takes its locks: it runs under the same timeouts.

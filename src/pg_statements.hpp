@@ -101,7 +101,7 @@ constexpr const char* kClaimQuotaSql = R"SQL(
 ), quota AS (
   SELECT kind, priority, count(*) AS n FROM (
     SELECT c.kind, prios.p AS priority FROM prios CROSS JOIN LATERAL (
-      SELECT kind FROM (@RANGES@) r ORDER BY scheduled_for, id) c
+      SELECT kind FROM (@RANGES@) r ORDER BY scheduled_for, id LIMIT $2) c
     WHERE prios.p IS NOT NULL
     LIMIT $2) f
   GROUP BY kind, priority

@@ -106,6 +106,10 @@ TEST(Cli, ConfigCheckOfThePrismaUrlShowsItsParametersAndNoPassword) {
 TEST(Cli, MigrateEnqueueAndStatusAgainstARealDatabase) {
   TestDatabase db(TestDatabase::Schema::empty);
   std::map<std::string, std::string> env{{"DATABASE_URL", db.url()}};
+  // Before any migration, a command that reads our tables says what to do.
+  auto early = run_agentcron({"status"}, env);
+  EXPECT_EQ(early.code, 69) << early.err;
+  EXPECT_NE(early.err.find("run `agentcron migrate`"), std::string::npos) << early.err;
   auto st = run_agentcron({"migrate", "--status"}, env);
   EXPECT_EQ(st.code, 0) << st.err;
   EXPECT_NE(st.out.find("0001_init"), std::string::npos);

@@ -1,5 +1,6 @@
 // TaskStore against a real PostgreSQL: every method, concurrency of claims, timeouts, bad rows.
 #include "agentcron/pg_task_store.hpp"
+#include "pg_execution.hpp"
 #include "pg_statements.hpp"
 
 #include <gtest/gtest.h>
@@ -90,17 +91,20 @@ struct ClaimCost {
   std::string plan;
 };
 // `kinds`: an array literal of n kinds, claimed with the statement the store sends for n.
-ClaimCost explain_claim(pqxx::connection& c, int limit, const std::string& kinds = "{noop}") {
+// `inlined`: as pgbouncer mode sends it, its parameters inlined (a custom plan), else prepared.
+ClaimCost explain_claim(pqxx::connection& c, int limit, const std::string& kinds = "{noop}", bool inlined = false) {
   pqxx::work tx(c);
   const pg::Statement& claim = pg::claim_statement(static_cast<std::size_t>(std::count(kinds.begin(), kinds.end(), ',') + 1));
-  tx.exec(std::string("PREPARE claim_cost AS ") + claim.sql);
+  if (!inlined) tx.exec(std::string("PREPARE claim_cost AS ") + claim.sql);
   // The plan the store runs: generic (pg_statements.hpp), made from the statement alone.
   if (claim.generic_plan) tx.exec(pg::kGenericPlanSql);
   ClaimCost cost;
-  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim_cost('" + kinds + "', " +
-                                 std::to_string(limit) + ", 'w1', 60000, 1048576, '{}', '{}')"))
-    cost.plan += row[0].as<std::string>() + "\n";
-  tx.exec("DEALLOCATE claim_cost");  // a session's, not the transaction's
+  std::string run = inlined ? pg::inline_params(claim.sql, {tx.quote(kinds), std::to_string(limit), "'w1'", "60000", "1048576",
+                                                            "'{}'", "'{}'"})
+                            : "EXECUTE claim_cost('" + kinds + "', " + std::to_string(limit) +
+                                  ", 'w1', 60000, 1048576, '{}', '{}')";
+  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + run)) cost.plan += row[0].as<std::string>() + "\n";
+  if (!inlined) tx.exec("DEALLOCATE claim_cost");  // a session's, not the transaction's
   tx.abort();
   auto first_number_after = [&](const std::string& what) -> std::int64_t {
     auto at = cost.plan.find(what);
@@ -157,16 +161,19 @@ TEST_F(StoreTest, TheGenericClaimPlanWalksTheDueIndexWhateverTheBacklog) {
   // (no sort of a whole range) and each locked up to its share.
   db.exec("UPDATE agentcron.agent_tasks SET kind = (ARRAY['noop','mail','chat'])[1 + id % 3]");
   db.exec("VACUUM ANALYZE agentcron.agent_tasks");
-  ClaimCost several = explain_claim(db.sql(), 500, "{noop,mail,chat}");
-  ASSERT_EQ(several.claimed, 500) << several.plan;
-  // The quota's Merge Append read about one row per row claimed (a sort would have read them all).
-  auto merge = several.plan.find("Merge Append (actual");
-  ASSERT_NE(merge, std::string::npos) << several.plan;
-  auto rows = several.plan.find("rows=", merge);
-  EXPECT_LE(std::stoll(several.plan.substr(rows + 5)), 500 + 3) << several.plan;
-  EXPECT_EQ(several.plan.find("Bitmap Heap Scan on agent_tasks"), std::string::npos) << several.plan;
-  EXPECT_EQ(several.plan.find("Seq Scan on agent_tasks"), std::string::npos) << several.plan;
-  EXPECT_LT(several.buffers, 25 * 500) << several.plan;
+  for (bool inlined : {false, true}) {  // prepared, and as pgbouncer mode sends it
+    SCOPED_TRACE(inlined ? "inlined" : "prepared");
+    ClaimCost several = explain_claim(db.sql(), 500, "{noop,mail,chat}", inlined);
+    ASSERT_EQ(several.claimed, 500) << several.plan;
+    // The quota's Merge Append read about one row per row claimed (a sort would have read them all).
+    auto merge = several.plan.find("Merge Append (actual");
+    ASSERT_NE(merge, std::string::npos) << several.plan;
+    auto rows = several.plan.find("rows=", merge);
+    EXPECT_LE(std::stoll(several.plan.substr(rows + 5)), 500 + 3) << several.plan;
+    EXPECT_EQ(several.plan.find("Bitmap Heap Scan on agent_tasks"), std::string::npos) << several.plan;
+    EXPECT_EQ(several.plan.find("Seq Scan on agent_tasks"), std::string::npos) << several.plan;
+    EXPECT_LT(several.buffers, 25 * 500) << several.plan;
+  }
 }
 
 // A claim reads only the kinds it takes: a kind paused fleet-wide or with no handler here may
