@@ -8,16 +8,19 @@
 -- kind it takes (src/pg_statements.hpp) and never the rows of the others. `status` and `doctor`
 -- walk the kinds and priorities present the same way.
 --
--- Building the index reads the whole table, and writes to it wait meanwhile. On a large table,
--- build it first without blocking anything, then migrate (docs/operations.md):
+-- Building the index reads the whole table, which waits meanwhile. On a large table, build it
+-- first without blocking anything, then migrate (docs/operations.md):
 --   CREATE INDEX CONCURRENTLY agent_tasks_kind_due_idx ON agentcron.agent_tasks
 --     (kind, priority DESC, scheduled_for, id) WHERE status = 'pending' AND approval = 'approved';
--- Once that build has finished, this migration finds the index and only swaps the names (a brief
--- exclusive lock at the end). An index of that name that is not this one — invalid, as a failed
--- concurrent build leaves it, or defined otherwise — is dropped and built here.
--- A lock it cannot have at once fails the migration (to be run again) rather than queue every
--- claim behind it.
+-- Once that build has finished, this migration finds the index and only swaps the names. An
+-- index of that name that is not this one — invalid, as a failed concurrent build leaves it, or
+-- defined otherwise — is dropped and built here.
+--
+-- The table's exclusive lock first, once: taken later, on top of the share lock an index build
+-- holds, it could deadlock with an application's transaction. A lock it cannot have at once fails
+-- the migration (to be run again) rather than queue every claim behind it.
 SET LOCAL lock_timeout = '5s';
+LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE;
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_index i
@@ -25,11 +28,6 @@ BEGIN
                AND NOT (i.indisvalid AND i.indrelid = 'agentcron.agent_tasks'::regclass
                         AND pg_get_indexdef(i.indexrelid) LIKE '%(kind, priority DESC, scheduled_for, id) WHERE ((status = ''pending''::text) AND (approval = ''approved''::text))')) THEN
     DROP INDEX agentcron.agent_tasks_kind_due_idx;
-  END IF;
-  -- Built beforehand: the swap below takes the table's exclusive lock once, not a share lock
-  -- first (an upgrade that can deadlock with an application's transaction).
-  IF to_regclass('agentcron.agent_tasks_kind_due_idx') IS NOT NULL THEN
-    LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE;
   END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS agent_tasks_kind_due_idx ON agentcron.agent_tasks (kind, priority DESC, scheduled_for, id)

@@ -455,6 +455,7 @@ ExitCode cmd_worker(const Globals& g, bool one_shot, const std::function<void(Ha
 }
 
 ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegistry&)>& register_handlers) {
+  std::string command;  // for the hint on an unmigrated database
   try {
     bool help = false, version = false;
     auto g = parse_globals(argc, argv, help, version);
@@ -468,6 +469,7 @@ ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegi
     }
     if (help) g->args.push_back("--help");
     const std::string& cmd = g->command;
+    command = cmd;
     if (cmd == "run") return cmd_worker(*g, false, register_handlers);
     if (cmd == "once") return cmd_worker(*g, true, register_handlers);
     if (cmd == "migrate") return cmd_migrate(*g);
@@ -496,7 +498,7 @@ ExitCode run_command(int argc, char** argv, const std::function<void(HandlerRegi
   } catch (const DatabaseError& e) {
     // A schema, table, column or function of ours missing: a database this binary has not migrated.
     const std::string& state = e.sqlstate();
-    bool unmigrated = state == "3F000" || state == "42P01" || state == "42703" || state == "42883";
+    bool unmigrated = command != "migrate" && (state == "3F000" || state == "42P01" || state == "42703" || state == "42883");
     std::cerr << "agentcron: database error: " << scrub_secrets(e.what())
               << (state.empty() ? "" : " (SQLSTATE " + state + ")")
               << (unmigrated ? "; is the schema migrated? run `agentcron migrate`" : "") << "\n";
