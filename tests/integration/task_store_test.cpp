@@ -83,6 +83,14 @@ TEST_F(StoreTest, ClaimUsesTheDueIndex) {
   EXPECT_NE(plan.find("agent_tasks_due_idx"), std::string::npos) << plan;
 }
 
+// Kinds as a list of SQL string literals ("'noop', 'mail'"), for IN (…) and ARRAY[…]; the tests'
+// kinds are plain words.
+std::string sql_list(const std::vector<std::string>& kinds) {
+  std::string out;
+  for (const auto& k : kinds) out += (out.empty() ? "'" : ", '") + k + "'";
+  return out;
+}
+
 // EXPLAIN (ANALYZE, BUFFERS) of the real claim statement, in a transaction rolled back: the
 // buffers it touched (its top node's count) and the rows it claimed.
 struct ClaimCost {
@@ -263,8 +271,7 @@ TEST_F(StoreTest, ClaimsOfSeveralKindsMergeThemInExactDueOrder) {
   db.exec("ANALYZE agentcron.agent_tasks");
   for (const std::vector<std::string>& kinds : {std::vector<std::string>{"noop", "mail"},
                                                 std::vector<std::string>{"mail", "held", "chat"}}) {
-    std::string in = "'" + kinds[0] + "'";
-    for (std::size_t i = 1; i < kinds.size(); ++i) in += ", '" + kinds[i] + "'";
+    std::string in = sql_list(kinds);
     for (int round = 0; round < 40; ++round) {
       std::vector<std::int64_t> expected, got;
       {
@@ -392,10 +399,7 @@ class ConcurrentClaimTest : public StoreTest, public ::testing::WithParamInterfa
 
 TEST_P(ConcurrentClaimTest, TwoThreadsClaimingTenThousandTasksNeverGetTheSameOne) {
   const std::vector<std::string>& kinds = GetParam();
-  std::string array = "ARRAY[";
-  for (const auto& k : kinds) array += (array.size() > 6 ? ", '" : "'") + k + "'";
-  array += "]";
-  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) SELECT (" + array + ")[1 + g % " +
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) SELECT (ARRAY[" + sql_list(kinds) + "])[1 + g % " +
           std::to_string(kinds.size()) + "], now() - interval '1 minute' FROM generate_series(0, 9999) g");
   std::vector<std::int64_t> a, b;
   auto worker = [&](std::vector<std::int64_t>& out, std::string name) {
