@@ -4,7 +4,7 @@
 Run through `packaging/agentcron-dev bench-compare`, which starts the throwaway cluster (initdb
 defaults, fsync on), builds the bench targets, installs the peers with npm into a temporary folder
 and calls this with their paths. Every system gets a database of its own on the same cluster; runs
-are interleaved (agentcron, agentcron ×3, graphile-worker, pg-boss, plain SQL, then again) so that
+are interleaved (agentcron with 1, 2 and 4 processes, graphile-worker, pg-boss, plain SQL, then again) so that
 machine noise hits all alike; each figure is the median of the runs with the min–max beside it.
 """
 import argparse, os, random, signal, statistics, subprocess, sys, time
@@ -314,15 +314,20 @@ def drain(system, n, **kw):
     return {"rate": n / secs, "conns": peak_conns, "rss_mib": peak_rss / 1024, "wal_per_task": wal / n, **claims}
 
 
-def sql_limit(n):
+def sql_limit(n, split=False):
+    """agentcron's statements in a loop on one connection. split: every batch claimed first, then
+    every batch completed, each timed on its own — what one statement alone costs per task."""
     a = Agentcron()
     a.enqueue(n)
     a.settle()
     q(a.db, "CHECKPOINT")
     wal0 = wal_bytes()
-    out = subprocess.run([SQL_LIMIT, conninfo(a.db), "500"], check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run([SQL_LIMIT, conninfo(a.db), "500"] + (["split"] if split else []), check=True,
+                         capture_output=True, text=True).stdout.split()
     wal = wal_bytes() - wal0
     a.settle()
+    if split:
+        return {"claims": float(out[3]), "completions": float(out[4])}
     return {"rate": float(out[2]), "wal_per_task": wal / n}
 
 
@@ -391,14 +396,19 @@ def main():
     a.setup(); g.setup(); b.setup()
     q(a.db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
-    results = {k: [] for k in ["agentcron", "agentcron x3", "graphile-worker", "pg-boss", "plain SQL"]}
+    systems = ["agentcron", "agentcron x2", "agentcron x4", "graphile-worker", "pg-boss", "plain SQL"]
+    results = {k: [] for k in systems}
+    alone = []
     for run in range(args.runs):
         log(f"drain run {run + 1}/{args.runs}")
         results["agentcron"].append(drain(a, args.n)); log("  agentcron", results["agentcron"][-1])
-        results["agentcron x3"].append(drain(a, args.n, procs=3)); log("  agentcron x3", results["agentcron x3"][-1])
+        for procs in (2, 4):
+            results[f"agentcron x{procs}"].append(drain(a, args.n, procs=procs))
+            log(f"  agentcron x{procs}", results[f"agentcron x{procs}"][-1])
         results["graphile-worker"].append(drain(g, args.n)); log("  graphile", results["graphile-worker"][-1])
         results["pg-boss"].append(drain(b, args.n)); log("  pg-boss", results["pg-boss"][-1])
         results["plain SQL"].append(sql_limit(args.n)); log("  sql", results["plain SQL"][-1])
+        alone.append(sql_limit(args.n, split=True)); log("  sql alone", alone[-1])
 
     log("pickup latency")
     pick = {
@@ -438,7 +448,7 @@ def main():
                  f"{best_peer}) and to its plain-SQL limit — then their median (min–max).\n")
     lines.append("| system | drain jobs/s | × best peer | % of SQL limit | WAL bytes/job | connections (drain) | peak RSS MiB |")
     lines.append("|---|---|---|---|---|---|---|")
-    for k in ["agentcron", "agentcron x3", "graphile-worker", "pg-boss", "plain SQL"]:
+    for k in systems:
         rows = results[k]
         conns = fmt_range([r["conns"] for r in rows]) if "conns" in rows[0] else "1"
         rss = fmt_range([r["rss_mib"] for r in rows], digits=1) if "rss_mib" in rows[0] else "—"
@@ -446,6 +456,16 @@ def main():
         vs_sql = fmt_range([100 * x / q for x, q in zip(rate[k], rate["plain SQL"])], " %")
         wal = fmt_range([r["wal_per_task"] for r in rows])
         lines.append(f"| {k} | {fmt_range(rate[k])} | {vs_peer} | {vs_sql} | {wal} | {conns} | {rss} |")
+    # Each statement on its own: the claims of every batch, then the completions of every batch.
+    # A drain has to run both; neither alone is a drain.
+    for k, label in (("claims", "claims alone"), ("completions", "completions alone")):
+        r = [x[k] for x in alone]
+        vs_peer = fmt_range([x / b for x, b in zip(r, best_in_round)], "×", 2)
+        lines.append(f"| plain SQL: {label} | {fmt_range(r)} | {vs_peer} | — | — | 1 | — |")
+    per_proc = ", ".join(
+        f"{p} processes {fmt_range([x / one for x, one in zip(rate[f'agentcron x{p}'], rate['agentcron'])], '×', 2)}"
+        for p in (2, 4))
+    lines.append(f"\nagentcron's drain with several processes against one process, within each round: {per_proc}.")
     lines.append("\n| pickup latency (idle worker, one task enqueued) | median ms | p99 ms |")
     lines.append("|---|---|---|")
     for k, v in pick.items():
