@@ -124,6 +124,8 @@ class Executor {
     std::chrono::steady_clock::time_point deadline{};  // set when a slot starts it
     std::chrono::steady_clock::time_point fence_at = std::chrono::steady_clock::time_point::max();  // lease
     SysTime started_at{};
+    std::chrono::steady_clock::time_point queued_at{};  // when it joined the queue
+    std::chrono::steady_clock::time_point began{};      // when its handler was called (by a slot)
     bool settled = false;  // its outcome was handed to the sink (by its slot, or by cancel_all if queued)
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
     // decided when the handler returns.
@@ -153,6 +155,8 @@ class Executor {
   void grow_locked(int limit);   // starts up to `limit` slot threads for waiting tasks (mu_ held)
   bool starved_locked() const;   // tasks wait, no thread is idle, and more threads are allowed
   static constexpr int kEagerThreads = 4;  // threads a submit may start at once
+  // How long the oldest queued task waits, and a handler runs, before the supervisor adds a thread.
+  static constexpr std::chrono::milliseconds kGrowAfter{1};
   void supervise(std::stop_token st);
   void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
   TaskOutcome run_one(Running& r);
@@ -168,6 +172,8 @@ class Executor {
   std::condition_variable_any state_cv_;       // waiters: a task settled, a slot freed
   std::condition_variable_any supervisor_cv_;  // the supervisor: an earlier deadline, or starved slots
   std::chrono::steady_clock::time_point supervisor_wake_at_ = std::chrono::steady_clock::time_point::max();
+  // While starved: when the supervisor looks again whether to add a thread (max: not starved when it last looked).
+  std::chrono::steady_clock::time_point grow_check_at_ = std::chrono::steady_clock::time_point::max();
   std::deque<std::shared_ptr<Running>> queue_;
   std::map<std::int64_t, std::shared_ptr<Running>> running_;  // queued or running, by task id
   std::map<std::int64_t, Hold> held_;  // every id submitted and not yet let go of

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "agentcron/handlers/handler.hpp"
 #include "agentcron/log.hpp"
@@ -163,6 +164,24 @@ TEST_F(ExecutorTest, SlotThreadsStartOnDemandNotUpFront) {
   }
   ASSERT_TRUE(wait_results(40));
   EXPECT_LE(ex.threads(), 2);  // two at a time, never a thousand
+}
+
+// Threads are added for handlers that block, not for a queue that waits on something else: here
+// every slot is held up handing its outcome over (2 ms each), as threads that wait for a core on
+// a loaded machine are. More threads would finish nothing sooner; the supervisor used to add one
+// a millisecond all the same (about fifty here).
+TEST_F(ExecutorTest, ThreadsAreAddedForBlockingHandlersNotForAQueueHeldUpElsewhere) {
+  add("quick", [](const Task&, const HandlerContext&) { return TaskOutcome::success(); });
+  OutcomeSink record = sink();
+  Executor ex({200, 10s}, handlers, [&](FinishedRun&& r) {
+    std::this_thread::sleep_for(2ms);  // the slot's time outside its handler
+    record(std::move(r));
+  }, log);
+  std::vector<Task> batch;
+  for (int i = 1; i <= 200; ++i) batch.push_back(task(i, "quick"));
+  ex.submit(std::move(batch));
+  ASSERT_TRUE(wait_results(200));
+  EXPECT_LE(ex.threads(), 4);  // the ones a submit starts at once (kEagerThreads)
 }
 
 // A retry or release written while the handler still runs would let another worker start the
