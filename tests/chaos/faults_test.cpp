@@ -147,10 +147,13 @@ TEST_F(Chaos, KillNineOfOneOfTwoWorkersTenTimesDuringADrain) {
 // running under the worker until its lease (5 s here) expires and the rescuer returns it.
 TEST_F(Chaos, PostgresRestartedFiveTimesDuringADrain) {
   write_config(db.url(), "connect_timeout = \"1s\"\n[scheduler]\nschedule = \"@every 200ms\"\nlease = \"5s\"\n"
-                         "[retry]\nbreaker_cooldown = \"1s\"\n[metrics]\nlisten = \"\"\n[handlers.ready]\ntype = \"notify\"\n");
-  // Due over the next 20 s: there is always something to claim.
+                         "[retry]\nbreaker_cooldown = \"1s\"\n[metrics]\nlisten = \"\"\n[handlers.ready]\ntype = \"notify\"\n"
+                         "[handlers.steady]\ntype = \"notify\"\n");
+  // Due over the next 20 s: there is always something to claim. Two kinds, so that the claim
+  // prepared again after each restart is the statement for several kinds (claim_statement(2)).
   db.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for) "
-          "SELECT 'ready', now() + (i % 200) * interval '100 milliseconds' FROM generate_series(1, 4000) i");
+          "SELECT CASE WHEN i % 2 = 0 THEN 'ready' ELSE 'steady' END, now() + (i % 200) * interval '100 milliseconds' "
+          "FROM generate_series(1, 4000) i");
   Process w({"--config", config_path, "run"});
   ASSERT_TRUE(eventually([&] { return count("status = 'succeeded'") > 0; }, 20s)) << w.err();
   double worst = 0;

@@ -712,21 +712,27 @@ TEST_F(StoreTest, ClaimBlockedByALockFailsWithinTheLockTimeoutAndLeavesNothingId
   c.timeouts.lock = 300ms;
   open(c);
   db.insert_due(5);
-  pqxx::connection blocker(db.conninfo());
-  pqxx::work hold(blocker);
-  hold.exec("LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE");
-  auto start = std::chrono::steady_clock::now();
-  try {
-    store->claim_due(claim(5));
-    FAIL() << "claim went through a table lock";
-  } catch (const DatabaseError& e) {
-    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
-    EXPECT_TRUE(e.is_transient());
+  db.insert_due(3, "b");
+  db.insert_due(3, "c");
+  // The claim of one kind and the claim of several (another statement, claim_statement(3)).
+  for (const std::vector<std::string>& kinds : {std::vector<std::string>{"noop"}, {"noop", "b", "c"}}) {
+    SCOPED_TRACE(kinds.size());
+    pqxx::connection blocker(db.conninfo());
+    pqxx::work hold(blocker);
+    hold.exec("LOCK TABLE agentcron.agent_tasks IN ACCESS EXCLUSIVE MODE");
+    auto start = std::chrono::steady_clock::now();
+    try {
+      store->claim_due(claim(5, "w1", kinds));
+      ADD_FAILURE() << "claim went through a table lock";
+    } catch (const DatabaseError& e) {
+      EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+      EXPECT_TRUE(e.is_transient());
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    hold.abort();
+    EXPECT_EQ(store->claim_due(claim(5, "w1", kinds)).size(), 5u);  // the pool is healthy afterwards
+    EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"), 0);
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
-  hold.abort();
-  EXPECT_EQ(store->claim_due(claim(5)).size(), 5u);  // the pool is healthy afterwards
-  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"), 0);
 }
 
 // Readiness asks the store whether the database takes its writes (TaskStore::answering): a
