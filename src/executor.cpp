@@ -38,6 +38,7 @@ void ExecutorOptions::validate() const {
   require_option(task_timeout > Millis(0), "executor", "task_timeout must be > 0");
   // A margin beyond half the lease is cut to half of it (fence_after).
   require_option(lease >= Millis(0) && fence_margin >= Millis(0), "executor", "lease and fence_margin must be >= 0");
+  require_option(grow_after > Millis(0), "executor", "grow_after must be > 0");
   for (const auto& [kind, limit] : kind_limits)
     require_option(limit > 0, "executor", "the concurrency of kind \"" + kind + "\" must be > 0");
 }
@@ -425,11 +426,13 @@ void Executor::slot_loop(std::stop_token st) {
     r->deadline = r->began + r->limit;  // the clock starts at the slot
     bool earlier = r->deadline < supervisor_wake_at_;  // an earlier deadline than it sleeps to
     if (earlier) ++generation_;
-    // Or this was the last idle thread while tasks still wait: the supervisor adds threads.
+    // Or this was the last idle thread while tasks still wait: the supervisor may add threads.
     bool wake_supervisor = earlier || starved_locked();
     lock.unlock();
     if (wake_supervisor) supervisor_cv_.notify_all();
+    r->in_handler.store(true, std::memory_order_relaxed);
     TaskOutcome outcome = run_one(*r);
+    r->in_handler.store(false, std::memory_order_relaxed);  // before the lock: waiting for it is not the handler's
     lock.lock();
     // Only now, with the handler returned, may its retry or release be written.
     if (r->stopped == Running::Stopped::lease_lost) {
@@ -462,9 +465,10 @@ void Executor::supervise(std::stop_token st) {
     auto earliest = std::chrono::steady_clock::time_point::max();
     std::vector<std::shared_ptr<Running>> expired;
     std::vector<std::shared_ptr<Running>> unrenewed;
-    bool blocking = false;  // a handler has run for kGrowAfter or longer
+    // The handler running longest: when it has run kGrowAfter, handlers block.
+    auto oldest_call = std::chrono::steady_clock::time_point::max();
     for (auto& [id, r] : running_) {
-      if (!r->settled && r->started_at != SysTime{} && now - r->began >= kGrowAfter) blocking = true;
+      if (r->in_handler.load(std::memory_order_relaxed)) oldest_call = std::min(oldest_call, r->began);
       if (r->settled || r->fenced || r->stopped == Running::Stopped::lease_lost) continue;
       // A lease that could not be renewed in time (the database is unreachable): fence the task
       // off before its lease expires and another worker's rescuer hands it out again.
@@ -500,20 +504,28 @@ void Executor::supervise(std::stop_token st) {
       log_.warn("task timed out; stopping its handler", {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
     }
     // Tasks wait and no thread is idle. A thread more helps only if the threads there are held up
-    // in handlers that block (a child process, an http call): then one is added a millisecond.
-    // Quick handlers keep every thread busy while a batch drains in a fraction of a millisecond,
-    // and on a loaded machine a thread that waits for a core looks busy too; adding threads for
-    // them gave a drain of no-op tasks 26 to 161 threads from run to run, each with its stack and
-    // malloc arena (up to 2 MiB more peak RSS), and nothing done sooner.
+    // in handlers that block (a child process, an http call): then one is added a millisecond —
+    // after the oldest task has waited a millisecond while a handler has run that long, or after
+    // it has waited options_.grow_after (handlers that block for less than a millisecond). Quick
+    // handlers keep every thread busy while a batch drains in a fraction of a millisecond, and on
+    // a loaded machine a thread that waits for a core looks busy too: adding a thread whenever a
+    // task had waited a millisecond gave a drain of no-op tasks 26 to 161 threads from run to run,
+    // each with its stack and malloc arena (up to 2 MiB more peak RSS), and nothing done sooner.
     grow_check_at_ = std::chrono::steady_clock::time_point::max();
     if (starved_locked()) {
-      auto waited_from = queue_.front()->queued_at + kGrowAfter;
-      if (now >= waited_from && blocking) {
+      constexpr auto kNone = std::chrono::steady_clock::time_point::max();
+      auto queued = queue_.front()->queued_at;
+      auto blocking_due = oldest_call == kNone ? kNone : std::max(queued, oldest_call) + kGrowAfter;
+      auto due = std::min(blocking_due, queued + options_.grow_after);
+      if (now >= due) {
         grow_locked(1);
         work_cv_.notify_one();
+        due = now + kGrowAfter;
+      } else if (oldest_call == kNone) {
+        due = std::min(due, now + kGrowAfter);  // no handler in its call yet: look again in a millisecond
       }
-      grow_check_at_ = std::max(waited_from, now + kGrowAfter);
-      earliest = std::min(earliest, grow_check_at_);
+      grow_check_at_ = due;
+      earliest = std::min(earliest, due);
     }
     supervisor_wake_at_ = earliest;
     std::uint64_t seen = generation_;

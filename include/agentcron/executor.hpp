@@ -1,6 +1,7 @@
 // Executor: `concurrency` slots running handlers with no database connection held. Every
 // exception, timeout or cancellation of a handler becomes that task's outcome and nothing else's.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -41,6 +42,10 @@ struct ExecutorOptions {
   // At most this many tasks of a kind queued or running at once ([handlers.<kind>] concurrency):
   // the poller claims only what kind_room() leaves.
   std::map<std::string, int> kind_limits{};
+  // Slot threads beyond the first few are added one a millisecond while tasks wait: once the oldest
+  // has waited a millisecond if a handler has been running that long (handlers that block), and
+  // once it has waited `grow_after` whatever the handlers do (handlers that block for less).
+  Millis grow_after{10};
   void validate() const;
 };
 
@@ -126,6 +131,7 @@ class Executor {
     SysTime started_at{};
     std::chrono::steady_clock::time_point queued_at{};  // when it joined the queue
     std::chrono::steady_clock::time_point began{};      // when its handler was called (by a slot)
+    std::atomic<bool> in_handler{false};                // from the call until the handler returns
     bool settled = false;  // its outcome was handed to the sink (by its slot, or by cancel_all if queued)
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
     // decided when the handler returns.
@@ -155,7 +161,8 @@ class Executor {
   void grow_locked(int limit);   // starts up to `limit` slot threads for waiting tasks (mu_ held)
   bool starved_locked() const;   // tasks wait, no thread is idle, and more threads are allowed
   static constexpr int kEagerThreads = 4;  // threads a submit may start at once
-  // How long the oldest queued task waits, and a handler runs, before the supervisor adds a thread.
+  // How long the oldest queued task waits, and a handler runs, before the supervisor adds a thread
+  // for handlers that block (options_.grow_after: whatever the handlers do).
   static constexpr std::chrono::milliseconds kGrowAfter{1};
   void supervise(std::stop_token st);
   void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
