@@ -34,6 +34,7 @@ for f in /usr/bin/agentcron /usr/lib/systemd/system/agentcron.service /usr/lib/s
 done
 dpkg-query -W -f='${Conffiles}\n' agentcron | grep -q '/etc/agentcron/agentcron.toml' || fail "the configuration is not a conffile"
 dpkg-query -W -f='${Depends}\n' agentcron | grep -q 'libpqxx-6.4' || fail "Depends lacks libpqxx"
+dpkg-query -W -f='${Depends}\n' agentcron | grep -qw 'tzdata' || fail "Depends lacks tzdata"
 systemctl is-enabled agentcron.service >/dev/null 2>&1 && fail "the service was enabled before it is configured"
 
 # The installed binary: its version, its example configuration (the installed file), the cluster.
