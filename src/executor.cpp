@@ -58,8 +58,9 @@ Executor::Executor(ExecutorOptions options, const HandlerRegistry& handlers, Out
 void Executor::grow_locked(int limit) {
   // Slot threads start on demand, never more than the capacity: at once only for tasks no idle
   // thread can take (and no more than `limit`); beyond that the supervisor adds one a
-  // millisecond while tasks wait and handlers block (supervise()). Quick handlers drain a batch
-  // with a few threads; slow ones get a thread each within milliseconds.
+  // millisecond while tasks wait behind handlers that block, or have waited grow_after
+  // (supervise()). Quick handlers drain a batch with a few threads; slow ones get a thread each
+  // within milliseconds.
   int want = std::min(limit, static_cast<int>(queue_.size()) - idle_threads_);
   while (want-- > 0 && static_cast<int>(slots_.size()) < capacity_) {
     ++idle_threads_;  // idle from its creation: it will take a waiting task as soon as it runs
@@ -465,10 +466,9 @@ void Executor::supervise(std::stop_token st) {
     auto earliest = std::chrono::steady_clock::time_point::max();
     std::vector<std::shared_ptr<Running>> expired;
     std::vector<std::shared_ptr<Running>> unrenewed;
-    // The handler running longest: when it has run kGrowAfter, handlers block.
-    auto oldest_call = std::chrono::steady_clock::time_point::max();
+    int blocked = 0;  // slot threads in a handler's call for kGrowAfter or longer
     for (auto& [id, r] : running_) {
-      if (r->in_handler.load(std::memory_order_relaxed)) oldest_call = std::min(oldest_call, r->began);
+      if (r->in_handler.load(std::memory_order_relaxed) && now - r->began >= kGrowAfter) ++blocked;
       if (r->settled || r->fenced || r->stopped == Running::Stopped::lease_lost) continue;
       // A lease that could not be renewed in time (the database is unreachable): fence the task
       // off before its lease expires and another worker's rescuer hands it out again.
@@ -504,28 +504,25 @@ void Executor::supervise(std::stop_token st) {
       log_.warn("task timed out; stopping its handler", {{"task_id", r->task.id}, {"kind", r->task.kind}, {"attempt", r->task.attempt}});
     }
     // Tasks wait and no thread is idle. A thread more helps only if the threads there are held up
-    // in handlers that block (a child process, an http call): then one is added a millisecond —
-    // after the oldest task has waited a millisecond while a handler has run that long, or after
-    // it has waited options_.grow_after (handlers that block for less than a millisecond). Quick
-    // handlers keep every thread busy while a batch drains in a fraction of a millisecond, and on
-    // a loaded machine a thread that waits for a core looks busy too: adding a thread whenever a
-    // task had waited a millisecond gave a drain of no-op tasks 26 to 161 threads from run to run,
-    // each with its stack and malloc arena (up to 2 MiB more peak RSS), and nothing done sooner.
+    // in handlers that block (a child process, an http call), so one is added a millisecond while
+    // the oldest task has waited a millisecond and fewer than kEagerThreads threads are free of
+    // such a call — or once it has waited options_.grow_after, whatever the handlers do (handlers
+    // that block for less than a millisecond). Quick handlers keep every thread busy while a batch
+    // drains in a fraction of a millisecond, and on a loaded machine a thread that waits for a
+    // core looks busy too: adding a thread whenever a task had waited a millisecond gave a drain
+    // of no-op tasks 26 to 161 threads from run to run, each with its stack and malloc arena (up
+    // to 2 MiB more peak RSS), and nothing done sooner. Counting the blocked threads, not asking
+    // whether any handler blocks, keeps one long handler beside such a drain from doing the same.
     grow_check_at_ = std::chrono::steady_clock::time_point::max();
     if (starved_locked()) {
-      constexpr auto kNone = std::chrono::steady_clock::time_point::max();
-      auto queued = queue_.front()->queued_at;
-      auto blocking_due = oldest_call == kNone ? kNone : std::max(queued, oldest_call) + kGrowAfter;
-      auto due = std::min(blocking_due, queued + options_.grow_after);
-      if (now >= due) {
+      auto waited = now - queue_.front()->queued_at;
+      int moving = static_cast<int>(slots_.size()) - blocked;
+      if ((waited >= kGrowAfter && moving < kEagerThreads) || waited >= options_.grow_after) {
         grow_locked(1);
         work_cv_.notify_one();
-        due = now + kGrowAfter;
-      } else if (oldest_call == kNone) {
-        due = std::min(due, now + kGrowAfter);  // no handler in its call yet: look again in a millisecond
       }
-      grow_check_at_ = due;
-      earliest = std::min(earliest, due);
+      grow_check_at_ = now + kGrowAfter;
+      earliest = std::min(earliest, grow_check_at_);
     }
     supervisor_wake_at_ = earliest;
     std::uint64_t seen = generation_;

@@ -43,8 +43,9 @@ struct ExecutorOptions {
   // the poller claims only what kind_room() leaves.
   std::map<std::string, int> kind_limits{};
   // Slot threads beyond the first few are added one a millisecond while tasks wait: once the oldest
-  // has waited a millisecond if a handler has been running that long (handlers that block), and
-  // once it has waited `grow_after` whatever the handlers do (handlers that block for less).
+  // has waited a millisecond if handlers that have run that long hold all but a few threads
+  // (handlers that block), and once it has waited `grow_after` whatever the handlers do (handlers
+  // that block for less).
   Millis grow_after{10};
   void validate() const;
 };
@@ -161,8 +162,9 @@ class Executor {
   void grow_locked(int limit);   // starts up to `limit` slot threads for waiting tasks (mu_ held)
   bool starved_locked() const;   // tasks wait, no thread is idle, and more threads are allowed
   static constexpr int kEagerThreads = 4;  // threads a submit may start at once
-  // How long the oldest queued task waits, and a handler runs, before the supervisor adds a thread
-  // for handlers that block (options_.grow_after: whatever the handlers do).
+  // How long the oldest queued task waits, and a handler runs before its thread counts as blocked,
+  // before the supervisor adds a thread for handlers that block (options_.grow_after: whatever the
+  // handlers do).
   static constexpr std::chrono::milliseconds kGrowAfter{1};
   void supervise(std::stop_token st);
   void settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock);
