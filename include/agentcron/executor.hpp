@@ -44,8 +44,9 @@ struct ExecutorOptions {
   std::map<std::string, int> kind_limits{};
   // Slot threads beyond the first few are added one a millisecond while tasks wait: once the oldest
   // has waited a millisecond if handlers that have run that long hold all but a few threads
-  // (handlers that block), and once it has waited `grow_after` whatever the handlers do (handlers
-  // that block for less).
+  // (handlers that block — or run on the CPU that long: the rule cannot tell them apart), and once
+  // it has waited `grow_after` whatever the handlers do (handlers that block for less, and also a
+  // queue held up by a busy CPU for that long).
   Millis grow_after{10};
   void validate() const;
 };
@@ -132,7 +133,9 @@ class Executor {
     SysTime started_at{};
     std::chrono::steady_clock::time_point queued_at{};  // when it joined the queue
     std::chrono::steady_clock::time_point began{};      // when its handler was called (by a slot)
-    std::atomic<bool> in_handler{false};                // from the call until the handler returns
+    // From the call until the handler returns: a slot waiting for mu_ or handing its outcome over
+    // is not in its handler, and counts as free to take the next task.
+    std::atomic<bool> in_handler{false};
     bool settled = false;  // its outcome was handed to the sink (by its slot, or by cancel_all if queued)
     // Why its stop was requested: its deadline passed, or shutdown cancelled it. The outcome is
     // decided when the handler returns.

@@ -193,8 +193,9 @@ TEST_F(ExecutorTest, ThreadsAreAddedForBlockingHandlersNotForAQueueHeldUpElsewhe
   ASSERT_TRUE(wait_results(200));
   release.count_down();
   ASSERT_TRUE(wait_results(201));
-  // The four a submit starts at once (kEagerThreads), one for the held task, and on a loaded
-  // machine a few more: a quick handler that loses its core for a millisecond looks blocked.
+  // The four the submits start at once (kEagerThreads; the held task has one of them), a fifth
+  // once it has been held a millisecond, and on a loaded machine a few more: a quick handler that
+  // loses its core for a millisecond looks blocked.
   EXPECT_LE(ex.threads(), 21);
 }
 
