@@ -211,6 +211,37 @@ TEST_F(StoreTest, AClaimNeverReadsTheDueRowsOfKindsItDoesNotTake) {
       << "before:\n" << several.plan << "after:\n" << several_after.plan;
 }
 
+// The store's statements run with JIT off (pg::set_local). The generic plan of a claim of ten
+// kinds or more is estimated above the default jit_above_cost, and compiling it took 0.23 s a
+// claim at ten kinds and 24 s at a hundred (docs/performance.md): the settings the store sends
+// with the claim must keep JIT off whatever the server's own say.
+TEST_F(StoreTest, TheClaimOfManyKindsRunsWithoutJitWhateverTheServerSays) {
+  if (db.scalar("SELECT pg_jit_available()::int") == 0) GTEST_SKIP() << "this server has no JIT";
+  std::string kinds = "{";
+  for (int k = 0; k < 10; ++k) {
+    db.insert_due(2, "k" + std::to_string(k));
+    kinds += (k ? ",k" : "k") + std::to_string(k);
+  }
+  kinds += "}";
+  const pg::Statement& claim = pg::claim_statement(10);
+  auto plan = [&](bool store_settings) {
+    pqxx::work tx(db.sql());
+    tx.exec("SET LOCAL jit = on; SET LOCAL jit_above_cost = 0");  // a server that compiles everything
+    if (store_settings) tx.exec(pg::set_local(QueryTimeouts{}, claim.hash_by_id, claim.generic_plan));
+    std::string sql = pg::inline_params(claim.sql, {tx.quote(kinds), "100", "'w1'", "60000", "1048576", "'{}'", "'{}'"});
+    std::string out;  // with costs: EXPLAIN prints its "JIT:" summary only then
+    for (const auto& row : tx.exec("EXPLAIN (ANALYZE) " + sql)) out += row[0].as<std::string>() + "\n";
+    tx.abort();
+    return out;
+  };
+  std::string compiled = plan(false), ours = plan(true);
+  ASSERT_NE(compiled.find("JIT:"), std::string::npos) << "the server compiled nothing without the store's settings:\n"
+                                                      << compiled;
+  EXPECT_EQ(ours.find("JIT:"), std::string::npos) << ours;
+  // It ran, and claimed every due task (the top node's rows).
+  EXPECT_NE(ours.substr(0, ours.find('\n')).find(" rows=20 loops=1)"), std::string::npos) << ours;
+}
+
 // `status` on a large table reads estimates and counts due tasks only up to a cap, instead of
 // scanning every row; on a small one (the test above and below) it counts exactly.
 TEST_F(StoreTest, StatusOnALargeTableEstimatesAndCapsInsteadOfScanning) {
