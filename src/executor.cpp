@@ -515,22 +515,21 @@ void Executor::supervise(std::stop_token st) {
     // threads, not asking whether any handler blocks, keeps one long handler beside such a drain
     // from doing the same. (A drain whose oldest task waits grow_after still grows; with batches
     // of 500 quick tasks it rarely does.)
-    grow_check_at_ = std::chrono::steady_clock::time_point::max();
-    if (starved_locked()) {
+    watching_growth_ = starved_locked();
+    if (watching_growth_) {
       auto waited = now - queue_.front()->queued_at;
       int moving = static_cast<int>(slots_.size()) - blocked;
       if ((waited >= kGrowAfter && moving < kEagerThreads) || waited >= options_.grow_after) {
         grow_locked(1);
         work_cv_.notify_one();
       }
-      grow_check_at_ = now + kGrowAfter;
-      earliest = std::min(earliest, grow_check_at_);
+      earliest = std::min(earliest, now + kGrowAfter);
     }
     supervisor_wake_at_ = earliest;
     std::uint64_t seen = generation_;
     // A slot that left the queue starved wakes it, unless it already means to look again.
     supervisor_cv_.wait_until(lock, st, earliest, [&] {
-      return generation_ != seen || (grow_check_at_ == std::chrono::steady_clock::time_point::max() && starved_locked());
+      return generation_ != seen || (!watching_growth_ && starved_locked());
     });
   }
 }

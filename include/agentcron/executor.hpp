@@ -184,8 +184,8 @@ class Executor {
   std::condition_variable_any state_cv_;       // waiters: a task settled, a slot freed
   std::condition_variable_any supervisor_cv_;  // the supervisor: an earlier deadline, or starved slots
   std::chrono::steady_clock::time_point supervisor_wake_at_ = std::chrono::steady_clock::time_point::max();
-  // While starved: when the supervisor looks again whether to add a thread (max: not starved when it last looked).
-  std::chrono::steady_clock::time_point grow_check_at_ = std::chrono::steady_clock::time_point::max();
+  // Starved when the supervisor last looked: it looks again within kGrowAfter, unwoken.
+  bool watching_growth_ = false;
   std::deque<std::shared_ptr<Running>> queue_;
   std::map<std::int64_t, std::shared_ptr<Running>> running_;  // queued or running, by task id
   std::map<std::int64_t, Hold> held_;  // every id submitted and not yet let go of

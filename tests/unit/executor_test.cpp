@@ -169,8 +169,8 @@ TEST_F(ExecutorTest, SlotThreadsStartOnDemandNotUpFront) {
 // Threads are added for handlers that block, not for a queue that waits on something else: here
 // every slot is held up handing its outcome over (2 ms each), as threads that wait for a core on
 // a loaded machine are. More threads would finish nothing sooner; the supervisor used to add one
-// a millisecond all the same (76 here, more on a loaded machine). The wait that adds threads
-// whatever the handlers do is set beyond the test.
+// a millisecond all the same (76 in this test before it had the held task, more on a loaded
+// machine). The wait that adds threads whatever the handlers do is set beyond the test.
 // One handler that blocks all along (the first task) holds one thread, not the rule for all.
 TEST_F(ExecutorTest, ThreadsAreAddedForBlockingHandlersNotForAQueueHeldUpElsewhere) {
   std::latch release(1);
