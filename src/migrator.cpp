@@ -54,7 +54,21 @@ int Migrator::migrate() {
                              " has changed since it was applied; refusing to migrate");
   int applied = 0;
   for (const auto& m : migrations_) {
-    if (store_.apply_migration(m.version, m.name, m.sql, migration_checksum(m.sql))) {
+    bool ran;
+    try {
+      ran = store_.apply_migration(m.version, m.name, m.sql, migration_checksum(m.sql));
+    } catch (const MigrationChanged&) {
+      throw;
+    } catch (const DatabaseError& e) {
+      // Which file failed; each runs in a transaction of its own, so it left nothing behind. A lock
+      // it could not have (0009 waits at most 5 s for the table's) is another transaction's, and
+      // the same migrate passes once that ends.
+      std::string what = "migration " + migration_file_name(m.version, m.name) + " failed, nothing of it applied: " + e.what();
+      if (e.sqlstate() == "55P03")
+        what += "; another transaction holds a lock on agentcron's tables: run `agentcron migrate` again once it ends";
+      throw DatabaseError(what, e.sqlstate(), e.error_class());
+    }
+    if (ran) {
       log_.info("applied migration", {{"version", m.version}, {"name", m.name}});
       ++applied;
     }

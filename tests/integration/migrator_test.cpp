@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
+#include <pqxx/pqxx>
 
+#include <chrono>
 #include <sstream>
 #include <thread>
 
@@ -119,6 +121,47 @@ TEST_F(MigratorTest, TheKindLedDueIndexBuiltBeforehandIsTakenOverAndAnyOtherRebu
     // Taken over (the same index under the old name), or built afresh when it was not the one.
     EXPECT_EQ(db.scalar("SELECT 'agentcron.agent_tasks_due_idx'::regclass::oid::bigint") == oid, c == valid);
   }
+}
+
+// 0009 takes the tasks table's exclusive lock, waiting at most 5 s for it: behind an application's
+// long transaction it gives up, says which migration and why, leaves nothing half done (the old
+// index serves claims meanwhile), and the same migrate passes once that transaction ends.
+TEST_F(MigratorTest, TheKindLedDueIndexMigrationGivesUpOnALockItCannotHaveAndPassesLater) {
+  ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
+  PgTaskStore store(pool, StoreOptions::from_config(config), log);
+  std::vector<Migration> before;
+  for (const Migration& m : embedded_migrations())
+    if (m.version < 9) before.push_back(m);
+  Migrator(store, log, before).migrate();
+  db.insert_due(10);
+  const std::string old_index = db.text("SELECT pg_get_indexdef('agentcron.agent_tasks_due_idx'::regclass)");
+
+  pqxx::connection app(db.conninfo());
+  pqxx::work open(app);
+  open.exec("SELECT count(*) FROM agentcron.agent_tasks");  // holds the table's share lock until it ends
+  auto began = std::chrono::steady_clock::now();
+  try {
+    Migrator(store, log).migrate();
+    FAIL() << "0009 took the table's lock while another transaction held it";
+  } catch (const MigrationChanged& e) {
+    FAIL() << e.what();
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+    std::string what = e.what();
+    EXPECT_NE(what.find("migration 0009_kind_due_index.sql failed, nothing of it applied"), std::string::npos) << what;
+    EXPECT_NE(what.find("run `agentcron migrate` again once it ends"), std::string::npos) << what;
+  }
+  // Its own lock_timeout, not the 10 minutes migrations may run.
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(60));
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.schema_migrations WHERE version = 9"), 0);
+  EXPECT_EQ(db.text("SELECT pg_get_indexdef('agentcron.agent_tasks_due_idx'::regclass)"), old_index);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_class WHERE oid = to_regclass('agentcron.agent_tasks_kind_due_idx')"), 0);
+  // The pool's connection came back clean: the same store migrates once the transaction ends.
+  open.commit();
+  EXPECT_EQ(Migrator(store, log).migrate(), static_cast<int>(embedded_migrations().size()) - 8);
+  EXPECT_NE(db.text("SELECT pg_get_indexdef('agentcron.agent_tasks_due_idx'::regclass)").find("(kind, priority DESC"),
+            std::string::npos);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'pending'"), 10);
 }
 
 TEST(MigrationChecksum, IsStableAndSensitive) {
