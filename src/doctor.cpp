@@ -11,6 +11,7 @@
 
 #include "admin_statements.hpp"
 #include "agentcron/database_url.hpp"
+#include "agentcron/handlers/handler.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/migrator.hpp"
 #include "agentcron/pg_task_store.hpp"
@@ -269,6 +270,11 @@ Finding kinds(const json& d, const Config& c) {
     f.summary += "; due for over a minute with no handler here: " + stuck;
     f.advice.push_back("add a [handlers.<kind>] for each, or run a worker that has one; a task of a kind no worker "
                        "handles stays pending for ever");
+  }
+  if (handled.size() > kManyKinds) {
+    f.verdict = V::warn;
+    f.summary += "; more than " + std::to_string(kManyKinds) + " kinds in one worker";
+    f.advice.push_back(kManyKindsAdvice);
   }
   if (!held.empty()) {
     f.summary += "; paused: " + held;

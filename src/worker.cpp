@@ -133,6 +133,9 @@ SchedulerConfig Worker::scheduler() const {
 }
 
 ExitCode Worker::start_services(const WorkerRunOptions& opts, bool one_shot) {
+  if (handlers_.empty()) log_.warn("no [handlers.<kind>] configured: this worker claims nothing");
+  if (std::size_t n = handlers_.kinds().size(); n > kManyKinds)
+    log_.warn(std::string("this worker claims many kinds; ") + kManyKindsAdvice, {{"kinds", static_cast<std::int64_t>(n)}});
   auto s = std::make_unique<Services>();
   Config c;
   {
@@ -483,7 +486,6 @@ int Worker::metrics_port() const {
 }
 
 ExitCode Worker::run(const WorkerRunOptions& opts) {
-  if (handlers_.empty()) log_.warn("no [handlers.<kind>] configured: this worker claims nothing");
   // First: /healthz answers while the worker waits for its database, and /readyz says so.
   if (!config_.metrics.listen.empty()) {
     auto server = std::make_unique<MetricsServer>(

@@ -27,9 +27,10 @@ class DoctorE2E : public ::testing::Test {
   std::string config_path = "/tmp/agentcron-e2e-doctor-" + std::to_string(::getpid()) + "-" +
                             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".toml";
   void TearDown() override { ::unlink(config_path.c_str()); }
-  // `doctor` as a worker handling the kind "noop" would see `url`.
+  // `doctor` as a worker with `handlers` (the kind "noop") would see `url`.
+  std::string handlers = "[handlers.noop]\ntype = \"notify\"\n";
   RunResult doctor(const std::string& url, std::vector<std::string> extra = {}) {
-    std::ofstream(config_path) << "[handlers.noop]\ntype = \"notify\"\n";
+    std::ofstream(config_path) << handlers;
     std::vector<std::string> args{"--config", config_path, "--database-url", url, "doctor"};
     args.insert(args.end(), extra.begin(), extra.end());
     return run_agentcron(args);
@@ -126,6 +127,33 @@ TEST_F(DoctorE2E, AReadOnlyDatabaseIsRedAndIdleSessionKillsAreAWarning) {
       << r.out;
   db.exec("ALTER DATABASE " + db.name() + " RESET default_transaction_read_only");
   db.exec("ALTER DATABASE " + db.name() + " RESET idle_session_timeout");
+}
+
+// A claim probes the due index once for each kind it takes: a worker of more than kManyKinds (32)
+// pays milliseconds a claim, and both `doctor` and the worker itself (`once` here) say so.
+TEST_F(DoctorE2E, AWorkerOfMoreThan32KindsIsAWarning) {
+  auto kinds = [](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += "[handlers.k" + std::to_string(i) + "]\ntype = \"notify\"\n";
+    return s;
+  };
+  handlers = kinds(32);
+  auto r = doctor();
+  EXPECT_EQ(line_of(r, "kinds").rfind("[ok] kinds: this configuration handles 32 kind(s)", 0), 0u) << r.out;
+  auto once = run_agentcron({"--config", config_path, "--database-url", db.url(), "once"});
+  EXPECT_EQ(once.code, 0) << once.err;
+  EXPECT_EQ(once.err.find("many kinds"), std::string::npos) << once.err;
+
+  handlers = kinds(33);
+  r = doctor();
+  EXPECT_EQ(r.code, 0) << r.out;  // a warning, not a failure
+  EXPECT_EQ(line_of(r, "kinds").rfind("[warn] kinds: this configuration handles 33 kind(s)", 0), 0u) << r.out;
+  EXPECT_NE(line_of(r, "kinds").find("more than 32 kinds in one worker"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("split the kinds across workers' configurations"), std::string::npos) << r.out;
+  once = run_agentcron({"--config", config_path, "--database-url", db.url(), "once"});
+  EXPECT_EQ(once.code, 0) << once.err;
+  EXPECT_NE(once.err.find("this worker claims many kinds; every claim probes the due index"), std::string::npos)
+      << once.err;
 }
 
 TEST_F(DoctorE2E, UnhandledKindsExpiredLeasesDeadRowsAndAnInvalidIndexAreReported) {

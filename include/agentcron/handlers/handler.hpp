@@ -55,6 +55,14 @@ class NotifyHandler final : public Handler {
   std::string channel_;
 };
 
+// A claim probes the due index once for each kind it takes (and each priority present): with more
+// kinds than this, a claim costs milliseconds — 19 ms and 36 MiB of a backend's memory at 100
+// kinds, against 2.5 ms at 10 (docs/performance.md, "Scale"). The worker and `doctor` say so.
+inline constexpr std::size_t kManyKinds = 32;
+inline constexpr const char* kManyKindsAdvice =
+    "every claim probes the due index once for each kind it takes (about 19 ms a claim at 100 kinds): "
+    "split the kinds across workers' configurations, a few dozen at most each";
+
 class HandlerRegistry {
  public:
   void add(std::string kind, std::shared_ptr<Handler> handler);
