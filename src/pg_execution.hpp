@@ -89,6 +89,19 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
   Lease lease = pool.acquire();
   Connection& c = lease.connection();
   std::string stage = implicit ? "statement" : "begin";
+  // After an error inside BEGIN … COMMIT: the connection goes back to the pool idle, or not at all.
+  auto roll_back = [&] {
+    if (c.poisoned) {
+      lease.discard();
+    } else if (!implicit) {
+      try {
+        pqxx::nontransaction rb(c.raw());
+        rb.exec("ROLLBACK");
+      } catch (const pqxx::failure&) {
+        lease.discard();
+      }
+    }  // an implicit transaction ended with its error: the connection is idle again
+  };
   try {
     WatchedStatement watch(watchdog, t.statement + grace,
                            {[&pool, &c] { pool.cancel(c); }, [&c] { ::shutdown(c.raw().sock(), SHUT_RDWR); }});
@@ -103,16 +116,7 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
     return result;
   } catch (const pqxx::sql_error& e) {
     std::string state = e.sqlstate();
-    if (c.poisoned) {
-      lease.discard();
-    } else if (!implicit) {
-      try {
-        pqxx::nontransaction rb(c.raw());
-        rb.exec("ROLLBACK");
-      } catch (const pqxx::failure&) {
-        lease.discard();
-      }
-    }  // an implicit transaction ended with its error: the connection is idle again
+    roll_back();
     if (state.empty()) state = c.poisoned ? "57014" : "";
     ErrorClass cls = state.empty() ? ErrorClass::permanent : classify_sqlstate(state);
     throw DatabaseError(std::string(what) + ": " + one_line(e.what()), state, cls);
@@ -131,6 +135,9 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
     lease.discard();
     throw DatabaseError(std::string(what) + ": " + one_line(e.what()), "", ErrorClass::transient);
   } catch (const DatabaseError&) {
+    // The body's own refusal (a migration changed since it was applied, found under the
+    // migration lock): its transaction, and any lock it took, must not go back to the pool.
+    roll_back();
     throw;
   } catch (const std::exception& e) {
     // Not the server's word: the client refused the statement's values (libpq will not quote
