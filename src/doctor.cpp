@@ -273,7 +273,7 @@ Finding kinds(const json& d, const Config& c) {
   }
   if (handled.size() > kManyKinds) {
     f.verdict = V::warn;
-    f.summary += "; more than " + std::to_string(kManyKinds) + " kinds in one worker";
+    f.summary += "; more than " + std::to_string(kManyKinds) + " kinds in this configuration";
     f.advice.push_back(kManyKindsAdvice);
   }
   if (!held.empty()) {

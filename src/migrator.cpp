@@ -60,12 +60,17 @@ int Migrator::migrate() {
     } catch (const MigrationChanged&) {
       throw;
     } catch (const DatabaseError& e) {
-      // Which file failed; each runs in a transaction of its own, so it left nothing behind. A lock
-      // it could not have (0009 waits at most 5 s for the table's) is another transaction's, and
-      // the same migrate passes once that ends.
-      std::string what = "migration " + migration_file_name(m.version, m.name) + " failed, nothing of it applied: " + e.what();
-      if (e.sqlstate() == "55P03")
-        what += "; another transaction holds a lock on agentcron's tables: run `agentcron migrate` again once it ends";
+      // Which file failed. Each runs in a transaction of its own: it left nothing behind, unless
+      // the connection broke during its COMMIT. A lock it could not have (0009 waits at most 5 s
+      // for the table's) is another transaction's, and the same migrate passes once that ends.
+      std::string cause = e.what();
+      if (cause.rfind("migrate: ", 0) == 0) cause.erase(0, 9);
+      std::string what = "migration " + migration_file_name(m.version, m.name) +
+                         (e.error_class() == ErrorClass::in_doubt
+                              ? " may or may not have been applied (see `agentcron migrate --status`): "
+                              : " failed, nothing of it applied: ") +
+                         cause;
+      if (e.sqlstate() == "55P03") what += "; another transaction holds a lock it needs: migrate again once that ends";
       throw DatabaseError(what, e.sqlstate(), e.error_class());
     }
     if (ran) {

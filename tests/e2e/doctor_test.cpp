@@ -148,7 +148,7 @@ TEST_F(DoctorE2E, AWorkerOfMoreThan32KindsIsAWarning) {
   r = doctor();
   EXPECT_EQ(r.code, 0) << r.out;  // a warning, not a failure
   EXPECT_EQ(line_of(r, "kinds").rfind("[warn] kinds: this configuration handles 33 kind(s)", 0), 0u) << r.out;
-  EXPECT_NE(line_of(r, "kinds").find("more than 32 kinds in one worker"), std::string::npos) << r.out;
+  EXPECT_NE(line_of(r, "kinds").find("more than 32 kinds in this configuration"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("split the kinds across workers' configurations"), std::string::npos) << r.out;
   once = run_agentcron({"--config", config_path, "--database-url", db.url(), "once"});
   EXPECT_EQ(once.code, 0) << once.err;
