@@ -13,6 +13,7 @@
 #include "agentcron/pool.hpp"
 #include "agentcron/retry.hpp"
 #include "agentcron/pg_task_store.hpp"
+#include "support/migrations.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -101,9 +102,7 @@ TEST_F(MigratorTest, TheKindLedDueIndexBuiltBeforehandIsTakenOverAndAnyOtherRebu
     db.exec("DROP SCHEMA IF EXISTS agentcron CASCADE");
     ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
     PgTaskStore store(pool, StoreOptions::from_config(config), log);
-    std::vector<Migration> before;
-    for (const Migration& m : embedded_migrations())
-      if (m.version < 9) before.push_back(m);
+    std::vector<Migration> before = testing::migrations_before(9);
     ASSERT_EQ(before.size(), 8u);
     Migrator(store, log, before).migrate();
     EXPECT_EQ(index("agent_tasks_due_idx").find(kind_led), std::string::npos);  // the old one, led by priority
@@ -129,10 +128,7 @@ TEST_F(MigratorTest, TheKindLedDueIndexBuiltBeforehandIsTakenOverAndAnyOtherRebu
 TEST_F(MigratorTest, TheKindLedDueIndexMigrationGivesUpOnALockItCannotHaveAndPassesLater) {
   ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
   PgTaskStore store(pool, StoreOptions::from_config(config), log);
-  std::vector<Migration> before;
-  for (const Migration& m : embedded_migrations())
-    if (m.version < 9) before.push_back(m);
-  Migrator(store, log, before).migrate();
+  Migrator(store, log, testing::migrations_before(9)).migrate();
   db.insert_due(10);
   const std::string old_index = db.text("SELECT pg_get_indexdef('agentcron.agent_tasks_due_idx'::regclass)");
 
@@ -173,7 +169,9 @@ TEST_F(MigratorTest, AMigrationRefusedInsideItsTransactionLeavesNoTransactionOrL
   PgTaskStore store(pool, StoreOptions::from_config(config), log);
   Migrator(store, log).migrate();
   EXPECT_THROW(store.apply_migration(1, "init", "SELECT 1", "0000000000000000"), MigrationChanged);
-  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                      "WHERE l.locktype = 'advisory' AND d.datname = current_database()"),
+            0);  // this test's database only: other tests run beside it on the cluster
   EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                       "AND state LIKE 'idle in transaction%'"),
             0);

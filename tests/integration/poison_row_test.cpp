@@ -16,6 +16,7 @@
 #include "agentcron/pg_task_store.hpp"
 #include "agentcron/worker.hpp"
 #include "support/fn_handler.hpp"
+#include "support/migrations.hpp"
 #include "support/run_worker.hpp"
 #include "support/test_db.hpp"
 
@@ -88,9 +89,7 @@ TEST_F(PoisonRowTest, MigrationFailsLiveOutOfRangeRowsWithTheirValueAndLeavesThe
   Config c = fresh.config();
   ConnectionPool pool(PoolOptions::from_config(c, "m"), log);
   PgTaskStore store(pool, StoreOptions::from_config(c), log);
-  std::vector<Migration> before_0004;
-  for (const Migration& m : embedded_migrations())
-    if (m.version < 4) before_0004.push_back(m);
+  std::vector<Migration> before_0004 = testing::migrations_before(4);
   Migrator(store, log, before_0004).migrate();
   fresh.exec("INSERT INTO agentcron.agent_tasks (kind, scheduled_for, status, finished_at) VALUES "
              "('k', '-infinity', 'pending', NULL), ('k', 'infinity', 'pending', NULL), "
