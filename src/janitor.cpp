@@ -22,12 +22,15 @@ Janitor::Janitor(JanitorOptions options, TaskStore& store, Logger& log)
 JanitorResult Janitor::run_once(std::stop_token stop) {
   JanitorResult r;
   while (r.batches < options_.max_batches && !stop.stop_requested()) {
-    std::int64_t n = store_.delete_finished(options_.succeeded, options_.failed, options_.batch);
+    FinishedDeleted n = store_.delete_finished(options_.succeeded, options_.failed, options_.batch);
     ++r.batches;
-    r.deleted += n;
-    if (n < options_.batch) break;
+    r.deleted += n.tasks;
+    r.runs_deleted += n.runs;
+    // Either may have more: a recurring task never finishes, so its old runs go without a task.
+    if (n.tasks < options_.batch && n.runs < options_.batch) break;
   }
-  if (r.deleted > 0) log_.info("deleted finished tasks past their retention", {{"count", r.deleted}});
+  if (r.deleted > 0 || r.runs_deleted > 0)
+    log_.info("deleted finished tasks and runs past their retention", {{"tasks", r.deleted}, {"runs", r.runs_deleted}});
   return r;
 }
 

@@ -254,8 +254,11 @@ RescueResult PgTaskStore::reschedule_expired(const std::vector<Reschedule>& task
   return execute("reschedule expired recurring tasks", options_.update, kRescheduleExpired, read, ids, fires, errors);
 }
 
-std::int64_t PgTaskStore::delete_finished(Millis succeeded_after, Millis failed_after, int limit) {
-  return execute("delete finished tasks", options_.update, kDeleteFinished, first_count,
+FinishedDeleted PgTaskStore::delete_finished(Millis succeeded_after, Millis failed_after, int limit) {
+  auto read = [](const pqxx::result& r) {
+    return FinishedDeleted{r[0][0].as<std::int64_t>(), r[0][1].as<std::int64_t>()};
+  };
+  return execute("delete finished tasks", options_.update, kDeleteFinished, read,
                  static_cast<std::int64_t>(succeeded_after.count()), static_cast<std::int64_t>(failed_after.count()),
                  limit);
 }
@@ -397,6 +400,12 @@ class PgSubscription final : public Subscription {
     Connection& c = lease_.connection();
     try {
       for (const auto& channel : channels) c.listeners.push_back(std::make_unique<Collector>(c.raw(), channel, got_));
+      // libpqxx 6.4 registers a receiver even when its LISTEN met a broken connection (it
+      // swallows the error, meaning to listen again on a reconnect this project never makes):
+      // ask the server what it listens to, which also fails on a dead connection.
+      pqxx::nontransaction tx(c.raw());
+      auto listening = tx.exec("SELECT count(*) FROM pg_listening_channels()")[0][0].as<std::size_t>();
+      if (listening < channels.size()) throw pqxx::broken_connection("the server did not take the LISTEN");
     } catch (const pqxx::broken_connection& e) {
       c.listeners.clear();
       lease_.discard();
@@ -404,6 +413,11 @@ class PgSubscription final : public Subscription {
     } catch (const pqxx::sql_error& e) {
       c.listeners.clear();
       throw DatabaseError("listen: " + one_line(e.what()), e.sqlstate(), classify_sqlstate(e.sqlstate()));
+    } catch (...) {
+      // No receiver may outlive got_, which goes with this half-built subscription.
+      c.listeners.clear();
+      lease_.discard();
+      throw;
     }
   }
   ~PgSubscription() override {
@@ -415,6 +429,8 @@ class PgSubscription final : public Subscription {
     try {
       got_.clear();
       for (auto& l : c.listeners) static_cast<Collector*>(l.get())->clear();
+      // A closed connection reads as "no notifications" and its socket (-1) as never ready.
+      if (!c.raw().is_open() || c.raw().sock() < 0) throw pqxx::broken_connection("connection closed");
       c.raw().get_notifs();
       if (!got_.empty()) return std::move(got_);
       pollfd fds[2] = {{c.raw().sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};

@@ -52,6 +52,13 @@ std::optional<ScheduleSync> ScheduleSyncer::tick() {
   return std::nullopt;
 }
 
+// The file's sync did not happen (the database down at start, the schedules' lock held by many
+// workers starting at once): the next round syncs the file again, not only maintains.
+void ScheduleSyncer::failed() {
+  std::lock_guard lock(mu_);
+  file_pending_ = true;
+}
+
 std::optional<ScheduleSync> ScheduleSyncer::run_once() {
   std::vector<ScheduleConfig> schedules;
   {
@@ -77,10 +84,13 @@ std::optional<ScheduleSync> ScheduleSyncer::run_once() {
                                      {"tasks_cancelled", r.tasks_cancelled}});
     return r;
   } catch (const DatabaseError& e) {
-    log_.error("syncing the schedules failed; they stay as they were until the next sync",
+    failed();
+    log_.error("syncing the schedules failed; they stay as they were until the next round tries again",
                {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
   } catch (const std::exception& e) {
-    log_.error("syncing the schedules failed; they stay as they were until the next sync", {{"error", e.what()}});
+    failed();
+    log_.error("syncing the schedules failed; they stay as they were until the next round tries again",
+               {{"error", e.what()}});
   }
   return std::nullopt;
 }

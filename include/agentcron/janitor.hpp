@@ -22,7 +22,8 @@ struct JanitorOptions {
 };
 
 struct JanitorResult {
-  std::int64_t deleted = 0;
+  std::int64_t deleted = 0;       // tasks
+  std::int64_t runs_deleted = 0;  // task_runs rows past the longer retention
   int batches = 0;  // statements sent
 };
 

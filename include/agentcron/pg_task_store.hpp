@@ -83,7 +83,7 @@ class PgTaskStore final : public TaskStore {
   std::vector<ExpiredRecurring> expired_recurring(int limit) override;
   RescueResult reschedule_expired(const std::vector<Reschedule>& tasks) override;
   // Deletes finished tasks older than the retention, at most `limit` rows. Returns rows deleted.
-  std::int64_t delete_finished(Millis succeeded_after, Millis failed_after, int limit) override;
+  FinishedDeleted delete_finished(Millis succeeded_after, Millis failed_after, int limit) override;
   EnqueueResult enqueue(const EnqueueParams& p) override;
   QueueStatus status() override;
   SysTime now() override;

@@ -27,7 +27,8 @@ struct ScheduleSyncerOptions {
 class ScheduleSyncer {
  public:
   ScheduleSyncer(ScheduleSyncerOptions options, const Config& config, PgTaskStore& store, Logger& log);
-  // One sync, its changes logged; a failure is logged too (the schedules stay as they were).
+  // One sync, its changes logged; a failure is logged too (the schedules stay as they were, and
+  // the next tick syncs the file again).
   // Returns what it did, nullopt when the file declares no schedules or the sync failed.
   std::optional<ScheduleSync> run_once();
   // The periodic round: the file's sync when update() asked for one, else maintain_schedules.
@@ -45,7 +46,8 @@ class ScheduleSyncer {
   std::mutex mu_;  // schedules_ and declared_
   std::vector<ScheduleConfig> schedules_;
   bool declared_ = false;
-  bool file_pending_ = false;  // update() asked for a sync of the file
+  bool file_pending_ = false;  // update() asked for a sync of the file, or the last one failed
+  void failed();
   Periodic periodic_;  // last: joined before the members its runs use go away
 };
 

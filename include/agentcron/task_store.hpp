@@ -76,6 +76,13 @@ struct QueueStatus {
   std::int64_t max_connections = 0;
 };
 
+// What one janitor statement deleted: finished tasks past their retention, and runs past the
+// longer retention (those of recurring tasks too, which never finish).
+struct FinishedDeleted {
+  std::int64_t tasks = 0;
+  std::int64_t runs = 0;
+};
+
 struct RescueResult {
   std::int64_t to_pending = 0;
   std::int64_t to_failed = 0;
@@ -140,8 +147,9 @@ class TaskStore {
   virtual RescueResult rescue_expired(int limit) = 0;
   virtual std::vector<ExpiredRecurring> expired_recurring(int limit) = 0;
   virtual RescueResult reschedule_expired(const std::vector<Reschedule>& tasks) = 0;
-  // Deletes finished tasks older than the retention, at most `limit` rows. Returns rows deleted.
-  virtual std::int64_t delete_finished(Millis succeeded_after, Millis failed_after, int limit) = 0;
+  // Deletes finished tasks older than their retention and runs older than the longer one, at most
+  // `limit` of each.
+  virtual FinishedDeleted delete_finished(Millis succeeded_after, Millis failed_after, int limit) = 0;
   virtual EnqueueResult enqueue(const EnqueueParams& p) = 0;
   virtual QueueStatus status() = 0;
   // The database's clock.

@@ -1,5 +1,6 @@
 // TaskStore against a real PostgreSQL: every method, concurrency of claims, timeouts, bad rows.
 #include "agentcron/pg_task_store.hpp"
+#include "admin_statements.hpp"
 #include "pg_execution.hpp"
 #include "pg_statements.hpp"
 
@@ -15,8 +16,10 @@
 #include <sstream>
 #include <thread>
 
+#include "agentcron/janitor.hpp"
 #include "agentcron/log.hpp"
 #include "agentcron/retry.hpp"
+#include "agentcron/schedule_syncer.hpp"
 #include "support/test_db.hpp"
 
 namespace agentcron {
@@ -68,6 +71,71 @@ TEST_F(StoreTest, ClaimTakesDueTasksInPriorityThenTimeOrderAndLeasesThem) {
   EXPECT_EQ(store->claim_due(claim(1)).at(0).id, 3);
   EXPECT_EQ(store->claim_due(claim(1)).at(0).id, 1);
   EXPECT_TRUE(store->claim_due(claim(1)).empty());
+}
+
+// libpqxx 6.4 swallows a broken connection under LISTEN and registers the receiver anyway: a
+// subscription on a pooled connection the server had ended (a failover, idle_session_timeout)
+// listened to nothing, and its waits returned empty for ever, never asking for a new connection.
+// It must fail instead, and the next one work.
+TEST_F(StoreTest, ASubscriptionOnAConnectionTheServerEndedFailsRatherThanListenToNothing) {
+  PoolOptions o = PoolOptions::from_config(config, "w1");
+  o.idle_check_after = std::chrono::hours(1);  // hand the dead connection out unchecked, as within 1 s
+  ConnectionPool unchecked(o, log);
+  PgTaskStore s(unchecked, StoreOptions::from_config(config), log);
+  s.now();  // one connection, idle in the pool
+  const std::string others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+  db.exec("SELECT pg_terminate_backend(pid) " + others);
+  ASSERT_TRUE(testing::eventually([&] { return db.scalar("SELECT count(*) " + others) == 0; }));
+  try {
+    s.subscribe({"agentcron_due"});
+    FAIL() << "subscribed on a connection the server had ended";
+  } catch (const DatabaseError& e) {
+    EXPECT_TRUE(e.is_transient()) << e.what();
+  }
+  auto sub = s.subscribe({"agentcron_due"});
+  db.exec("NOTIFY agentcron_due");
+  auto got = sub->wait(std::chrono::seconds(10), -1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].channel, "agentcron_due");
+  // A connection that dies under a live subscription fails its next wait, not returns empty.
+  db.exec("SELECT pg_terminate_backend(pid) " + others);
+  ASSERT_TRUE(testing::eventually([&] { return db.scalar("SELECT count(*) " + others) == 0; }));
+  bool lost = false;
+  for (int i = 0; i < 3 && !lost; ++i) {
+    try {
+      sub->wait(std::chrono::milliseconds(200), -1);
+    } catch (const DatabaseError& e) {
+      lost = e.is_transient();
+    }
+  }
+  EXPECT_TRUE(lost);
+}
+
+// A sync of the file that fails — the database down at start, or the schedules' lock held past
+// timeouts.lock while many workers start — is tried again by the next round. The rounds used to
+// only maintain the database's schedules, so a new [schedules.<name>] never fired, and a changed
+// or removed one was not applied, until a SIGHUP or a restart.
+TEST_F(StoreTest, AScheduleSyncThatFailedIsTriedAgainByTheNextRound) {
+  Config c = config;
+  c.schedules_declared = true;
+  ScheduleConfig beat;
+  beat.name = "beat";
+  beat.cron = "*/5 * * * * *";
+  beat.kind = "noop";
+  c.schedules = {beat};
+  c.timeouts.lock = 200ms;
+  open(c);
+  pqxx::connection other(db.conninfo());
+  pqxx::work held(other);
+  held.exec("SELECT pg_advisory_xact_lock(" + std::to_string(pg::admin::kScheduleLockKey) + ")");
+  ScheduleSyncer syncer({}, c, *store, log);
+  EXPECT_FALSE(syncer.run_once());  // the lock is held: 55P03
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.schedules"), 0);
+  held.commit();
+  ASSERT_TRUE(syncer.tick());
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.schedules WHERE name = 'beat'"), 1);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE kind = 'noop' AND status = 'pending'"), 1);
+  EXPECT_NE(logs.str().find("until the next round tries again"), std::string::npos) << logs.str();
 }
 
 // The plan of the claim statement the store really sends (pg_statements.hpp), not of a copy.
@@ -636,10 +704,31 @@ TEST_F(StoreTest, DeleteFinishedHonoursRetentionInBatches) {
       "FROM generate_series(1, 30)");
   db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) VALUES ('noop', 'succeeded', now()), "
           "('noop', 'failed', now() - interval '8 days'), ('noop', 'failed', now() - interval '31 days')");
-  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 20);
-  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 11);
-  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20), 0);
+  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20).tasks, 20);
+  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20).tasks, 11);
+  EXPECT_EQ(store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20).tasks, 0);
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks"), 2);
+}
+
+// A recurring task never finishes, so nothing of it is deleted with a task: its runs past the
+// longer retention go by themselves. The janitor goes on while either kind of row fills a batch —
+// it stopped after one batch of runs when no task was due for deletion, and a fleet of frequent
+// schedules outgrew it (500 runs a round: 144,000 a day).
+TEST_F(StoreTest, TheJanitorDeletesOldRunsOfRecurringTasksInBatchesUntilNoneIsLeft) {
+  db.exec("INSERT INTO agentcron.agent_tasks (kind, cron, scheduled_for) VALUES ('noop', '*/5 * * * * *', now() + interval '5 s')");
+  db.exec("INSERT INTO agentcron.task_runs (task_id, attempt, outcome, finished_at) "
+          "SELECT 1, 1, 'succeeded', now() - interval '31 days' - i * interval '1 s' FROM generate_series(1, 45) i");
+  db.exec("INSERT INTO agentcron.task_runs (task_id, attempt, outcome, finished_at) "
+          "SELECT 1, 1, 'succeeded', now() - interval '29 days' FROM generate_series(1, 3)");
+  FinishedDeleted first = store->delete_finished(std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20);
+  EXPECT_EQ(first.tasks, 0);
+  EXPECT_EQ(first.runs, 20);
+  JanitorResult r = Janitor({std::chrono::hours(24 * 7), std::chrono::hours(24 * 30), 20, 10}, *store, log).run_once();
+  EXPECT_EQ(r.deleted, 0);
+  EXPECT_EQ(r.runs_deleted, 25);
+  EXPECT_EQ(r.batches, 2);  // 20, then 5: a batch not filled ends the round
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.task_runs"), 3);  // within the retention
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks"), 1);
 }
 
 // Enqueues that wait on another transaction's insert of the same dedup key see nothing once it

@@ -245,7 +245,8 @@ class FakeTaskStore final : public TaskStore {
     return out;
   }
 
-  std::int64_t delete_finished(Millis succeeded_after, Millis failed_after, int limit) override {
+  // Tasks only: the fake's runs carry no finish time (the janitor's runs are tested on PostgreSQL).
+  FinishedDeleted delete_finished(Millis succeeded_after, Millis failed_after, int limit) override {
     std::lock_guard lock(mu_);
     enter("delete_finished");
     std::int64_t n = 0;
@@ -260,7 +261,7 @@ class FakeTaskStore final : public TaskStore {
         ++it;
       }
     }
-    return n;
+    return {n, 0};
   }
 
   EnqueueResult enqueue(const EnqueueParams& p) override {
