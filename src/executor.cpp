@@ -319,6 +319,10 @@ void Executor::set_concurrency(int n) {
 }
 
 void Executor::settle(const std::shared_ptr<Running>& r, TaskOutcome outcome, std::unique_lock<std::mutex>& lock) {
+  // Callers walk lists gathered under the lock, which settle() drops: another may have settled
+  // one of them meanwhile (lose(), cancel_all()), and a second outcome, or the erase of a newer
+  // run of the same id, must not follow.
+  if (r->settled) return;
   r->settled = true;
   running_.erase(r->task.id);
   if (!options_.hold_until_forgotten) release_hold_locked(r->task.id, false, true);

@@ -116,8 +116,9 @@ auto in_transaction(ConnectionPool& pool, StatementWatchdog& watchdog, const Que
     return result;
   } catch (const pqxx::sql_error& e) {
     std::string state = e.sqlstate();
+    bool cancelled = c.poisoned;  // read before roll_back(): a discard destroys the connection
     roll_back();
-    if (state.empty()) state = c.poisoned ? "57014" : "";
+    if (state.empty()) state = cancelled ? "57014" : "";
     ErrorClass cls = state.empty() ? ErrorClass::permanent : classify_sqlstate(state);
     throw DatabaseError(std::string(what) + ": " + one_line(e.what()), state, cls);
   } catch (const pqxx::broken_connection& e) {

@@ -232,7 +232,9 @@ void ConnectionPool::cancel(Connection& c) {
   c.poisoned = true;
   try {
     c.raw().cancel_query();
-  } catch (const pqxx::failure& e) {
+  } catch (const std::exception& e) {
+    // libpqxx 6.4 throws bad_alloc when libpq has already dropped the socket (PQgetCancel gives
+    // NULL): the watchdog's thread must live on either way, and the poisoned connection goes.
     log_.warn("cancelling a query failed", {{"error", e.what()}});
   }
 }

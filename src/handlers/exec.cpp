@@ -226,7 +226,9 @@ class Supervision {
   void escalate(std::chrono::steady_clock::time_point now, OnKill&& on_kill) {
     if (exited_) return;
     if (phase_ == Phase::running && (now >= deadline_ || stopped_)) {
-      timed_out_ = !stopped_;
+      // Its own deadline, also when the executor's stop for that same deadline woke it first:
+      // a time-out keeps the program's output tail.
+      timed_out_ = now >= deadline_;
       ::kill(-child_.pid, SIGTERM);
       phase_ = Phase::term_sent;
       kill_at_ = now + kill_after_;

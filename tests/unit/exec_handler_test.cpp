@@ -250,6 +250,24 @@ TEST_F(ExecTest, ExitDataErrorFailsWithoutRetry) {
   EXPECT_EQ(r.message, "exit 65 (data error: not retried): bad payload\n");
 }
 
+// The executor stops a handler once the task's own deadline has passed, and often wakes before
+// the handler's poll, rounded up to whole milliseconds, does: that stop is the time-out, and the
+// program's output tail goes with it (it used to read as a plain "stopped", and the tail was lost).
+TEST_F(ExecTest, AStopForTheTasksOwnDeadlineIsATimeOutThatKeepsTheOutputTail) {
+  ExecHandler h(ExecOptions{sh("echo started; exec sleep 30"), "", {}, 10s, 1s}, log);
+  Task t;
+  t.id = 5;
+  t.kind = "script";
+  auto deadline = std::chrono::steady_clock::now() + 300ms;
+  std::jthread supervisor([&] {  // as the executor's supervisor does it: at the deadline
+    std::this_thread::sleep_until(deadline);
+    stop.request_stop();
+  });
+  auto r = h.run(t, HandlerContext{stop.get_token(), deadline, 300ms});
+  EXPECT_EQ(r.kind, TaskOutcome::Kind::retry);
+  EXPECT_EQ(r.message, "timed out after 300ms: started\n");
+}
+
 // A task's deadline that passed before its program even started: the message names the limit,
 // never a negative time.
 TEST_F(ExecTest, ATimeoutReportsTheTasksLimitEvenWhenItsDeadlineHadPassed) {
