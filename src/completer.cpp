@@ -198,7 +198,7 @@ bool Completer::write_completions(std::vector<FinishedRun> runs) {
     const Completion& c = completions[i];
     const Task& t = runs[i].task;
     if (!std::binary_search(written.begin(), written.end(), t.id)) {
-      if (std::optional<std::int64_t> token = redelivered_ ? redelivered_(t.id) : std::nullopt) {
+      if (std::optional<std::int64_t> token = redelivered_ ? redelivered_(t) : std::nullopt) {
         // The database lost this run's claim and has since handed the task to us again, at the
         // same attempt: the same outcome under the new claim finishes it, without a second run.
         log_.info("writing a task outcome again: the database had lost the task's claim",

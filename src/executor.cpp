@@ -189,10 +189,12 @@ void Executor::forget(const std::vector<ClaimRef>& claims) {
   }
 }
 
-std::optional<std::int64_t> Executor::unrecorded(std::int64_t id) {
+std::optional<std::int64_t> Executor::unrecorded(const Task& ran) {
   std::lock_guard lock(mu_);
+  std::int64_t id = ran.id;
   auto it = held_.find(id);
-  if (it != held_.end() && it->second.redelivery) {
+  if (it != held_.end() && it->second.redelivery && it->second.redelivery->attempt == ran.attempt &&
+      it->second.redelivery->occurrence == ran.occurrence) {
     // The outcome found the row pending (its claim lost) and then claimed again by us: the same
     // outcome under the new claim finishes it, without a second run.
     std::int64_t token = it->second.redelivery->claim_token;

@@ -267,7 +267,7 @@ void Worker::wire_task_flow(Services& s, const Config& c, bool one_shot) {
   s.poller = std::make_unique<Poller>(poller_options(c, one_shot), *s.store, *s.executor, *s.flow, *s.breaker, log_);
   Executor* executor = s.executor.get();
   completer->set_on_written([executor](const std::vector<ClaimRef>& written) { executor->forget(written); });
-  completer->set_redelivered([executor](std::int64_t id) { return executor->unrecorded(id); });
+  completer->set_redelivered([executor](const Task& ran) { return executor->unrecorded(ran); });
   completer->start();  // once its callbacks are set
 }
 

@@ -88,7 +88,7 @@ class Completer {
   // Asked (without locks held) about an outcome that matched no row: the token of a claim of the
   // task this worker got again since (see Executor::unrecorded), under which the outcome is to be
   // written again; nullopt: none. Unset: never.
-  void set_redelivered(std::function<std::optional<std::int64_t>(std::int64_t)> cb) { redelivered_ = std::move(cb); }
+  void set_redelivered(std::function<std::optional<std::int64_t>(const Task&)> cb) { redelivered_ = std::move(cb); }
 
   // The next state of a finished run (pure: tests call it directly). `db_now` is the
   // database's clock; `rng` feeds the retry jitter.
@@ -122,7 +122,7 @@ class Completer {
   std::size_t in_flight_ = 0;  // taken by the write under way (write_mu_ held), counted as unwritten
   std::atomic<bool> stopped_{false};
   std::function<void(const std::vector<ClaimRef>&)> on_written_;
-  std::function<std::optional<std::int64_t>(std::int64_t)> redelivered_;
+  std::function<std::optional<std::int64_t>(const Task&)> redelivered_;
   FlowControl* flow_;
   std::jthread thread_;
 };

@@ -89,11 +89,13 @@ class Executor {
   // The outcomes of `claims` are written (or given up): those tasks may be claimed and run again.
   // A claim of one refused meanwhile under another token is live, and runs now.
   void forget(const std::vector<ClaimRef>& claims);
-  // The outcome of `id` matched no row. When this executor refused a claim of it meanwhile (the
-  // database had lost the claim the outcome belongs to and handed the task out again, to this
-  // worker, at the same attempt), returns that claim's token: the same outcome written under it
-  // finishes the task (the id stays held until then). Otherwise the id is let go of, like forget().
-  std::optional<std::int64_t> unrecorded(std::int64_t id);
+  // The outcome of the run of `ran` matched no row. When this executor refused a claim of it
+  // meanwhile at the same attempt of the same occurrence (the database had lost the claim the
+  // outcome belongs to and handed the task out again, to this worker), returns that claim's
+  // token: the same outcome written under it finishes the task (the id stays held until then).
+  // A claim at another attempt or occurrence came after the outcome did land (a commit reported
+  // in doubt): it is a run of its own, and runs. Otherwise the id is let go of, like forget().
+  std::optional<std::int64_t> unrecorded(const Task& ran);
   // Waits until at least `n` slots are free (or idle), `deadline` passes or `cut` is requested.
   bool wait_free(int n, std::chrono::steady_clock::time_point deadline, std::stop_token cut = {});
   // The claims whose leases this worker must keep: queued, running, or finished with the outcome

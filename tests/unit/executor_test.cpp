@@ -303,9 +303,9 @@ TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutco
   EXPECT_EQ(runs, 3);
   // The handler returned, but the outcome is not written yet: still held.
   EXPECT_EQ(ex.submit({task(1, "slow")}), 0);
-  EXPECT_TRUE(ex.unrecorded(1));   // re-delivered meanwhile: write the outcome again, keep holding
-  ex.forget({{1, 0}});             // written now, and no claim refused since: let go of
-  EXPECT_FALSE(ex.unrecorded(3));  // never re-delivered: let go of
+  EXPECT_TRUE(ex.unrecorded(task(1, "slow")));   // re-delivered meanwhile: write the outcome again, keep holding
+  ex.forget({{1, 0}});                           // written now, and no claim refused since: let go of
+  EXPECT_FALSE(ex.unrecorded(task(3, "slow")));  // never re-delivered: let go of
   EXPECT_EQ(ex.submit({task(3, "slow")}), 1);
   EXPECT_EQ(ex.submit({task(1, "slow")}), 1);
   ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
@@ -318,6 +318,29 @@ TEST_F(ExecutorHoldTest, RefusesATaskItIsStillRunningAndTakesItAgainOnceItsOutco
   ex.forget({{1, 0}});
   ASSERT_TRUE(testing::eventually([&] { return runs == 6; }, 10s));
   ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
+  // An outcome (a retry) whose commit was reported in doubt but landed, and the row claimed again
+  // at the next attempt while the outcome is sent again: the resend matches no row, and the claim
+  // is a run of its own — it must run, not be finished by the last attempt's outcome. The same
+  // holds for the next occurrence of a recurring task (its attempt back at 1).
+  ex.forget({{1, 2}});  // that run's outcome written
+  for (bool next_occurrence : {false, true}) {
+    SCOPED_TRACE(next_occurrence ? "the next occurrence" : "the next attempt");
+    int before = runs;
+    Task ran = task(1, "slow");
+    ran.claim_token = 2 + before;
+    EXPECT_EQ(ex.submit({ran}), 1);
+    ASSERT_TRUE(testing::eventually([&] { return runs == before + 1; }, 10s));
+    ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));  // returned; outcome not written yet
+    Task later = ran;
+    later.claim_token = ran.claim_token + 1;
+    if (next_occurrence) later.occurrence = ran.occurrence + std::chrono::minutes(5);
+    else later.attempt = ran.attempt + 1;
+    EXPECT_EQ(ex.submit({later}), 0);  // still held: refused, remembered
+    EXPECT_FALSE(ex.unrecorded(ran));  // not the lost claim's redelivery
+    ASSERT_TRUE(testing::eventually([&] { return runs == before + 2; }, 10s)) << "the later claim never ran";
+    ASSERT_TRUE(ex.wait_idle(std::chrono::steady_clock::now() + 10s));
+    ex.forget({{1, later.claim_token}});
+  }
 }
 
 // Slot threads start on demand: a burst of slow handlers must get a thread each, not wait
