@@ -122,6 +122,15 @@ void Completer::add(FinishedRun&& run) {
   bool wake;
   {
     std::lock_guard lock(mu_);
+    if (closed_) {
+      // A handler that ignored its stop and returned after shutdown wrote the last outcomes. Its
+      // task is still running under this worker's lease; the lease expires and the rescuer takes it.
+      ++stats_.after_stop;
+      log_.error("a task outcome came after the last write at shutdown (its handler returned late); it is not "
+                 "written, and the task is rescued once its lease expires",
+                 {{"task_id", run.task.id}, {"kind", run.task.kind}, {"attempt", run.task.attempt}});
+      return;
+    }
     queue_.push_back(std::move(run));
     report_locked();
     // The writer needs waking to start gathering, when a full batch is ready, or when this was
@@ -359,6 +368,11 @@ bool Completer::stop(std::chrono::steady_clock::time_point deadline) {
   request_stop();
   wait();
   bool ok = flush(deadline);
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+  }
+  ok = flush(deadline) && ok;  // one that came while the first flush ended
   if (!ok)
     log_.error("task outcomes left unwritten at exit; their leases will expire and the rescuer will rerun them",
                {{"count", static_cast<std::int64_t>(pending())}});

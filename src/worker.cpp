@@ -326,6 +326,7 @@ CompleterStats Worker::shutdown_services() {
   s.lease_keeper->wait();
   s.pool->close(std::chrono::steady_clock::now() + kPoolCloseTime);
   auto st = s.completer->stats();
+  if (st.after_stop > 0) outcomes_lost_ = true;  // a handler returned after the last write
   log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},
                         {"failed", static_cast<std::int64_t>(st.failed)},
                         {"retried", static_cast<std::int64_t>(st.retried)},

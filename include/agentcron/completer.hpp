@@ -45,6 +45,7 @@ struct CompleterStats {
   std::uint64_t write_errors = 0;
   std::uint64_t not_recorded = 0;  // outcomes that matched no row: the task had moved on
   std::uint64_t gathers = 0;       // times the writer waited for outcomes still coming
+  std::uint64_t after_stop = 0;    // outcomes that came after stop() wrote the last ones: lost
 };
 
 // One write of up to max_batch outcomes (run_once).
@@ -121,6 +122,7 @@ class Completer {
   std::size_t isolate_ = 0;  // after a refused batch: this many writes of one run each
   std::size_t in_flight_ = 0;  // taken by the write under way (write_mu_ held), counted as unwritten
   std::atomic<bool> stopped_{false};
+  bool closed_ = false;  // under mu_: stop() wrote the last outcomes; add() keeps no more
   std::function<void(const std::vector<ClaimRef>&)> on_written_;
   std::function<std::optional<std::int64_t>(const Task&)> redelivered_;
   FlowControl* flow_;

@@ -52,6 +52,25 @@ TEST_F(CompleterTest, ALoneOutcomeIsWrittenAtOnceWhenNoHandlerIsLeftToFinish) {
   c->stop(std::chrono::steady_clock::now() + 10s);
 }
 
+// A handler that ignores its stop can return after shutdown has written the last outcomes: its
+// outcome is not queued where nothing writes it any more without a word. It is counted (a `once`
+// then exits 69) and logged, and its task stays running until the rescuer takes it.
+TEST_F(CompleterTest, AnOutcomeAfterStopIsCountedAndLoggedAsLost) {
+  auto c = completer();
+  auto tasks = claim(2);
+  ASSERT_EQ(tasks.size(), 2u);
+  coming(0);
+  c->add(succeeded(tasks[0]));
+  EXPECT_TRUE(c->stop(std::chrono::steady_clock::now() + 10s));
+  EXPECT_EQ(c->stats().after_stop, 0u);
+  c->add(succeeded(tasks[1]));
+  EXPECT_EQ(c->stats().after_stop, 1u);
+  EXPECT_EQ(c->pending(), 0u);
+  EXPECT_NE(logs.str().find("a task outcome came after the last write at shutdown"), std::string::npos) << logs.str();
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'succeeded'"), 1);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.agent_tasks WHERE status = 'running'"), 1);
+}
+
 TEST_F(CompleterTest, OutcomesGatherIntoOneStatementWhileHandlersAreStillRunning) {
   auto c = completer();
   auto tasks = claim(3);
