@@ -84,12 +84,16 @@ std::optional<ScheduleSync> ScheduleSyncer::run_once() {
                                      {"tasks_cancelled", r.tasks_cancelled}});
     return r;
   } catch (const DatabaseError& e) {
-    failed();
-    log_.error("syncing the schedules failed; they stay as they were until the next round tries again",
+    // The database unreachable, or the schedules' lock held: the next round syncs again. A
+    // refusal (a missing privilege, a value) would refuse every round, and the rounds' own
+    // maintenance of the schedules in the database is worth keeping meanwhile.
+    if (e.is_transient()) failed();
+    log_.error(e.is_transient()
+                   ? "syncing the schedules failed; they stay as they were until the next round tries again"
+                   : "syncing the schedules failed; they stay as they were until the file is synced again (SIGHUP)",
                {{"sqlstate", e.sqlstate()}, {"error", e.what()}});
   } catch (const std::exception& e) {
-    failed();
-    log_.error("syncing the schedules failed; they stay as they were until the next round tries again",
+    log_.error("syncing the schedules failed; they stay as they were until the file is synced again (SIGHUP)",
                {{"error", e.what()}});
   }
   return std::nullopt;

@@ -326,7 +326,6 @@ CompleterStats Worker::shutdown_services() {
   s.lease_keeper->wait();
   s.pool->close(std::chrono::steady_clock::now() + kPoolCloseTime);
   auto st = s.completer->stats();
-  if (st.after_stop > 0) outcomes_lost_ = true;  // a handler returned after the last write
   log_.info("stopped", {{"succeeded", static_cast<std::int64_t>(st.succeeded)},
                         {"failed", static_cast<std::int64_t>(st.failed)},
                         {"retried", static_cast<std::int64_t>(st.retried)},
@@ -342,6 +341,9 @@ CompleterStats Worker::shutdown_services() {
     // `once` never says 0 while an outcome of its batch is unwritten.
     ::_exit(to_int(one_shot_ ? ExitCode::unavailable : ExitCode::ok));
   }
+  // Every handler has returned now: one that returned after the last write lost its outcome.
+  st = s.completer->stats();
+  if (st.after_stop > 0) outcomes_lost_ = true;
   std::lock_guard lock(mu_);
   final_stats_ = WorkerStats{s.poller->stats(), st};
   s_.reset();
