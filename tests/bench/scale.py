@@ -3,9 +3,11 @@
 
 Run through `packaging/agentcron-dev bench-scale`, which starts a throwaway cluster, builds the
 binary and calls this. The table grows in steps to --sizes rows of background: 80 % pending tasks
-waiting in the future (a large fleet's recurring tasks, six priorities) and 20 % finished ones
-(inside their retention). At each size it measures, on the statements the binary sends (read
-from src/pg_statements.hpp, so the benchmark cannot drift from the code):
+waiting in the future (a large fleet's recurring tasks, six priorities) and 20 % finished ones,
+inside their retention: half succeeded an hour ago, half failed ten days ago (kept for 30 days,
+past the succeeded ones' 7: the janitor must not step over them). At each size it measures, on
+the statements the binary sends (read from src/pg_statements.hpp, so the benchmark cannot drift
+from the code):
 
   claim 10     the claim with 10 tasks due          claim 500   the claim with a backlog of 10,000 due
   rescue       the rescuer's statement               janitor     the janitor's statement
@@ -97,8 +99,8 @@ def grow(from_rows, to_rows):
             "SELECT 'noop', (g %% 6 - 2)::smallint, "
             "       CASE WHEN g %% 5 = 0 THEN now() - interval '1 day' ELSE now() + interval '1 hour' + (g %% 86400) * interval '1 second' END, "
             "       CASE WHEN g %% 5 <> 0 THEN '0 * * * *' END, "
-            "       CASE WHEN g %% 5 = 0 THEN 'succeeded' ELSE 'pending' END, "
-            "       CASE WHEN g %% 5 = 0 THEN now() - interval '1 hour' END "
+            "       CASE WHEN g %% 10 = 0 THEN 'failed' WHEN g %% 5 = 0 THEN 'succeeded' ELSE 'pending' END, "
+            "       CASE WHEN g %% 10 = 0 THEN now() - interval '10 days' WHEN g %% 5 = 0 THEN now() - interval '1 hour' END "
             "FROM generate_series(%s, %s) g", lo + 1, hi)
         log(f"  {hi:,} background rows")
     run("VACUUM ANALYZE agentcron.agent_tasks")
@@ -247,7 +249,7 @@ labels = [l for l, _, _ in results[0][1]]
 with open(args.out, "w") as f:
     f.write(f"Statement latency in ms (median of {args.reps}, server time) and shared buffers, and the drain rate of "
             f"{args.drain:,} no-op tasks (`once --drain`, notify handler, median of {args.drain_runs}), against the rows in `agent_tasks` "
-            f"(80 % pending in the future over six priorities, 20 % finished).\n\n")
+            f"(80 % pending in the future over six priorities, 10 % succeeded an hour ago, 10 % failed ten days ago and kept).\n\n")
     f.write("| rows | " + " | ".join(labels) + " | drain (tasks/s) |\n")
     f.write("|---:|" + "---:|" * len(labels) + "---:|\n")
     for size, costs, rate in results:
