@@ -3,9 +3,9 @@
 -- agent_tasks_finished_idx held every finished task by finished_at alone. The janitor deletes
 -- succeeded tasks after 7 days and failed or cancelled ones after 30 (retention.*), so its scan
 -- of "finished before 7 days ago" stepped over every failed and cancelled task of the 7 to 30
--- days it keeps, on every statement: a million kept failures cost each statement 200 ms, and its
--- time grew with them without bound. Led by status, each status's expired range is read alone,
--- and `tasks list --status failed` (or cancelled) reads that status's rows only.
+-- days it keeps, on every statement: a million kept failures cost each statement 160 ms, and its
+-- time grew with them without bound. Led by status, each status's expired range is read alone
+-- (and `tasks purge --status` reads its status's only).
 --
 -- Building the index reads the whole table, which waits meanwhile. On a large table, build it
 -- first without blocking anything, then migrate (docs/operations.md):
@@ -23,7 +23,7 @@ DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_index i
              WHERE i.indexrelid = to_regclass('agentcron.agent_tasks_finished_status_idx')
-               AND NOT (i.indisvalid AND i.indrelid = 'agentcron.agent_tasks'::regclass
+               AND NOT (i.indisvalid AND NOT i.indisunique AND i.indrelid = 'agentcron.agent_tasks'::regclass
                         AND pg_get_indexdef(i.indexrelid) LIKE '%(status, finished_at) WHERE (status = ANY (ARRAY[''succeeded''::text, ''failed''::text, ''cancelled''::text]))')) THEN
     DROP INDEX agentcron.agent_tasks_finished_status_idx;
   END IF;

@@ -329,7 +329,9 @@ FROM upd
 // (migration 0010), is read on its own — succeeded first, the rest up to the batch — so the
 // tasks kept (a failure of 10 days ago under a 30-day retention) are never stepped over. Its
 // generic plan, index scans only: planned for unknown retentions, the failed range looked like the
-// whole table and got a sequential scan (160 ms over a million kept failures).
+// whole table and got a sequential scan (160 ms over a million kept failures). The rows found are
+// deleted through the primary key, `id = ANY(array)`, one probe each, as the claim updates its
+// own: joined with `IN`, the generic plan hashed them against the whole of task_runs' key.
 constexpr Statement kDeleteFinished{"agentcron_janitor", R"SQL(
 WITH succeeded AS (
   SELECT id FROM agentcron.agent_tasks
@@ -343,13 +345,13 @@ WITH succeeded AS (
   FOR UPDATE SKIP LOCKED
 ), gone AS (
   DELETE FROM agentcron.agent_tasks t
-  WHERE t.id IN (SELECT id FROM succeeded UNION ALL SELECT id FROM failed)
+  WHERE t.id = ANY(ARRAY(SELECT id FROM succeeded UNION ALL SELECT id FROM failed))
   RETURNING 1
 ), old_runs AS (
   DELETE FROM agentcron.task_runs r
-  WHERE r.id IN (SELECT id FROM agentcron.task_runs
-                 WHERE finished_at < now() - greatest($1::bigint, $2::bigint) * interval '1 millisecond'
-                 LIMIT $3)
+  WHERE r.id = ANY(ARRAY(SELECT id FROM agentcron.task_runs
+                         WHERE finished_at < now() - greatest($1::bigint, $2::bigint) * interval '1 millisecond'
+                         LIMIT $3))
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM old_runs)

@@ -123,19 +123,23 @@ TEST_F(MigratorTest, TheKindLedDueIndexBuiltBeforehandIsTakenOverAndAnyOtherRebu
 }
 
 // 0010 rebuilds the finished index led by status, the same way: an index built beforehand with
-// CREATE INDEX CONCURRENTLY (docs/operations.md) is taken over, one left invalid is rebuilt.
-TEST_F(MigratorTest, TheStatusLedFinishedIndexBuiltBeforehandIsTakenOverAndAnInvalidOneRebuilt) {
+// CREATE INDEX CONCURRENTLY (docs/operations.md) is taken over; one left invalid, or one of that
+// name defined otherwise, is rebuilt.
+TEST_F(MigratorTest, TheStatusLedFinishedIndexBuiltBeforehandIsTakenOverAndAnyOtherRebuilt) {
   const std::string status_led = "(status, finished_at) WHERE (status = ANY (ARRAY['succeeded'::text, 'failed'::text, 'cancelled'::text]))";
-  for (bool valid : {true, false}) {
-    SCOPED_TRACE(valid ? "a valid index built beforehand" : "an invalid index left behind");
+  enum Case { valid, invalid, other };
+  for (Case c : {valid, invalid, other}) {
+    SCOPED_TRACE(c == valid ? "a valid index built beforehand" : c == invalid ? "an invalid index left behind" : "another index of that name");
     db.exec("DROP SCHEMA IF EXISTS agentcron CASCADE");
     ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
     PgTaskStore store(pool, StoreOptions::from_config(config), log);
     Migrator(store, log, testing::migrations_before(10)).migrate();
     db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) VALUES ('noop', 'failed', now())");
-    db.exec("CREATE INDEX CONCURRENTLY agent_tasks_finished_status_idx ON agentcron.agent_tasks "
-            "(status, finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled')");
-    if (!valid)
+    db.exec(c == other ? "CREATE UNIQUE INDEX agent_tasks_finished_status_idx ON agentcron.agent_tasks "
+                         "(status, finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled')"
+                       : "CREATE INDEX CONCURRENTLY agent_tasks_finished_status_idx ON agentcron.agent_tasks "
+                         "(status, finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled')");
+    if (c == invalid)
       db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'agentcron.agent_tasks_finished_status_idx'::regclass");
     std::int64_t oid = db.scalar("SELECT 'agentcron.agent_tasks_finished_status_idx'::regclass::oid::bigint");
     EXPECT_EQ(Migrator(store, log).migrate(), static_cast<int>(embedded_migrations().size()) - 9);
@@ -145,7 +149,10 @@ TEST_F(MigratorTest, TheStatusLedFinishedIndexBuiltBeforehandIsTakenOverAndAnInv
     EXPECT_NE(def.find(status_led), std::string::npos) << def;
     EXPECT_EQ(def.find("INVALID"), std::string::npos) << def;
     EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_class WHERE oid = to_regclass('agentcron.agent_tasks_finished_status_idx')"), 0);
-    EXPECT_EQ(db.scalar("SELECT 'agentcron.agent_tasks_finished_idx'::regclass::oid::bigint") == oid, valid);
+    EXPECT_EQ(db.scalar("SELECT 'agentcron.agent_tasks_finished_idx'::regclass::oid::bigint") == oid, c == valid);
+    EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_index WHERE indexrelid = 'agentcron.agent_tasks_finished_idx'::regclass "
+                        "AND indisunique"),
+              0);
   }
 }
 
