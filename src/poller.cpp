@@ -69,6 +69,17 @@ Poller::Claimed Poller::claim(ClaimParams& p, int n) {
     flow_.set_held_back(std::move(full));
     return {0, 0, true, false};
   }
+  // Every kind of this claim limited: it takes at most their free slots, and the rows it would lock
+  // beyond them (up to the whole batch) only make other workers' claims skip them and come back
+  // short. So it asks for no more than those slots.
+  int room_of_kinds = 0;
+  bool all_limited = std::all_of(q.kinds.begin(), q.kinds.end(), [&](const std::string& k) {
+    auto it = std::find_if(p.kind_room.begin(), p.kind_room.end(), [&](const auto& kr) { return kr.first == k; });
+    if (it == p.kind_room.end()) return false;
+    room_of_kinds += it->second;
+    return true;
+  });
+  if (all_limited) q.limit = std::min(q.limit, room_of_kinds);
   if (!breaker_.allow()) throw BreakerOpen("database circuit breaker is open; claim skipped");
   std::vector<Task> tasks;
   try {

@@ -85,74 +85,63 @@ TEST_F(MigratorTest, ChangedAppliedMigrationIsRefusedByName) {
   EXPECT_EQ(db.scalar("SELECT count(*) FROM agentcron.schema_migrations WHERE version = 9999"), 0);
 }
 
-// 0009 rebuilds the due index led by kind. On a large table an operator builds it beforehand with
-// CREATE INDEX CONCURRENTLY (docs/operations.md): the migration must take that index over rather
-// than build another, and must not keep one that a failed concurrent build left invalid, or an
-// index of that name defined otherwise.
-TEST_F(MigratorTest, TheKindLedDueIndexBuiltBeforehandIsTakenOverAndAnyOtherRebuilt) {
+// 0009 rebuilds the due index led by kind, 0010 the finished index led by status. On a large table
+// an operator builds the new index beforehand with CREATE INDEX CONCURRENTLY (docs/operations.md):
+// the migration must take that index over rather than build another, and must not keep one that a
+// failed concurrent build left invalid, or an index of that name defined otherwise.
+TEST_F(MigratorTest, AnIndexBuiltBeforehandIsTakenOverAndAnyOtherRebuilt) {
+  struct Rebuild {
+    int version;
+    const char* index;     // the name it keeps
+    const char* prebuilt;  // the name the operator builds it under
+    const char* columns;   // and its definition
+    const char* where;
+    const char* printed;   // as pg_get_indexdef prints the right one
+    const char* other;     // an index of the prebuilt name that is not the one
+  };
+  const Rebuild rebuilds[] = {
+      {9, "agent_tasks_due_idx", "agent_tasks_kind_due_idx", "(kind, priority DESC, scheduled_for, id)",
+       "WHERE status = 'pending' AND approval = 'approved'",
+       "(kind, priority DESC, scheduled_for, id) WHERE ((status = 'pending'::text) AND (approval = 'approved'::text))",
+       "(kind, priority DESC, scheduled_for, id)"},
+      {10, "agent_tasks_finished_idx", "agent_tasks_finished_status_idx", "(status, finished_at)",
+       "WHERE status IN ('succeeded', 'failed', 'cancelled')",
+       "(status, finished_at) WHERE (status = ANY (ARRAY['succeeded'::text, 'failed'::text, 'cancelled'::text]))",
+       "UNIQUE"},
+  };
   auto index = [&](const std::string& name) {
     return db.text("SELECT coalesce((SELECT pg_get_indexdef(c.oid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END "
                    "FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
                    "WHERE c.oid = to_regclass('agentcron." + name + "')), 'none')");
   };
-  const std::string kind_led = "(kind, priority DESC, scheduled_for, id) WHERE ((status = 'pending'::text) AND (approval = 'approved'::text))";
   enum Case { valid, invalid, other };
-  for (Case c : {valid, invalid, other}) {
-    SCOPED_TRACE(c == valid ? "a valid index built beforehand" : c == invalid ? "an invalid index left behind" : "another index of that name");
-    db.exec("DROP SCHEMA IF EXISTS agentcron CASCADE");
-    ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
-    PgTaskStore store(pool, StoreOptions::from_config(config), log);
-    std::vector<Migration> before = testing::migrations_before(9);
-    ASSERT_EQ(before.size(), 8u);
-    Migrator(store, log, before).migrate();
-    EXPECT_EQ(index("agent_tasks_due_idx").find(kind_led), std::string::npos);  // the old one, led by priority
-    db.insert_due(100);
-    db.exec(c == other ? "CREATE INDEX agent_tasks_kind_due_idx ON agentcron.agent_tasks (kind, priority DESC, scheduled_for, id)"
-                       : "CREATE INDEX CONCURRENTLY agent_tasks_kind_due_idx ON agentcron.agent_tasks "
-                         "(kind, priority DESC, scheduled_for, id) WHERE status = 'pending' AND approval = 'approved'");
-    if (c == invalid)
-      db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'agentcron.agent_tasks_kind_due_idx'::regclass");
-    std::int64_t oid = db.scalar("SELECT 'agentcron.agent_tasks_kind_due_idx'::regclass::oid::bigint");
-    EXPECT_EQ(Migrator(store, log).migrate(), static_cast<int>(embedded_migrations().size()) - 8);
-    EXPECT_NE(index("agent_tasks_due_idx").find(kind_led), std::string::npos) << index("agent_tasks_due_idx");
-    EXPECT_EQ(index("agent_tasks_due_idx").find("INVALID"), std::string::npos);
-    EXPECT_EQ(index("agent_tasks_kind_due_idx"), "none");
-    // Taken over (the same index under the old name), or built afresh when it was not the one.
-    EXPECT_EQ(db.scalar("SELECT 'agentcron.agent_tasks_due_idx'::regclass::oid::bigint") == oid, c == valid);
-  }
-}
-
-// 0010 rebuilds the finished index led by status, the same way: an index built beforehand with
-// CREATE INDEX CONCURRENTLY (docs/operations.md) is taken over; one left invalid, or one of that
-// name defined otherwise, is rebuilt.
-TEST_F(MigratorTest, TheStatusLedFinishedIndexBuiltBeforehandIsTakenOverAndAnyOtherRebuilt) {
-  const std::string status_led = "(status, finished_at) WHERE (status = ANY (ARRAY['succeeded'::text, 'failed'::text, 'cancelled'::text]))";
-  enum Case { valid, invalid, other };
-  for (Case c : {valid, invalid, other}) {
-    SCOPED_TRACE(c == valid ? "a valid index built beforehand" : c == invalid ? "an invalid index left behind" : "another index of that name");
-    db.exec("DROP SCHEMA IF EXISTS agentcron CASCADE");
-    ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
-    PgTaskStore store(pool, StoreOptions::from_config(config), log);
-    Migrator(store, log, testing::migrations_before(10)).migrate();
-    db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) VALUES ('noop', 'failed', now())");
-    db.exec(c == other ? "CREATE UNIQUE INDEX agent_tasks_finished_status_idx ON agentcron.agent_tasks "
-                         "(status, finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled')"
-                       : "CREATE INDEX CONCURRENTLY agent_tasks_finished_status_idx ON agentcron.agent_tasks "
-                         "(status, finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled')");
-    if (c == invalid)
-      db.exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'agentcron.agent_tasks_finished_status_idx'::regclass");
-    std::int64_t oid = db.scalar("SELECT 'agentcron.agent_tasks_finished_status_idx'::regclass::oid::bigint");
-    EXPECT_EQ(Migrator(store, log).migrate(), static_cast<int>(embedded_migrations().size()) - 9);
-    std::string def = db.text("SELECT pg_get_indexdef('agentcron.agent_tasks_finished_idx'::regclass) || "
-                              "CASE WHEN (SELECT indisvalid FROM pg_index WHERE indexrelid = 'agentcron.agent_tasks_finished_idx'::regclass) "
-                              "THEN '' ELSE ' INVALID' END");
-    EXPECT_NE(def.find(status_led), std::string::npos) << def;
-    EXPECT_EQ(def.find("INVALID"), std::string::npos) << def;
-    EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_class WHERE oid = to_regclass('agentcron.agent_tasks_finished_status_idx')"), 0);
-    EXPECT_EQ(db.scalar("SELECT 'agentcron.agent_tasks_finished_idx'::regclass::oid::bigint") == oid, c == valid);
-    EXPECT_EQ(db.scalar("SELECT count(*) FROM pg_index WHERE indexrelid = 'agentcron.agent_tasks_finished_idx'::regclass "
-                        "AND indisunique"),
-              0);
+  for (const Rebuild& r : rebuilds) {
+    for (Case c : {valid, invalid, other}) {
+      SCOPED_TRACE(std::string(r.prebuilt) + ": " +
+                   (c == valid ? "a valid index built beforehand" : c == invalid ? "an invalid index left behind" : "another index of that name"));
+      db.exec("DROP SCHEMA IF EXISTS agentcron CASCADE");
+      ConnectionPool pool(PoolOptions::from_config(config, "m"), log);
+      PgTaskStore store(pool, StoreOptions::from_config(config), log);
+      Migrator(store, log, testing::migrations_before(r.version)).migrate();
+      EXPECT_EQ(index(r.index).find(r.printed), std::string::npos);  // the old one
+      db.insert_due(100);
+      db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) VALUES ('noop', 'failed', now())");
+      std::string on = std::string(" ") + r.prebuilt + " ON agentcron.agent_tasks " + r.columns;
+      if (c != other) db.exec("CREATE INDEX CONCURRENTLY" + on + " " + r.where);
+      else if (std::string(r.other) == "UNIQUE") db.exec("CREATE UNIQUE INDEX" + on + " " + r.where);
+      else db.exec(std::string("CREATE INDEX ") + r.prebuilt + " ON agentcron.agent_tasks " + r.other);
+      if (c == invalid)
+        db.exec(std::string("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'agentcron.") + r.prebuilt + "'::regclass");
+      std::int64_t oid = db.scalar(std::string("SELECT 'agentcron.") + r.prebuilt + "'::regclass::oid::bigint");
+      EXPECT_EQ(Migrator(store, log).migrate(), static_cast<int>(embedded_migrations().size()) - (r.version - 1));
+      std::string def = index(r.index);
+      EXPECT_NE(def.find(r.printed), std::string::npos) << def;
+      EXPECT_EQ(def.find("INVALID"), std::string::npos) << def;
+      EXPECT_EQ(def.find("UNIQUE"), std::string::npos) << def;
+      EXPECT_EQ(index(r.prebuilt), "none");
+      // Taken over (the same index under the old name), or built afresh when it was not the one.
+      EXPECT_EQ(db.scalar(std::string("SELECT 'agentcron.") + r.index + "'::regclass::oid::bigint") == oid, c == valid);
+    }
   }
 }
 

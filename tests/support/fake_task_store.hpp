@@ -96,6 +96,11 @@ class FakeTaskStore final : public TaskStore {
     std::lock_guard lock(mu_);
     for (int i = 0; i < times; ++i) failures_[method].push_back(error);
   }
+  // How many rows each claim asked for, in order.
+  std::vector<int> claim_limits() const {
+    std::lock_guard lock(mu_);
+    return claim_limits_;
+  }
   int calls(const std::string& method) const {
     std::lock_guard lock(mu_);
     auto it = calls_.find(method);
@@ -106,6 +111,7 @@ class FakeTaskStore final : public TaskStore {
   bool answering() const override { return answering_; }
   std::vector<Task> claim_due(const ClaimParams& p) override {
     std::lock_guard lock(mu_);
+    claim_limits_.push_back(p.limit);
     enter("claim_due", p.limit > 0 && !p.kinds.empty());
     if (p.limit <= 0 || p.kinds.empty()) return {};
     std::vector<Row*> due;
@@ -386,6 +392,7 @@ class FakeTaskStore final : public TaskStore {
   mutable std::mutex mu_;
   SysTime clock_ = SysTime(std::chrono::seconds(1'700'000'000));
   std::map<std::int64_t, Row> rows_;
+  std::vector<int> claim_limits_;
   std::vector<Run> runs_;
   std::vector<std::pair<std::string, std::string>> notifications_;
   std::map<std::string, std::deque<DatabaseError>> failures_;

@@ -409,6 +409,30 @@ TEST_F(PollerOnFake, ARoundWithNoRoomCountsForReadinessOnlyWhileTheDatabaseAnswe
   EXPECT_FALSE(store.answering());
 }
 
+// A claim whose kinds are all limited ([handlers.<kind>] concurrency) takes at most their free
+// slots: it asks for no more, or it would lock a whole batch of rows it leaves, which other
+// workers' claims skip (coming back short, as if nothing more were due).
+TEST_F(PollerOnFake, AClaimOfLimitedKindsAsksForNoMoreThanTheirFreeSlots) {
+  ExecutorOptions o;
+  o.concurrency = 20;
+  o.kind_limits = {{"noop", 2}, {"wait", 3}};
+  executor.reset();
+  executor = std::make_unique<Executor>(o, handlers, [](FinishedRun&&) {}, log, &flow);
+  due("wait", 10);
+  auto limited = poller(50, {"wait"});
+  EXPECT_EQ(limited->run_once().claimed, 3);
+  EXPECT_EQ(store.claim_limits(), std::vector<int>{3});
+  // With a kind that has no limit, the batch is the limit: that kind may take all of it.
+  handlers.add("free", std::make_shared<testing::FnHandler>([](const Task&, const HandlerContext&) {
+    return TaskOutcome::success();
+  }));
+  due("noop", 10);
+  auto mixed = poller(50, {"noop", "free"});
+  mixed->run_once();
+  // The free slots (20 less the 3 of "wait"); it took noop's 2, then "free" alone asked the rest.
+  EXPECT_EQ(store.claim_limits(), (std::vector<int>{3, 17, 15}));
+}
+
 TEST_F(PollerOnFake, ABacklogOfUnwrittenOutcomesCountsAgainstTheRoom) {
   due("wait", 5);
   auto p = poller(50);
