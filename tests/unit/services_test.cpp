@@ -415,21 +415,29 @@ TEST_F(PollerOnFake, ARoundWithNoRoomCountsForReadinessOnlyWhileTheDatabaseAnswe
 TEST_F(PollerOnFake, AClaimOfLimitedKindsAsksForNoMoreThanTheirFreeSlots) {
   ExecutorOptions o;
   o.concurrency = 20;
-  o.kind_limits = {{"noop", 2}, {"wait", 3}};
-  executor.reset();
+  o.kind_limits = {{"hold", 2}, {"wait", 3}};
+  executor.reset();  // its threads gone: the registry may change
+  // Handlers that return only when stopped, so that the free slots stay as each claim left them.
+  handlers.add("hold", std::make_shared<testing::FnHandler>([](const Task&, const HandlerContext& ctx) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait(lock, ctx.stop, [] { return false; });
+    return TaskOutcome::success();
+  }));
+  handlers.add("free", std::make_shared<testing::FnHandler>([](const Task&, const HandlerContext&) {
+    return TaskOutcome::success();
+  }));
   executor = std::make_unique<Executor>(o, handlers, [](FinishedRun&&) {}, log, &flow);
   due("wait", 10);
   auto limited = poller(50, {"wait"});
   EXPECT_EQ(limited->run_once().claimed, 3);
   EXPECT_EQ(store.claim_limits(), std::vector<int>{3});
-  // With a kind that has no limit, the batch is the limit: that kind may take all of it.
-  handlers.add("free", std::make_shared<testing::FnHandler>([](const Task&, const HandlerContext&) {
-    return TaskOutcome::success();
-  }));
-  due("noop", 10);
-  auto mixed = poller(50, {"noop", "free"});
+  // With a kind that has no limit, every free slot is the limit: that kind may take all of them.
+  due("hold", 10);
+  auto mixed = poller(50, {"hold", "free"});
   mixed->run_once();
-  // The free slots (20 less the 3 of "wait"); it took noop's 2, then "free" alone asked the rest.
+  // The free slots (20 less the 3 of "wait"); it took hold's 2, then "free" alone asked the rest.
   EXPECT_EQ(store.claim_limits(), (std::vector<int>{3, 17, 15}));
 }
 
