@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <string_view>
 
 #include "agentcron/log.hpp"
 #include "agentcron/retry.hpp"
@@ -64,7 +65,8 @@ int Migrator::migrate() {
       // the connection broke during its COMMIT. A lock it could not have (0009 waits at most 5 s
       // for the table's) is another transaction's, and the same migrate passes once that ends.
       std::string cause = e.what();
-      if (cause.rfind("migrate: ", 0) == 0) cause.erase(0, 9);
+      constexpr std::string_view kStoreSays = "migrate: ";  // apply_migration's name for its statement
+      if (cause.starts_with(kStoreSays)) cause.erase(0, kStoreSays.size());
       std::string what = "migration " + migration_file_name(m.version, m.name) +
                          (e.error_class() == ErrorClass::in_doubt
                               ? " may or may not have been applied (see `agentcron migrate --status`): "

@@ -82,7 +82,6 @@ class PgTaskStore final : public TaskStore {
   RescueResult rescue_expired(int limit) override;
   std::vector<ExpiredRecurring> expired_recurring(int limit) override;
   RescueResult reschedule_expired(const std::vector<Reschedule>& tasks) override;
-  // Deletes finished tasks older than the retention, at most `limit` rows. Returns rows deleted.
   FinishedDeleted delete_finished(Millis succeeded_after, Millis failed_after, int limit) override;
   EnqueueResult enqueue(const EnqueueParams& p) override;
   QueueStatus status() override;

@@ -171,6 +171,25 @@ std::int64_t top_buffers(const std::string& plan) {
   return n;
 }
 
+// EXPLAIN (ANALYZE, BUFFERS) of one of the store's statements as the store sends it, in a
+// transaction rolled back: prepared, with its generic plan when the statement asks for one (made
+// from the statement alone), or — `inlined` — its parameters inlined, as pgbouncer mode sends it (a
+// custom plan). `params`: SQL literals.
+std::string explain(pqxx::connection& c, const pg::Statement& s, const std::vector<std::string>& params,
+                    bool inlined = false) {
+  pqxx::work tx(c);
+  if (!inlined) tx.exec(std::string("PREPARE explained AS ") + s.sql);
+  if (s.generic_plan) tx.exec(pg::kGenericPlanSql);
+  std::string run = inlined ? pg::inline_params(s.sql, params) : "EXECUTE explained(";
+  for (std::size_t i = 0; !inlined && i < params.size(); ++i) run += (i ? ", " : "") + params[i];
+  if (!inlined) run += ")";
+  std::string plan;
+  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + run)) plan += row[0].as<std::string>() + "\n";
+  if (!inlined) tx.exec("DEALLOCATE explained");  // a session's, not the transaction's
+  tx.abort();
+  return plan;
+}
+
 // EXPLAIN (ANALYZE, BUFFERS) of the real claim statement, in a transaction rolled back: the
 // buffers it touched (its top node's count) and the rows it claimed.
 struct ClaimCost {
@@ -181,19 +200,9 @@ struct ClaimCost {
 // `kinds`: an array literal of n kinds, claimed with the statement the store sends for n.
 // `inlined`: as pgbouncer mode sends it, its parameters inlined (a custom plan), else prepared.
 ClaimCost explain_claim(pqxx::connection& c, int limit, const std::string& kinds = "{noop}", bool inlined = false) {
-  pqxx::work tx(c);
   const pg::Statement& claim = pg::claim_statement(static_cast<std::size_t>(std::count(kinds.begin(), kinds.end(), ',') + 1));
-  if (!inlined) tx.exec(std::string("PREPARE claim_cost AS ") + claim.sql);
-  // The plan the store runs: generic (pg_statements.hpp), made from the statement alone.
-  if (claim.generic_plan) tx.exec(pg::kGenericPlanSql);
   ClaimCost cost;
-  std::string run = inlined ? pg::inline_params(claim.sql, {tx.quote(kinds), std::to_string(limit), "'w1'", "60000", "1048576",
-                                                            "'{}'", "'{}'"})
-                            : "EXECUTE claim_cost('" + kinds + "', " + std::to_string(limit) +
-                                  ", 'w1', 60000, 1048576, '{}', '{}')";
-  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + run)) cost.plan += row[0].as<std::string>() + "\n";
-  if (!inlined) tx.exec("DEALLOCATE claim_cost");  // a session's, not the transaction's
-  tx.abort();
+  cost.plan = explain(c, claim, {"'" + kinds + "'", std::to_string(limit), "'w1'", "60000", "1048576", "'{}'", "'{}'"}, inlined);
   auto first_number_after = [&](const std::string& what) -> std::int64_t {
     auto at = cost.plan.find(what);
     return at == std::string::npos ? 0 : std::stoll(cost.plan.substr(at + what.size()));
@@ -233,17 +242,7 @@ TEST_F(StoreTest, TheClaimsCostDoesNotGrowWithTasksWaitingInTheFuture) {
 // deleted one key probe each (joined with IN, the generic plan hashed all of task_runs' key, 190 ms
 // a million). Measured on the statement the store sends, with its plan.
 TEST_F(StoreTest, TheJanitorsCostDoesNotGrowWithTheFailuresItKeeps) {
-  auto explain_janitor = [&] {
-    pqxx::work tx(db.sql());
-    tx.exec(std::string("PREPARE janitor_cost AS ") + pg::kDeleteFinished.sql);
-    if (pg::kDeleteFinished.generic_plan) tx.exec(pg::kGenericPlanSql);
-    std::string plan;
-    for (const auto& row : tx.exec("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE janitor_cost(604800000, 2592000000, 500)"))
-      plan += row[0].as<std::string>() + "\n";
-    tx.exec("DEALLOCATE janitor_cost");
-    tx.abort();
-    return plan;
-  };
+  auto explain_janitor = [&] { return explain(db.sql(), pg::kDeleteFinished, {"604800000", "2592000000", "500"}); };
   db.exec("INSERT INTO agentcron.agent_tasks (kind, cron) VALUES ('noop', '0 * * * *')");  // id 1: runs' task
   db.exec("INSERT INTO agentcron.agent_tasks (kind, status, finished_at) "
           "SELECT 'noop', 'succeeded', now() - interval '8 days' FROM generate_series(1, 50)");
